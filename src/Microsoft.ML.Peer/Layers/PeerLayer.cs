@@ -1,0 +1,77 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Microsoft.ML.Peer.Layers;
+
+/// <summary>
+/// Parameter Efficient Expert Retrieval (He 2024, arXiv 2407.04153): a drop-in replacement for a
+/// transformer's feed-forward block. Each of h heads retrieves its top-k of N single-neuron experts
+/// e_i(x) = σ(u_i·x)·v_i by product keys; y = Σ_heads Σ_j g_j e_{i_j}(x). All heads share one expert pool.
+/// Nothing of size N is built per token: retrieval costs O(sqrt(N)), experts cost O(h·k·d).
+/// </summary>
+public sealed class PeerLayer : Module<Tensor, Tensor>
+{
+    private readonly PeerOptions _options;
+    private readonly int _dimension;
+    private readonly ProductKeyRouter router;
+    private readonly Embedding expert_down;   // u_i, [N, d]
+    private readonly Embedding expert_up;     // v_i, [N, d]
+
+    public PeerLayer(int dimension, PeerOptions options) : base(nameof(PeerLayer))
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), dimension, "The model dimension must be positive.");
+        _options = options.Clone();
+        _dimension = dimension;
+        router = new ProductKeyRouter(dimension, _options);
+        expert_down = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients);
+        expert_up = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients);
+        using (no_grad())
+        {
+            // u·x has unit variance for a unit-variance x; each head's output starts small next to the residual.
+            expert_down.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
+            expert_up.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
+        }
+        RegisterComponents();
+    }
+
+    public PeerOptions Options => _options.Clone();
+
+    /// <summary>Query network, product keys and usage telemetry.</summary>
+    public ProductKeyRouter Router => router;
+
+    /// <summary>The N×d table of expert input weights u_i.</summary>
+    public Parameter DownWeights => expert_down.weight!;
+
+    /// <summary>The N×d table of expert output weights v_i.</summary>
+    public Parameter UpWeights => expert_up.weight!;
+
+    /// <summary>x [..., d] → y [..., d].</summary>
+    public override Tensor forward(Tensor input)
+    {
+        if (input.shape[^1] != _dimension)
+            throw new ArgumentException($"PEER layer expects a last dimension of {_dimension}; got [{string.Join(", ", input.shape)}].", nameof(input));
+        using var scope = NewDisposeScope();
+        var x = input.reshape(-1, _dimension);
+        long tokens = x.shape[0];
+        int active = _options.Heads * _options.TopK;
+        var (gates, indices) = router.forward(x);
+        var flat = indices.view(tokens, active);
+        var u = expert_down.forward(flat);                                // [T, h·k, d]
+        var hidden = bmm(u, x.unsqueeze(-1)).squeeze(-1);                 // u_i·x, [T, h·k]
+        hidden = _options.ExpertActivation switch
+        {
+            ExpertActivation.Gelu => F.gelu(hidden),
+            ExpertActivation.Relu => F.relu(hidden),
+            _ => throw new InvalidOperationException($"Unknown expert activation {_options.ExpertActivation}."),
+        };
+        var weights = hidden * gates.view(tokens, active);                // g·σ(u·x)
+        var v = expert_up.forward(flat);                                  // [T, h·k, d]
+        var y = bmm(weights.unsqueeze(1), v).squeeze(1);                  // Σ over heads and top-k
+        return y.view(input.shape).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,71 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Microsoft.ML.Peer.Layers;
+
+/// <summary>
+/// The routing half shared by PEER and PKM: query network q = BN(W x + c), split into heads,
+/// exact product-key top-k per head, router weights g over each head's top-k.
+/// </summary>
+public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indices)>
+{
+    private readonly ProductKeyOptions _options;
+    private readonly Linear query;
+    private readonly BatchNorm1d? query_norm;
+    private readonly ProductKeyRetriever retriever;
+
+    public ProductKeyRouter(int inputDimension, ProductKeyOptions options) : base(nameof(ProductKeyRouter))
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (inputDimension <= 0) throw new ArgumentOutOfRangeException(nameof(inputDimension), inputDimension, "The input dimension must be positive.");
+        _options = options.Clone();
+        query = nn.Linear(inputDimension, options.Heads * options.KeyDimension);
+        // BatchNorm over the whole projected query, before the split into heads and halves (as in PKM).
+        query_norm = options.QueryBatchNorm ? nn.BatchNorm1d(options.Heads * options.KeyDimension) : null;
+        retriever = new ProductKeyRetriever(options.SubKeys, options.KeyDimension, options.TopK);
+        Usage = new ExpertUsageAccumulator(options.Experts);
+        RegisterComponents();
+    }
+
+    /// <summary>Expert usage telemetry; enable it around an evaluation pass.</summary>
+    public ExpertUsageAccumulator Usage { get; }
+
+    public ProductKeyOptions Options => _options.Clone();
+
+    /// <summary>The product-key retriever (its sub-keys are trainable parameters).</summary>
+    public ProductKeyRetriever Retriever => retriever;
+
+    /// <summary>The query projection W, c.</summary>
+    public Linear QueryProjection => query;
+
+    /// <summary>The query batch norm, or null when <see cref="ProductKeyOptions.QueryBatchNorm"/> is off.</summary>
+    public BatchNorm1d? QueryNorm => query_norm;
+
+    /// <summary>Tokens [T, d] → router weights [T, h, k] and expert indices [T, h, k].</summary>
+    public override (Tensor Gates, Tensor Indices) forward(Tensor tokens)
+    {
+        using var scope = NewDisposeScope();
+        var q = query.forward(tokens);
+        if (query_norm is not null) q = query_norm.forward(q);
+        q = q.view(tokens.shape[0], _options.Heads, _options.KeyDimension);
+        var (scores, indices) = retriever.forward(q);
+        var gates = _options.ScoreActivation switch
+        {
+            ScoreActivation.Softmax => F.softmax(scores, -1),
+            ScoreActivation.Sigmoid => F.sigmoid(scores),
+            _ => throw new InvalidOperationException($"Unknown score activation {_options.ScoreActivation}."),
+        };
+        Usage.Add(indices, gates);
+        return (gates.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) Usage.Dispose();
+        base.Dispose(disposing);
+    }
+}

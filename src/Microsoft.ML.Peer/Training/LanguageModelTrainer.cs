@@ -1,0 +1,246 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Training;
+
+/// <summary>
+/// Trains a <see cref="TransformerLanguageModel"/>: AdamW, warm-up + cosine schedule, gradient clipping,
+/// seeded batches, checkpoints that resume to the same loss curve, validation perplexity and expert usage.
+/// </summary>
+public sealed class LanguageModelTrainer : IDisposable
+{
+    private const string CheckpointMagic = "PEER-LM-CHECKPOINT";
+    private const int CheckpointVersion = 1;
+
+    private readonly LanguageModelOptions _modelOptions;
+    private readonly TrainingOptions _options;
+    private readonly AdamW _optimizer;
+    private readonly List<LossPoint> _history = new();
+
+    /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
+    public LanguageModelTrainer(LanguageModelOptions modelOptions, TrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(modelOptions);
+        ArgumentNullException.ThrowIfNull(options);
+        modelOptions.Validate();
+        options.Validate(modelOptions.ContextLength);
+        if (modelOptions.FeedForward is FeedForwardKind.Peer && modelOptions.Peer.SparseGradients
+            || modelOptions.FeedForward is FeedForwardKind.ProductKeyMemory && modelOptions.ProductKeyMemory.SparseGradients)
+            throw new ArgumentException("SparseGradients is on, but AdamW needs dense gradients: turn SparseGradients off to train with this trainer.", nameof(modelOptions));
+        _modelOptions = modelOptions.Clone();
+        _options = options.Clone();
+        manual_seed(_options.Seed);
+        Model = new TransformerLanguageModel(_modelOptions);
+        // Decay matrices and tables only; norms and biases keep their scale.
+        var decay = Model.parameters().Where(p => p.dim() >= 2).ToList();
+        var noDecay = Model.parameters().Where(p => p.dim() < 2).ToList();
+        _optimizer = optim.AdamW(new[]
+        {
+            new AdamW.ParamGroup(decay, lr: _options.LearningRate, beta1: _options.Beta1, beta2: _options.Beta2, weight_decay: _options.WeightDecay),
+            new AdamW.ParamGroup(noDecay, lr: _options.LearningRate, beta1: _options.Beta1, beta2: _options.Beta2, weight_decay: 0),
+        });
+    }
+
+    public TransformerLanguageModel Model { get; }
+
+    /// <summary>Optimizer steps taken so far.</summary>
+    public int Step { get; private set; }
+
+    public TrainingOptions Options => _options.Clone();
+
+    /// <summary>Training loss (cross-entropy) of every step taken, including those before a resume.</summary>
+    public IReadOnlyList<LossPoint> History => _history;
+
+    /// <summary>One optimizer step on the batch that belongs to the current step; returns its cross-entropy.</summary>
+    public double TrainStep(TokenBatchSampler sampler)
+    {
+        ArgumentNullException.ThrowIfNull(sampler);
+        using var scope = NewDisposeScope();
+        Model.train();
+        double lr = LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
+        foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
+        var (inputs, targets) = sampler.Batch(Step);
+        _optimizer.zero_grad();
+        var (loss, crossEntropy) = Model.Loss(inputs, targets);
+        loss.backward();
+        if (_options.GradientClipNorm > 0) nn.utils.clip_grad_norm_(Model.parameters(), _options.GradientClipNorm);
+        _optimizer.step();
+        double value = crossEntropy.item<float>();
+        if (!double.IsFinite(value))
+            throw new InvalidOperationException($"Training diverged at step {Step}: loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
+        _history.Add(new LossPoint(Step, value));
+        Step++;
+        return value;
+    }
+
+    /// <summary>
+    /// Trains until <see cref="TrainingOptions.MaxSteps"/>, the time limit or cancellation, reporting progress,
+    /// evaluating on <paramref name="validationTokens"/> if given and writing checkpoints if configured.
+    /// Returns the final evaluation (null without validation tokens).
+    /// </summary>
+    public EvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        var sampler = new TokenBatchSampler(trainTokens, _options.BatchSize, _options.SequenceLength, _options.Seed);
+        var clock = Stopwatch.StartNew();
+        var window = Stopwatch.StartNew();
+        int windowSteps = 0;
+        double windowLoss = 0;
+        while (Step < _options.MaxSteps && !cancellation.IsCancellationRequested
+               && (_options.TimeLimit is null || clock.Elapsed < _options.TimeLimit))
+        {
+            double lr = LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
+            windowLoss += TrainStep(sampler);
+            windowSteps++;
+            bool evaluate = validationTokens is not null && _options.EvaluateEvery > 0 && Step % _options.EvaluateEvery == 0;
+            EvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!) : null;
+            if (Step % _options.LogEvery == 0 || evaluation is not null)
+            {
+                double tokensPerSecond = windowSteps * (double)_options.BatchSize * _options.SequenceLength / window.Elapsed.TotalSeconds;
+                progress?.Invoke(new TrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed, evaluation));
+                window.Restart();
+                windowSteps = 0;
+                windowLoss = 0;
+            }
+            if (_options.CheckpointPath is not null && Step % _options.CheckpointEvery == 0)
+                SaveCheckpoint(_options.CheckpointPath);
+        }
+        if (_options.CheckpointPath is not null) SaveCheckpoint(_options.CheckpointPath);
+        return validationTokens is null ? null : Evaluate(validationTokens);
+    }
+
+    /// <summary>
+    /// Mean cross-entropy and perplexity over consecutive, non-overlapping windows of <paramref name="tokens"/>
+    /// in evaluation mode, and the expert usage of each product-key layer over the same pass.
+    /// </summary>
+    public EvaluationResult Evaluate(int[] tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (_options.EvaluationTokens > 0 && tokens.Length > _options.EvaluationTokens + 1)
+            tokens = tokens[..(_options.EvaluationTokens + 1)];
+        int length = Math.Min(_options.SequenceLength, tokens.Length - 1);
+        if (length < 1) throw new ArgumentException("At least two evaluation tokens are needed.", nameof(tokens));
+        int windows = (tokens.Length - 1) / length;
+        var routers = Model.ProductKeyRouters.ToList();
+        foreach (var (_, router) in routers) { router.Usage.Reset(); router.Usage.Enabled = true; }
+        bool wasTraining = Model.training;
+        Model.eval();
+        double totalLoss = 0;
+        long count = 0;
+        try
+        {
+            using var noGrad = no_grad();
+            for (int first = 0; first < windows; first += _options.BatchSize)
+            {
+                using var scope = NewDisposeScope();
+                int batch = Math.Min(_options.BatchSize, windows - first);
+                var inputs = new long[batch * length];
+                var targets = new long[batch * length];
+                for (int b = 0; b < batch; b++)
+                for (int t = 0; t < length; t++)
+                {
+                    int at = (first + b) * length + t;
+                    inputs[b * length + t] = tokens[at];
+                    targets[b * length + t] = tokens[at + 1];
+                }
+                var (_, crossEntropy) = Model.Loss(tensor(inputs, new long[] { batch, length }), tensor(targets, new long[] { batch, length }));
+                totalLoss += crossEntropy.item<float>() * (double)(batch * length);
+                count += batch * length;
+            }
+        }
+        finally
+        {
+            foreach (var (_, router) in routers) router.Usage.Enabled = false;
+            Model.train(wasTraining);
+        }
+        var usage = routers.ToDictionary(r => r.Block, r => r.Router.Usage.Compute());
+        foreach (var (_, router) in routers) router.Usage.Reset();
+        double mean = totalLoss / count;
+        return new EvaluationResult(mean, Math.Exp(mean), count, usage);
+    }
+
+    /// <summary>
+    /// Writes model weights, optimizer state, options, step and loss history. The file is written beside
+    /// the target and renamed into place, so an interrupted save never leaves a half-written checkpoint.
+    /// </summary>
+    public void SaveCheckpoint(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(directory);
+        var temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
+        try
+        {
+            using (var stream = File.Create(temporary))
+            using (var writer = new BinaryWriter(stream, Encoding.UTF8))
+            {
+                writer.Write(CheckpointMagic);
+                writer.Write(CheckpointVersion);
+                writer.Write(JsonSerializer.Serialize(_modelOptions));
+                writer.Write(JsonSerializer.Serialize(_options));
+                writer.Write(Step);
+                writer.Write(_history.Count);
+                foreach (var point in _history) { writer.Write(point.Step); writer.Write(point.Loss); }
+                Model.save(writer);
+                _optimizer.save_state_dict(writer);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temporary)) File.Delete(temporary);
+        }
+    }
+
+    /// <summary>Restores a trainer from <see cref="SaveCheckpoint"/>; training continues where it stopped.</summary>
+    /// <param name="path">The checkpoint file.</param>
+    /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint path).</param>
+    public static LanguageModelTrainer LoadCheckpoint(string path, Action<TrainingOptions>? configure = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"No checkpoint at '{path}'.", path);
+        using var stream = File.OpenRead(path);
+        using var reader = new BinaryReader(stream, Encoding.UTF8);
+        try
+        {
+            string magic = reader.ReadString();
+            if (magic != CheckpointMagic) throw new InvalidDataException($"'{path}' is not a PEER language-model checkpoint.");
+            int version = reader.ReadInt32();
+            if (version != CheckpointVersion)
+                throw new InvalidDataException($"'{path}' is a version {version} checkpoint; this build reads version {CheckpointVersion}.");
+            var modelOptions = JsonSerializer.Deserialize<LanguageModelOptions>(reader.ReadString())!;
+            var options = JsonSerializer.Deserialize<TrainingOptions>(reader.ReadString())!;
+            configure?.Invoke(options);
+            var trainer = new LanguageModelTrainer(modelOptions, options);
+            try
+            {
+                trainer.Step = reader.ReadInt32();
+                int points = reader.ReadInt32();
+                for (int i = 0; i < points; i++) trainer._history.Add(new LossPoint(reader.ReadInt32(), reader.ReadDouble()));
+                trainer.Model.load(reader);
+                trainer._optimizer.load_state_dict(reader);
+                return trainer;
+            }
+            catch
+            {
+                trainer.Dispose();
+                throw;
+            }
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"Checkpoint '{path}' is truncated.", e);
+        }
+    }
+
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        Model.Dispose();
+    }
+}

@@ -1,0 +1,84 @@
+namespace Microsoft.ML.Peer.Training;
+
+/// <summary>Settings of <see cref="LanguageModelTrainer"/>. Defaults suit a small model on a laptop.</summary>
+public sealed class TrainingOptions
+{
+    /// <summary>Seed of weight initialisation and of the batch order. Default 1.</summary>
+    public int Seed { get; set; } = 1;
+
+    /// <summary>Sequences per step. Default 16.</summary>
+    public int BatchSize { get; set; } = 16;
+
+    /// <summary>Tokens per training sequence; at most the model's context length. Default 128.</summary>
+    public int SequenceLength { get; set; } = 128;
+
+    /// <summary>Peak AdamW learning rate. Default 1e-3.</summary>
+    public double LearningRate { get; set; } = 1e-3;
+
+    /// <summary>The cosine schedule ends at this fraction of the peak. Default 0.1.</summary>
+    public double MinLearningRateFraction { get; set; } = 0.1;
+
+    /// <summary>Linear warm-up steps. Default 50.</summary>
+    public int WarmupSteps { get; set; } = 50;
+
+    /// <summary>Length of the schedule: training stops after this many optimizer steps. Default 1000.</summary>
+    public int MaxSteps { get; set; } = 1000;
+
+    /// <summary>Optional wall-clock limit; training stops early when it is reached (the schedule is unchanged).</summary>
+    public TimeSpan? TimeLimit { get; set; }
+
+    /// <summary>AdamW decoupled weight decay, applied to matrices and embedding tables only. Default 0.1.</summary>
+    public double WeightDecay { get; set; } = 0.1;
+
+    /// <summary>AdamW β1. Default 0.9.</summary>
+    public double Beta1 { get; set; } = 0.9;
+
+    /// <summary>AdamW β2. Default 0.95.</summary>
+    public double Beta2 { get; set; } = 0.95;
+
+    /// <summary>Global gradient-norm clip; 0 turns it off. Default 1.0.</summary>
+    public double GradientClipNorm { get; set; } = 1.0;
+
+    /// <summary>Report progress every this many steps. Default 10.</summary>
+    public int LogEvery { get; set; } = 10;
+
+    /// <summary>Evaluate on the validation tokens every this many steps; 0 evaluates only at the end. Default 0.</summary>
+    public int EvaluateEvery { get; set; }
+
+    /// <summary>At most this many validation tokens per evaluation (0: all). Default 0.</summary>
+    public int EvaluationTokens { get; set; }
+
+    /// <summary>Where <see cref="LanguageModelTrainer.Train"/> writes checkpoints; null writes none.</summary>
+    public string? CheckpointPath { get; set; }
+
+    /// <summary>Checkpoint every this many steps (and at the end) when <see cref="CheckpointPath"/> is set. Default 100.</summary>
+    public int CheckpointEvery { get; set; } = 100;
+
+    public TrainingOptions Clone() => (TrainingOptions)MemberwiseClone();
+
+    /// <summary>Checks every option; the exception names the one that is wrong.</summary>
+    public void Validate(int contextLength)
+    {
+        static void Positive(double value, string name)
+        {
+            if (!(value > 0)) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
+        }
+        Positive(BatchSize, nameof(BatchSize));
+        Positive(SequenceLength, nameof(SequenceLength));
+        Positive(LearningRate, nameof(LearningRate));
+        Positive(MaxSteps, nameof(MaxSteps));
+        if (SequenceLength > contextLength)
+            throw new ArgumentOutOfRangeException(nameof(SequenceLength), SequenceLength, $"{nameof(SequenceLength)} ({SequenceLength}) exceeds the model's context length ({contextLength}).");
+        if (MinLearningRateFraction < 0 || MinLearningRateFraction > 1)
+            throw new ArgumentOutOfRangeException(nameof(MinLearningRateFraction), MinLearningRateFraction, $"{nameof(MinLearningRateFraction)} must be in [0, 1].");
+        if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(WarmupSteps)} must not be negative.");
+        if (WeightDecay < 0) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, $"{nameof(WeightDecay)} must not be negative.");
+        if (GradientClipNorm < 0) throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, $"{nameof(GradientClipNorm)} must not be negative.");
+        if (Beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, $"{nameof(Beta1)} must be in [0, 1).");
+        if (Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, $"{nameof(Beta2)} must be in [0, 1).");
+        if (LogEvery <= 0) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, $"{nameof(LogEvery)} must be positive.");
+        if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
+        if (CheckpointPath is not null && CheckpointEvery <= 0)
+            throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, $"{nameof(CheckpointEvery)} must be positive when {nameof(CheckpointPath)} is set.");
+    }
+}

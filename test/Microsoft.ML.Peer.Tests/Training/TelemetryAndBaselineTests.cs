@@ -1,0 +1,47 @@
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Tests.Training;
+
+[TestClass]
+public sealed class TelemetryAndBaselineTests
+{
+    [TestMethod]
+    public void ExpertUsageFollowsThePapersDefinition()
+    {
+        using var usage = new ExpertUsageAccumulator(4) { Enabled = true };
+        // z' = [0.5+0.25, 0.5, 0.75, 0]: expert 3 is never retrieved.
+        usage.Add(tensor(new long[] { 0, 1, 2, 0 }), tensor(new float[] { 0.5f, 0.5f, 0.75f, 0.25f }));
+        var result = usage.Compute();
+        Assert.AreEqual(0.75, result.UsedFraction, 1e-12);
+        double[] z = { 0.75 / 2, 0.5 / 2, 0.75 / 2 };
+        Assert.AreEqual(Math.Log(4) + z.Sum(v => v * Math.Log(v)), result.Unevenness, 1e-9);
+        Assert.AreEqual(4L, result.Retrievals);
+    }
+
+    [TestMethod]
+    public void DisabledAccumulatorRecordsNothing()
+    {
+        using var usage = new ExpertUsageAccumulator(4);
+        usage.Add(tensor(new long[] { 0 }), tensor(new float[] { 1 }));
+        Assert.AreEqual(0L, usage.Compute().Retrievals);
+    }
+
+    [TestMethod]
+    public void UnigramPerplexityMatchesHandComputation()
+    {
+        // counts (0:2, 1:1, 2:0) with add-one over V=3: p = 3/6, 2/6, 1/6.
+        double ppl = UnigramBaseline.Perplexity(new[] { 0, 0, 1 }, new[] { 0, 2 }, 3);
+        Assert.AreEqual(Math.Exp(-(Math.Log(0.5) + Math.Log(1.0 / 6)) / 2), ppl, 1e-12);
+    }
+
+    [TestMethod]
+    public void ScheduleWarmsUpThenDecaysToTheFloor()
+    {
+        Assert.AreEqual(0.1, LearningRateSchedule.At(0, 1.0, 10, 100, 0.1), 1e-12);
+        Assert.AreEqual(1.0, LearningRateSchedule.At(9, 1.0, 10, 100, 0.1), 1e-12);
+        Assert.AreEqual(0.55, LearningRateSchedule.At(55, 1.0, 10, 100, 0.1), 1e-12);
+        Assert.AreEqual(0.1, LearningRateSchedule.At(100, 1.0, 10, 100, 0.1), 1e-12);
+    }
+}
