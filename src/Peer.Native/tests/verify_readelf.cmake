@@ -1,0 +1,20 @@
+# Confirms with binutils, independently of peer-elf-patch --check, what the patch changed.
+# Inputs: READELF, LIB.
+execute_process(COMMAND "${READELF}" -W -d -V --dyn-syms "${LIB}"
+  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT err STREQUAL "")
+  message(FATAL_ERROR "readelf failed or complained (${rc}): ${err}")
+endif()
+if(NOT out MATCHES "Name: GLIBCXX_3\\.4\\.32 +Flags: WEAK")
+  message(FATAL_ERROR "GLIBCXX_3.4.32 need is not weak:\n${out}")
+endif()
+if(NOT out MATCHES "\\(NEEDED\\)[^\n]*\\[libpeer_glibcxx_compat\\.so\\]")
+  message(FATAL_ERROR "no DT_NEEDED on libpeer_glibcxx_compat.so:\n${out}")
+endif()
+if(NOT out MATCHES "\\(RUNPATH\\)[^\n]*\\[\\$ORIGIN/[]:]")
+  message(FATAL_ERROR "RUNPATH no longer starts with $ORIGIN/:\n${out}")
+endif()
+if(out MATCHES "_ZSt21ios_base_library_initv@" OR NOT out MATCHES "UND _ZSt21ios_base_library_initv")
+  message(FATAL_ERROR "std::ios_base_library_init is still versioned or missing:\n${out}")
+endif()
+message(STATUS "readelf confirms the patch")
