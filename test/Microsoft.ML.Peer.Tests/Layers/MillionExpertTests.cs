@@ -35,9 +35,16 @@ public sealed class MillionExpertTests
         }
         long growth = PeakResidentMemory.Peak() - before;
 
+        Console.WriteLine($"peak RSS growth during a 1M-expert forward+backward of {T} tokens: {growth / (1 << 20)} MiB");
         long smallestNSizedActivation = (long)T * N * sizeof(float);      // 1 GiB
         Assert.IsTrue(growth < smallestNSizedActivation / 8,
             $"peak resident memory grew by {growth / (1 << 20)} MiB during one step; an N-sized activation is {smallestNSizedActivation / (1 << 20)} MiB");
+        // Positive control: the same measurement does see one N-sized activation.
+        long controlBefore = PeakResidentMemory.ResetAndRead();
+        using (var scores = ones(T, N)) { }
+        long controlGrowth = PeakResidentMemory.Peak() - controlBefore;
+        Assert.IsTrue(controlGrowth > smallestNSizedActivation / 2, $"the memory probe missed a {smallestNSizedActivation / (1 << 20)} MiB allocation (saw {controlGrowth / (1 << 20)} MiB)");
+
         Assert.IsTrue(layer.DownWeights.grad!.is_sparse && layer.UpWeights.grad!.is_sparse, "expert gradients must be sparse (no N×d gradient)");
         Assert.AreEqual((long)T * 8 * 16, layer.DownWeights.grad!.SparseValues.shape[0], "one gradient row per retrieved expert slot");
         Assert.IsTrue(x.grad is not null && x.grad.abs().sum().item<float>() > 0, "the input gets a gradient");
