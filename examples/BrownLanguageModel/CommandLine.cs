@@ -2,7 +2,7 @@ using System.Globalization;
 using Microsoft.ML.Peer.Models;
 
 /// <summary>Settings of the BrownLanguageModel example, read from --name value pairs.</summary>
-internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Dimension, int Layers, int Context, int Batch, int Vocabulary, FeedForwardKind FeedForward, string Prompt, string? Checkpoint)
+internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Dimension, int Layers, int Context, int Batch, int Vocabulary, FeedForwardKind FeedForward, string Prompt, string? Checkpoint, double LearningRate)
 {
     private const string Usage = """
         Usage: dotnet run -c Release --project examples/BrownLanguageModel -- [options]
@@ -12,9 +12,10 @@ internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Di
           --dim <d>            model width, a multiple of 64 (default 256)
           --layers <L>         transformer blocks (default 4); PEER replaces the FFN of the middle one
           --context <T>        sequence length (default 128)
-          --batch <B>          sequences per step (default 16)
+          --batch <B>          sequences per step (default 8)
           --vocab <V>          compact cl100k vocabulary size (default 8192)
           --seed <s>           seed (default 1)
+          --lr <rate>          peak learning rate (default 0.003)
           --prompt <text>      generation prompt (default "The jury said")
           --checkpoint <path>  write checkpoints there, and resume from it if it exists
         """;
@@ -29,7 +30,7 @@ internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Di
                 return Fail($"Expected '--option value', got '{args[i]}'.");
             values[args[i][2..]] = args[++i];
         }
-        var known = new[] { "minutes", "ffn", "experts", "dim", "layers", "context", "batch", "vocab", "seed", "prompt", "checkpoint" };
+        var known = new[] { "minutes", "ffn", "experts", "dim", "layers", "context", "batch", "vocab", "seed", "prompt", "checkpoint", "lr" };
         foreach (var key in values.Keys)
             if (!known.Contains(key, StringComparer.OrdinalIgnoreCase)) return Fail($"Unknown option --{key}.");
         try
@@ -41,8 +42,8 @@ internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Di
             int dim = Number("dim", 256, int.Parse);
             if (dim <= 0 || dim % 64 != 0) return Fail($"--dim must be a positive multiple of 64; got {dim}.");
             return new CommandLine(minutes, Number("seed", 1, int.Parse), Number("experts", 256 * 256, int.Parse), dim,
-                Number("layers", 4, int.Parse), Number("context", 128, int.Parse), Number("batch", 16, int.Parse),
-                Number("vocab", 8192, int.Parse), ffn, values.GetValueOrDefault("prompt", "The jury said"), values.GetValueOrDefault("checkpoint"));
+                Number("layers", 4, int.Parse), Number("context", 128, int.Parse), Number("batch", 8, int.Parse),
+                Number("vocab", 8192, int.Parse), ffn, values.GetValueOrDefault("prompt", "The jury said"), values.GetValueOrDefault("checkpoint"), Number("lr", 3e-3, double.Parse));
         }
         catch (FormatException e)
         {

@@ -19,7 +19,6 @@ var tokenizer = CompactTokenizer.Build(trainDocs.Select(d => d.Text), settings.V
 int[] Encode(IEnumerable<BrownDocument> docs) => docs.SelectMany(d => tokenizer.Encode(d.Text).Append(tokenizer.EndOfTextId)).ToArray();
 var trainTokens = Encode(trainDocs);
 var validationTokens = Encode(validationDocs);
-double unigram = UnigramBaseline.Perplexity(trainTokens, validationTokens, tokenizer.VocabularySize);
 Console.WriteLine($"  {documents.Count} documents: {trainDocs.Count} train ({trainTokens.Length:N0} tokens), {validationDocs.Count} validation ({validationTokens.Length:N0} tokens); vocabulary {tokenizer.VocabularySize:N0}");
 
 var model = new LanguageModelOptions
@@ -36,21 +35,17 @@ var model = new LanguageModelOptions
 var training = new TrainingOptions
 {
     Seed = settings.Seed, BatchSize = settings.Batch, SequenceLength = settings.Context,
-    LearningRate = 2e-3, WarmupSteps = 30, LogEvery = 20, EvaluationTokens = 32_768,
+    LearningRate = settings.LearningRate, WarmupSteps = 30, MaxSteps = 1_000_000, LogEvery = 20, EvaluateEvery = 100, EvaluationTokens = 16_384,
 };
 
-// The cosine schedule needs its length up front: time a few steps, then fit the run to the budget.
-double secondsPerStep = TimeSteps(model, training, trainTokens);
-var budget = TimeSpan.FromMinutes(settings.Minutes) - clock.Elapsed;
-double evaluationSeconds = secondsPerStep * validationTokens.Length / (training.BatchSize * training.SequenceLength) / 2.5;
-training.MaxSteps = Math.Max(training.WarmupSteps + 10, (int)((budget.TotalSeconds - evaluationSeconds) / secondsPerStep));
-training.TimeLimit = budget - TimeSpan.FromSeconds(evaluationSeconds);
-training.EvaluateEvery = Math.Max(training.LogEvery, training.MaxSteps / 4 / training.LogEvery * training.LogEvery);
+// The trainer fits the schedule's length to the budget once warm-up has measured the step time.
+training.TimeBudget = TimeSpan.FromMinutes(settings.Minutes) - clock.Elapsed - TimeSpan.FromSeconds(5);   // 5 s for the sample
+training.TimeLimit = training.TimeBudget;
 training.CheckpointPath = settings.Checkpoint;
 
 Console.WriteLine($"Model: d={model.ModelDimension}, {model.Layers} blocks, context {model.ContextLength}, FFN of block {string.Join(",", model.EffectiveSparseBlocks)} = {model.FeedForward}" +
                   (model.FeedForward == FeedForwardKind.Peer ? $" (N={model.Peer.Experts:N0} experts, h={model.Peer.Heads}, k={model.Peer.TopK}, d_key={model.Peer.KeyDimension}, query BN on)" : ""));
-Console.WriteLine($"Training: {training.MaxSteps} steps of {training.BatchSize}×{training.SequenceLength} tokens (≈{secondsPerStep:F2} s/step measured), budget {settings.Minutes} min");
+Console.WriteLine($"Training: batches of {training.BatchSize}×{training.SequenceLength} tokens for {training.TimeBudget:mm\\:ss} (steps fitted to the budget after {training.WarmupSteps} warm-up steps)");
 
 using var trainer = settings.Checkpoint is not null && File.Exists(settings.Checkpoint)
     ? LanguageModelTrainer.LoadCheckpoint(settings.Checkpoint, o => o.TimeLimit = training.TimeLimit)
@@ -62,14 +57,16 @@ var throughput = new List<double>();
 var final = trainer.Train(trainTokens, validationTokens, p =>
 {
     throughput.Add(p.TokensPerSecond);
-    double remaining = (p.MaxSteps - p.Step) * p.Elapsed.TotalSeconds / Math.Max(1, p.Step);
+    string eta = p.Step > training.WarmupSteps ? TimeSpan.FromSeconds((p.MaxSteps - p.Step) * p.Elapsed.TotalSeconds / p.Step).ToString(@"mm\:ss") : "--:--";
     string validation = p.Evaluation is { } e ? string.Create(CultureInfo.InvariantCulture, $"  | val ppl {e.Perplexity:F1}") : "";
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  step {p.Step,5}/{p.MaxSteps}  loss {p.Loss:F3}  lr {p.LearningRate:E2}  {p.TokensPerSecond,7:N0} tok/s  elapsed {p.Elapsed:mm\\:ss}  ETA {TimeSpan.FromSeconds(remaining):mm\\:ss}{validation}"));
+        $"  step {p.Step,5}/{p.MaxSteps}  loss {p.Loss:F3}  lr {p.LearningRate:E2}  {p.TokensPerSecond,7:N0} tok/s  elapsed {p.Elapsed:mm\\:ss}  ETA {eta}{validation}"));
 })!;
 
 Console.WriteLine();
-Console.WriteLine($"Validation perplexity: {final.Perplexity:F2} over {final.Tokens:N0} tokens (unigram baseline on the same tokens: {unigram:F2}; ratio {final.Perplexity / unigram:F3})");
+// The unigram baseline scores exactly the tokens the model predicted (the targets of its windows).
+double unigram = UnigramBaseline.Perplexity(trainTokens, validationTokens[1..(int)(final.Tokens + 1)], tokenizer.VocabularySize);
+Console.WriteLine($"Validation perplexity: {final.Perplexity:F2} over {final.Tokens:N0} tokens; unigram baseline on the same tokens: {unigram:F2} (ratio {final.Perplexity / unigram:F3})");
 if (throughput.Count > 0) Console.WriteLine($"Training throughput: {throughput.Order().ElementAt(throughput.Count / 2):N0} tokens/s (median of {throughput.Count} reports)");
 foreach (var (block, usage) in final.ExpertUsage)
     Console.WriteLine($"Expert usage, block {block}: {usage.UsedFraction:P2} of {usage.Experts:N0} experts retrieved, unevenness KL(z‖uniform) = {usage.Unevenness:F3}");
@@ -78,16 +75,3 @@ var sample = trainer.Model.Generate(prompt, 40, temperature: 0.8, seed: 3, stopT
 Console.WriteLine($"Sample: {settings.Prompt}{tokenizer.Decode(sample.Where(t => t != tokenizer.EndOfTextId))}");
 Console.WriteLine($"Total wall time {clock.Elapsed:mm\\:ss}, {trainer.Step} steps.");
 return 0;
-
-static double TimeSteps(LanguageModelOptions model, TrainingOptions training, int[] tokens)
-{
-    var probe = training.Clone();
-    probe.MaxSteps = 1000;
-    using var trainer = new LanguageModelTrainer(model, probe);
-    var sampler = new TokenBatchSampler(tokens, probe.BatchSize, probe.SequenceLength, probe.Seed);
-    trainer.TrainStep(sampler);                    // first step pays one-time allocation costs
-    var watch = Stopwatch.StartNew();
-    const int steps = 3;
-    for (int i = 0; i < steps; i++) trainer.TrainStep(sampler);
-    return watch.Elapsed.TotalSeconds / steps;
-}

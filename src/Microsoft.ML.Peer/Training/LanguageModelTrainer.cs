@@ -82,12 +82,14 @@ public sealed class LanguageModelTrainer : IDisposable
     /// <summary>
     /// Trains until <see cref="TrainingOptions.MaxSteps"/>, the time limit or cancellation, reporting progress,
     /// evaluating on <paramref name="validationTokens"/> if given and writing checkpoints if configured.
-    /// Returns the final evaluation (null without validation tokens).
+    /// Returns the final evaluation over all validation tokens (null without validation tokens).
     /// </summary>
     public EvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
         var sampler = new TokenBatchSampler(trainTokens, _options.BatchSize, _options.SequenceLength, _options.Seed);
         var clock = Stopwatch.StartNew();
+        var warmupClock = new Stopwatch();
+        int warmupTimedSteps = 0;
         var window = Stopwatch.StartNew();
         int windowSteps = 0;
         double windowLoss = 0;
@@ -95,10 +97,15 @@ public sealed class LanguageModelTrainer : IDisposable
                && (_options.TimeLimit is null || clock.Elapsed < _options.TimeLimit))
         {
             double lr = LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
+            bool timed = _options.TimeBudget is not null && Step >= 1 && Step < _options.WarmupSteps;   // step 0 pays one-time costs
+            if (timed) warmupClock.Start();
             windowLoss += TrainStep(sampler);
+            if (timed) { warmupClock.Stop(); warmupTimedSteps++; }
             windowSteps++;
+            if (_options.TimeBudget is { } budget && Step == _options.WarmupSteps && warmupTimedSteps > 0)
+                FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedSteps, validationTokens?.Length ?? 0);
             bool evaluate = validationTokens is not null && _options.EvaluateEvery > 0 && Step % _options.EvaluateEvery == 0;
-            EvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!) : null;
+            EvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!, _options.EvaluationTokens) : null;
             if (Step % _options.LogEvery == 0 || evaluation is not null)
             {
                 double tokensPerSecond = windowSteps * (double)_options.BatchSize * _options.SequenceLength / window.Elapsed.TotalSeconds;
@@ -114,15 +121,33 @@ public sealed class LanguageModelTrainer : IDisposable
         return validationTokens is null ? null : Evaluate(validationTokens);
     }
 
+    private void FitStepsToBudget(TimeSpan remaining, double secondsPerStep, int finalEvaluationTokens)
+    {
+        // Evaluation is forward only: about a third of a training step's time per token.
+        double secondsPerEvaluationToken = secondsPerStep / ((double)_options.BatchSize * _options.SequenceLength) / 3;
+        double evaluationSeconds = finalEvaluationTokens * secondsPerEvaluationToken;
+        if (_options.EvaluateEvery > 0 && finalEvaluationTokens > 0)
+        {
+            int evaluations = (int)(remaining.TotalSeconds / secondsPerStep / _options.EvaluateEvery);
+            int tokensEach = _options.EvaluationTokens > 0 ? Math.Min(_options.EvaluationTokens, finalEvaluationTokens) : finalEvaluationTokens;
+            evaluationSeconds += evaluations * tokensEach * secondsPerEvaluationToken;
+        }
+        int steps = (int)((remaining.TotalSeconds - evaluationSeconds) / secondsPerStep);
+        _options.MaxSteps = Math.Max(Step + 1, Step + steps);
+    }
+
     /// <summary>
     /// Mean cross-entropy and perplexity over consecutive, non-overlapping windows of <paramref name="tokens"/>
     /// in evaluation mode, and the expert usage of each product-key layer over the same pass.
     /// </summary>
-    public EvaluationResult Evaluate(int[] tokens)
+    /// <param name="tokens">The evaluation token stream.</param>
+    /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
+    public EvaluationResult Evaluate(int[] tokens, int maxTokens = 0)
     {
         ArgumentNullException.ThrowIfNull(tokens);
-        if (_options.EvaluationTokens > 0 && tokens.Length > _options.EvaluationTokens + 1)
-            tokens = tokens[..(_options.EvaluationTokens + 1)];
+        if (maxTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "maxTokens must not be negative.");
+        if (maxTokens > 0 && tokens.Length > maxTokens + 1)
+            tokens = tokens[..(maxTokens + 1)];
         int length = Math.Min(_options.SequenceLength, tokens.Length - 1);
         if (length < 1) throw new ArgumentException("At least two evaluation tokens are needed.", nameof(tokens));
         int windows = (tokens.Length - 1) / length;

@@ -27,6 +27,14 @@ public sealed class TrainingOptions
     /// <summary>Optional wall-clock limit; training stops early when it is reached (the schedule is unchanged).</summary>
     public TimeSpan? TimeLimit { get; set; }
 
+    /// <summary>
+    /// Optional wall-clock budget for <see cref="LanguageModelTrainer.Train"/>, its evaluations included. When set,
+    /// <see cref="MaxSteps"/> is refitted once, at the end of warm-up (where the schedule does not depend on it yet),
+    /// from the measured time per step, charging each evaluation token a third of a training token. The fitted value is kept in
+    /// checkpoints, so a resumed run follows the same schedule.
+    /// </summary>
+    public TimeSpan? TimeBudget { get; set; }
+
     /// <summary>AdamW decoupled weight decay, applied to matrices and embedding tables only. Default 0.1.</summary>
     public double WeightDecay { get; set; } = 0.1;
 
@@ -45,7 +53,7 @@ public sealed class TrainingOptions
     /// <summary>Evaluate on the validation tokens every this many steps; 0 evaluates only at the end. Default 0.</summary>
     public int EvaluateEvery { get; set; }
 
-    /// <summary>At most this many validation tokens per evaluation (0: all). Default 0.</summary>
+    /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final evaluation scores all. Default 0.</summary>
     public int EvaluationTokens { get; set; }
 
     /// <summary>Where <see cref="LanguageModelTrainer.Train"/> writes checkpoints; null writes none.</summary>
@@ -76,6 +84,10 @@ public sealed class TrainingOptions
         if (GradientClipNorm < 0) throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, $"{nameof(GradientClipNorm)} must not be negative.");
         if (Beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, $"{nameof(Beta1)} must be in [0, 1).");
         if (Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, $"{nameof(Beta2)} must be in [0, 1).");
+        if (TimeBudget is { } budget && budget <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(TimeBudget), budget, $"{nameof(TimeBudget)} must be positive.");
+        if (TimeBudget is not null && WarmupSteps < 2)
+            throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(TimeBudget)} needs at least 2 warm-up steps to measure the step time.");
         if (LogEvery <= 0) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, $"{nameof(LogEvery)} must be positive.");
         if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
         if (CheckpointPath is not null && CheckpointEvery <= 0)

@@ -95,6 +95,18 @@ public sealed class LanguageModelTrainerTests
     }
 
     [TestMethod]
+    public void TimeBudgetFitsTheScheduleLengthAfterWarmup()
+    {
+        var options = TinyLanguageModels.Training(1_000_000);
+        options.TimeBudget = TimeSpan.FromSeconds(3);
+        using var trainer = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Dense), options);
+        trainer.Train(TinyLanguageModels.Stream(2000, 1), TinyLanguageModels.Stream(300, 2));
+        Assert.IsTrue(trainer.Options.MaxSteps < 1_000_000, "MaxSteps was not fitted to the budget");
+        Assert.IsTrue(trainer.Options.MaxSteps > options.WarmupSteps, $"fitted MaxSteps {trainer.Options.MaxSteps}");
+        Assert.AreEqual(trainer.Options.MaxSteps, trainer.Step, "training runs the fitted schedule to its end");
+    }
+
+    [TestMethod]
     public void CorruptCheckpointIsAClearError()
     {
         var path = Path.Combine(Path.GetTempPath(), $"peer-bad-{Guid.NewGuid():N}.bin");
