@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -50,6 +51,41 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     /// <summary>The N×d table of expert output weights v_i.</summary>
     public Parameter UpWeights => expert_up.weight!;
 
+    /// <summary>Whether a forward pass on <paramref name="x"/> runs the native fused kernels.</summary>
+    public bool UsesNativeKernels(Tensor x)
+    {
+        bool eligible = x.dtype == ScalarType.Float32 && x.device_type == DeviceType.CPU && expert_down.weight!.device_type == DeviceType.CPU;
+        switch (_options.Kernels)
+        {
+            case PeerKernels.Managed:
+                return false;
+            case PeerKernels.Native:
+                if (!PeerNativeLibrary.IsAvailable)
+                    throw new InvalidOperationException($"PeerOptions.Kernels is Native, but {PeerNativeLibrary.UnavailableReason}.");
+                if (!eligible)
+                    throw new InvalidOperationException($"PeerOptions.Kernels is Native, which needs float32 tensors on the CPU; got {x.dtype} on {x.device}.");
+                return true;
+            default:
+                return eligible && PeerNativeLibrary.IsAvailable;
+        }
+    }
+
+    // The composed reference: gathers [T, h·k, d] copies of the expert rows.
+    private Tensor ComposedExperts(Tensor x, Tensor gates, Tensor indices)
+    {
+        var u = expert_down.forward(indices);                             // [T, h·k, d]
+        var hidden = bmm(u, x.unsqueeze(-1)).squeeze(-1);                 // u_i·x, [T, h·k]
+        hidden = _options.ExpertActivation switch
+        {
+            ExpertActivation.Gelu => F.gelu(hidden),
+            ExpertActivation.Relu => F.relu(hidden),
+            _ => throw new InvalidOperationException($"Unknown expert activation {_options.ExpertActivation}."),
+        };
+        var weights = hidden * gates;                                     // g·σ(u·x)
+        var v = expert_up.forward(indices);                               // [T, h·k, d]
+        return bmm(weights.unsqueeze(1), v).squeeze(1);                   // Σ over heads and top-k
+    }
+
     /// <summary>x [..., d] → y [..., d].</summary>
     public override Tensor forward(Tensor input)
     {
@@ -61,17 +97,9 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
         int active = _options.Heads * _options.TopK;
         var (gates, indices) = router.forward(x);
         var flat = indices.view(tokens, active);
-        var u = expert_down.forward(flat);                                // [T, h·k, d]
-        var hidden = bmm(u, x.unsqueeze(-1)).squeeze(-1);                 // u_i·x, [T, h·k]
-        hidden = _options.ExpertActivation switch
-        {
-            ExpertActivation.Gelu => F.gelu(hidden),
-            ExpertActivation.Relu => F.relu(hidden),
-            _ => throw new InvalidOperationException($"Unknown expert activation {_options.ExpertActivation}."),
-        };
-        var weights = hidden * gates.view(tokens, active);                // g·σ(u·x)
-        var v = expert_up.forward(flat);                                  // [T, h·k, d]
-        var y = bmm(weights.unsqueeze(1), v).squeeze(1);                  // Σ over heads and top-k
+        var y = UsesNativeKernels(x)
+            ? FusedExpertFunction.Apply(x, gates.view(tokens, active), flat, expert_down.weight!, expert_up.weight!, _options.ExpertActivation, _options.SparseGradients)
+            : ComposedExperts(x, gates.view(tokens, active), flat);
         return y.view(input.shape).MoveToOuterDisposeScope();
     }
 }

@@ -13,6 +13,7 @@ public sealed class ProductKeyMemory : Module<Tensor, Tensor>
 {
     private readonly int _dimension;
     private readonly int _active;
+    private readonly bool _sparseGradients;
     private readonly ProductKeyRouter router;
     private readonly Embedding values;
 
@@ -23,6 +24,7 @@ public sealed class ProductKeyMemory : Module<Tensor, Tensor>
         if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), dimension, "The model dimension must be positive.");
         _dimension = dimension;
         _active = options.Heads * options.TopK;
+        _sparseGradients = options.SparseGradients;
         router = new ProductKeyRouter(dimension, options);
         values = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients);
         using (no_grad()) values.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
@@ -30,6 +32,9 @@ public sealed class ProductKeyMemory : Module<Tensor, Tensor>
     }
 
     public ProductKeyRouter Router => router;
+
+    /// <summary>Whether the value table gets sparse (row) gradients.</summary>
+    public bool SparseGradients => _sparseGradients;
 
     /// <summary>The N×d value table.</summary>
     public Parameter Values => values.weight!;

@@ -64,6 +64,14 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
             _ => null,
         })).Where(t => t.Item2 is not null).Select(t => (t.i, t.Item2!));
 
+    /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
+    public IEnumerable<Parameter> SparseGradientTables() => blocks.SelectMany(b => b.FeedForward switch
+    {
+        PeerLayer p when p.Options.SparseGradients => new[] { p.DownWeights, p.UpWeights },
+        ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
+        _ => Array.Empty<Parameter>(),
+    });
+
     /// <summary>Tokens [B, T] (int64, T ≤ context length) → next-token logits [B, T, V].</summary>
     public override Tensor forward(Tensor tokens)
     {

@@ -1,0 +1,80 @@
+using Microsoft.ML.Peer.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Layers;
+
+/// <summary>
+/// Autograd function over the native fused expert kernels: y[t] = Σ_j g[t,j]·σ(u_{i}·x[t])·v_{i}.
+/// Forward saves only the h·k pre-activations per token; backward returns dx, dg and the gradients of
+/// exactly the touched expert rows (sparse, coalesced; or scattered into dense tables when asked).
+/// </summary>
+internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedExpertFunction>
+{
+    public override string Name => nameof(FusedExpertFunction);
+
+    /// <summary>x [T, d], gates [T, m], indices [T, m] int64, tables [N, d] → y [T, d].</summary>
+    public static Tensor Apply(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, bool sparseGradients) =>
+        apply(x, gates, indices, down, up, (int)activation, sparseGradients);
+
+    public override unsafe Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var x = ((Tensor)vars[0]).contiguous();
+        var gates = ((Tensor)vars[1]).contiguous();
+        var indices = ((Tensor)vars[2]).contiguous();
+        var down = (Tensor)vars[3];
+        var up = (Tensor)vars[4];
+        int activation = (int)vars[5];
+        long tokens = x.shape[0], dimension = x.shape[1], slots = gates.shape[1], experts = down.shape[0];
+        var y = empty(tokens, dimension);
+        var hidden = empty(tokens, slots);
+        PeerNativeLibrary.Check(PeerNativeMethods.ExpertForward(
+            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"), PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
+            PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), tokens, slots, dimension, experts, activation,
+            PeerNativeLibrary.Pointer<float>(y, ScalarType.Float32, "y"), PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden")), "peer_expert_forward_f32");
+        ctx.save_for_backward(new List<Tensor> { x, gates, indices, down, up, hidden });
+        ctx.save_data("activation", activation);
+        ctx.save_data("sparse", (bool)vars[6]);
+        return y;
+    }
+
+    public override unsafe List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        var saved = ctx.get_saved_variables();
+        Tensor x = saved[0], gates = saved[1], indices = saved[2], down = saved[3], up = saved[4], hidden = saved[5];
+        int activation = (int)ctx.get_data("activation");
+        bool sparse = (bool)ctx.get_data("sparse");
+        var dy = gradOutput.contiguous();
+        long tokens = x.shape[0], dimension = x.shape[1], slots = gates.shape[1], experts = down.shape[0];
+        // Sorted unique experts of this batch and each slot's position among them.
+        var (rows, slotToRow, _) = unique(indices.reshape(-1), sorted: true, return_inverse: true);
+        long uniqueCount = rows.shape[0];
+        var dx = empty(tokens, dimension);
+        var dgates = empty(tokens, slots);
+        var downRows = empty(uniqueCount, dimension);
+        var upRows = empty(uniqueCount, dimension);
+        slotToRow = slotToRow.contiguous();
+        PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackward(
+            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"), PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
+            PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden"),
+            PeerNativeLibrary.Pointer<float>(dy, ScalarType.Float32, "dy"), PeerNativeLibrary.Pointer<long>(slotToRow, ScalarType.Int64, "slotToRow"), uniqueCount,
+            tokens, slots, dimension, experts, activation,
+            PeerNativeLibrary.Pointer<float>(dx, ScalarType.Float32, "dx"), PeerNativeLibrary.Pointer<float>(dgates, ScalarType.Float32, "dgates"),
+            PeerNativeLibrary.Pointer<float>(downRows, ScalarType.Float32, "dU"), PeerNativeLibrary.Pointer<float>(upRows, ScalarType.Float32, "dV")), "peer_expert_backward_f32");
+        Tensor downGrad, upGrad;
+        if (sparse)
+        {
+            var coordinates = rows.unsqueeze(0);
+            downGrad = sparse_coo_tensor(coordinates, downRows, new[] { experts, dimension });
+            upGrad = sparse_coo_tensor(coordinates, upRows, new[] { experts, dimension });
+        }
+        else
+        {
+            downGrad = zeros(experts, dimension).index_add_(0, rows, downRows, 1);
+            upGrad = zeros(experts, dimension).index_add_(0, rows, upRows, 1);
+        }
+        return new List<Tensor> { dx, dgates, null!, downGrad, upGrad, null!, null! };
+    }
+}

@@ -1,0 +1,72 @@
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Native;
+
+/// <summary>
+/// Whether the native kernels can be used, decided once per process. A missing or unloadable library
+/// (or PEER_NATIVE=0) means the managed TorchSharp path, announced by a single warning.
+/// </summary>
+public static class PeerNativeLibrary
+{
+    /// <summary>ABI version this assembly was written against.</summary>
+    public const int ExpectedAbiVersion = 1;
+
+    private static readonly Lazy<(bool Available, string Reason)> State = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>True when libpeer_native loaded and speaks the expected ABI.</summary>
+    public static bool IsAvailable => State.Value.Available;
+
+    /// <summary>Why the native kernels are not used (empty when they are).</summary>
+    public static string UnavailableReason => State.Value.Reason;
+
+    /// <summary>Where the one fallback warning goes; defaults to standard error.</summary>
+    public static Action<string> Warn { get; set; } = message => Console.Error.WriteLine(message);
+
+    private static (bool, string) Probe() =>
+        Decide(PeerNativeMethods.AbiVersion, Environment.GetEnvironmentVariable("PEER_NATIVE"), Warn);
+
+    /// <summary>The decision, with its inputs passed in so it can be tested without unloading anything.</summary>
+    internal static (bool Available, string Reason) Decide(Func<int> abiVersion, string? switchValue, Action<string> warn)
+    {
+        string reason;
+        if (switchValue == "0")
+        {
+            reason = "PEER_NATIVE=0";
+        }
+        else
+        {
+            try
+            {
+                int version = abiVersion();
+                if (version == ExpectedAbiVersion) return (true, "");
+                reason = $"libpeer_native speaks ABI version {version}, this assembly needs {ExpectedAbiVersion}";
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
+            {
+                reason = $"libpeer_native could not be loaded ({e.GetType().Name}: {e.Message.Split('\n')[0]})";
+            }
+        }
+        warn($"warning: Microsoft.ML.Peer uses its managed PEER kernels: {reason}.");
+        return (false, reason);
+    }
+
+    /// <summary>Throws with the library's own message when a native call did not return PEER_OK.</summary>
+    internal static void Check(int status, string call)
+    {
+        if (status == PeerNativeMethods.Ok) return;
+        var message = Marshal.PtrToStringUTF8(PeerNativeMethods.LastError()) ?? "";
+        throw status == 1
+            ? new ArgumentException($"{call}: {message}")
+            : new InvalidOperationException($"{call} failed with status {status}: {message}");
+    }
+
+    /// <summary>Raw data pointer of a contiguous CPU tensor of the expected type.</summary>
+    internal static unsafe T* Pointer<T>(Tensor tensor, ScalarType type, string name) where T : unmanaged
+    {
+        if (tensor.dtype != type) throw new ArgumentException($"{name} must be {type}; got {tensor.dtype}.");
+        if (tensor.device_type != TorchSharp.DeviceType.CPU) throw new ArgumentException($"{name} must be on the CPU for the native CPU kernels; got {tensor.device}.");
+        if (!tensor.is_contiguous()) throw new ArgumentException($"{name} must be contiguous.");
+        return (T*)PeerNativeMethods.TensorData(tensor.Handle);
+    }
+}
