@@ -1,0 +1,188 @@
+// Fused single-neuron experts: forward y[t] = sum_j gates * act(U[idx]·x[t]) * V[idx] and its backward, without
+// gathering expert rows into temporaries. Both passes are bound by reading random U/V rows (d floats each), so each
+// row is streamed once per use and the rows of a later slot are prefetched while the current one is processed.
+#include <cmath>
+#include <cstring>
+
+#include "peer_internal.h"
+
+namespace {
+
+constexpr int kGelu = 0;
+constexpr int kRelu = 1;
+// Slots ahead whose rows are prefetched: covers DRAM latency for 1 KB rows (2, 4, 8 measured within noise; 4 best).
+constexpr int64_t kPrefetchSlots = 4;
+
+inline float activate(int activation, float h) {
+  if (activation == kGelu) return 0.5f * h * (1.0f + std::erf(h * 0.70710678118654752f));
+  return h < 0.0f ? 0.0f : h;  // keeps NaN, like torch.relu
+}
+
+inline float activate_grad(int activation, float h) {
+  if (activation == kGelu)
+    return 0.5f * (1.0f + std::erf(h * 0.70710678118654752f)) + h * 0.39894228040143268f * std::exp(-0.5f * h * h);
+  return h > 0.0f ? 1.0f : 0.0f;
+}
+
+// y = alpha * v
+inline void scale(float* __restrict y, float alpha, const float* __restrict v, int64_t d) {
+  for (int64_t i = 0; i < d; ++i) y[i] = alpha * v[i];
+}
+
+inline void prefetch_slot(const int64_t* indices, const float* U, const float* V, int64_t slot, int64_t d) {
+  const int64_t e = indices[slot];
+  peer::prefetch_row(U + e * d, d * 4);
+  peer::prefetch_row(V + e * d, d * 4);
+}
+
+// Shared checks of the forward and backward: pointers, sizes, activation and every expert index.
+int check_common(const char* fn, const float* x, const float* gates, const int64_t* indices, const float* U,
+                 const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation) {
+  PEER_REQUIRE(x, "%s: x is null", fn);
+  PEER_REQUIRE(gates, "%s: gates is null", fn);
+  PEER_REQUIRE(indices, "%s: indices is null", fn);
+  PEER_REQUIRE(U, "%s: U is null", fn);
+  PEER_REQUIRE(V, "%s: V is null", fn);
+  PEER_REQUIRE(T > 0, "%s: T must be positive, got %lld", fn, (long long)T);
+  PEER_REQUIRE(m > 0, "%s: m must be positive, got %lld", fn, (long long)m);
+  PEER_REQUIRE(d > 0, "%s: d must be positive, got %lld", fn, (long long)d);
+  PEER_REQUIRE(N > 0, "%s: N must be positive, got %lld", fn, (long long)N);
+  PEER_REQUIRE(activation == kGelu || activation == kRelu, "%s: activation must be 0 (GELU) or 1 (ReLU), got %d", fn,
+               activation);
+  int64_t size;
+  PEER_REQUIRE(peer::checked_mul(T, m, &size) && peer::checked_mul(T, d, &size) && peer::checked_mul(N, d, &size),
+               "%s: sizes too large (T = %lld, m = %lld, d = %lld, N = %lld)", fn, (long long)T, (long long)m,
+               (long long)d, (long long)N);
+  const int64_t slots = T * m;
+  for (int64_t s = 0; s < slots; ++s)
+    PEER_REQUIRE(indices[s] >= 0 && indices[s] < N, "%s: indices[%lld] = %lld is outside [0, N = %lld)", fn,
+                 (long long)s, (long long)indices[s], (long long)N);
+  return PEER_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+PEER_API int peer_expert_forward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
+                                     const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                     float* y, float* hidden) {
+  static const char* const fn = "peer_expert_forward_f32";
+  return peer::guarded(fn, [&]() -> int {
+    PEER_REQUIRE(y, "%s: y is null", fn);
+    PEER_REQUIRE(hidden, "%s: hidden is null", fn);
+    if (int rc = check_common(fn, x, gates, indices, U, V, T, m, d, N, activation)) return rc;
+
+    const int64_t grain = std::max<int64_t>(1, 4096 / m);  // tokens per chunk: a few thousand slots
+    const int workers = peer::worker_count(T, grain);
+    peer::parallel_for(T, grain, workers, [&](int64_t lo, int64_t hi, int) {
+      const int64_t end_slot = hi * m;
+      for (int64_t s = lo * m; s < std::min(lo * m + kPrefetchSlots, end_slot); ++s) prefetch_slot(indices, U, V, s, d);
+      for (int64_t t = lo; t < hi; ++t) {
+        const float* xt = x + t * d;
+        float* yt = y + t * d;
+        std::memset(yt, 0, sizeof(float) * static_cast<size_t>(d));
+        for (int64_t j = 0; j < m; ++j) {
+          const int64_t s = t * m + j;
+          if (s + kPrefetchSlots < end_slot) prefetch_slot(indices, U, V, s + kPrefetchSlots, d);
+          const int64_t e = indices[s];
+          const float h = peer::dot(U + e * d, xt, d);
+          hidden[s] = h;
+          peer::axpy(yt, gates[s] * activate(activation, h), V + e * d, d);
+        }
+      }
+    });
+    return PEER_OK;
+  });
+}
+
+PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
+                                      const float* V, const float* hidden, const float* dy, const int64_t* slot_to_row,
+                                      int64_t unique_count, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                      float* dx, float* dgates, float* dU_rows, float* dV_rows) {
+  static const char* const fn = "peer_expert_backward_f32";
+  return peer::guarded(fn, [&]() -> int {
+    PEER_REQUIRE(hidden, "%s: hidden is null", fn);
+    PEER_REQUIRE(dy, "%s: dy is null", fn);
+    PEER_REQUIRE(slot_to_row, "%s: slot_to_row is null", fn);
+    PEER_REQUIRE(dx, "%s: dx is null", fn);
+    PEER_REQUIRE(dgates, "%s: dgates is null", fn);
+    PEER_REQUIRE(dU_rows, "%s: dU_rows is null", fn);
+    PEER_REQUIRE(dV_rows, "%s: dV_rows is null", fn);
+    if (int rc = check_common(fn, x, gates, indices, U, V, T, m, d, N, activation)) return rc;
+    const int64_t slots = T * m;
+    // A sorted unique list of the experts used has at most min(N, T*m) entries.
+    PEER_REQUIRE(unique_count > 0 && unique_count <= N && unique_count <= slots,
+                 "%s: unique_count must be in [1, min(N, T*m) = %lld], got %lld", fn, (long long)std::min(N, slots),
+                 (long long)unique_count);
+
+    // Counting sort of slots by unique row (stable, so each row sums its slots in slot order: deterministic).
+    std::vector<int64_t> row_start(static_cast<size_t>(unique_count) + 1, 0);
+    for (int64_t s = 0; s < slots; ++s) {
+      const int64_t r = slot_to_row[s];
+      PEER_REQUIRE(r >= 0 && r < unique_count, "%s: slot_to_row[%lld] = %lld is outside [0, unique_count = %lld)", fn,
+                   (long long)s, (long long)r, (long long)unique_count);
+      ++row_start[static_cast<size_t>(r) + 1];
+    }
+    for (int64_t r = 0; r < unique_count; ++r) row_start[r + 1] += row_start[r];
+    std::vector<int64_t> fill(row_start.begin(), row_start.end() - 1);
+    std::vector<int64_t> order(static_cast<size_t>(slots));
+    for (int64_t s = 0; s < slots; ++s) order[static_cast<size_t>(fill[slot_to_row[s]]++)] = s;
+
+    // Pass 1, over tokens: per-slot coefficients (reading V rows) and dx (reading U rows).
+    std::vector<float> coef_u(static_cast<size_t>(slots)), coef_v(static_cast<size_t>(slots));
+    const int64_t token_grain = std::max<int64_t>(1, 4096 / m);
+    peer::parallel_for(T, token_grain, peer::worker_count(T, token_grain), [&](int64_t lo, int64_t hi, int) {
+      const int64_t end_slot = hi * m;
+      for (int64_t s = lo * m; s < std::min(lo * m + kPrefetchSlots, end_slot); ++s) prefetch_slot(indices, U, V, s, d);
+      for (int64_t t = lo; t < hi; ++t) {
+        const float* dyt = dy + t * d;
+        float* dxt = dx + t * d;
+        std::memset(dxt, 0, sizeof(float) * static_cast<size_t>(d));
+        for (int64_t j = 0; j < m; ++j) {
+          const int64_t s = t * m + j;
+          if (s + kPrefetchSlots < end_slot) prefetch_slot(indices, U, V, s + kPrefetchSlots, d);
+          const int64_t e = indices[s];
+          const float g = peer::dot(V + e * d, dyt, d);  // V[idx]·dy[t]
+          const float h = hidden[s];
+          const float a = activate(activation, h);
+          dgates[s] = a * g;
+          const float cu = gates[s] * activate_grad(activation, h) * g;
+          coef_u[static_cast<size_t>(s)] = cu;
+          coef_v[static_cast<size_t>(s)] = gates[s] * a;
+          peer::axpy(dxt, cu, U + e * d, d);
+        }
+      }
+    });
+
+    // Pass 2, over unique rows: each output row is owned by one chunk, so no atomics. The first slot of a row
+    // assigns (most rows have just one), later ones accumulate.
+    auto accumulate_rows = [&](int64_t lo, int64_t hi, int) {
+      for (int64_t r = lo; r < hi; ++r) {
+        float* du = dU_rows + r * d;
+        float* dv = dV_rows + r * d;
+        const int64_t first = row_start[r], end = row_start[r + 1];
+        if (first == end) {
+          std::memset(du, 0, sizeof(float) * static_cast<size_t>(d));
+          std::memset(dv, 0, sizeof(float) * static_cast<size_t>(d));
+        }
+        for (int64_t o = first; o < end; ++o) {
+          const size_t s = static_cast<size_t>(order[static_cast<size_t>(o)]);
+          const int64_t t = static_cast<int64_t>(s) / m;
+          if (o == first) {
+            scale(du, coef_u[s], x + t * d, d);
+            scale(dv, coef_v[s], dy + t * d, d);
+          } else {
+            peer::axpy(du, coef_u[s], x + t * d, d);
+            peer::axpy(dv, coef_v[s], dy + t * d, d);
+          }
+        }
+      }
+    };
+    const int64_t row_grain = 256;
+    peer::parallel_for(unique_count, row_grain, peer::worker_count(unique_count, row_grain), accumulate_rows);
+    return PEER_OK;
+  });
+}
+
+}  // extern "C"

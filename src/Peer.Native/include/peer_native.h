@@ -1,0 +1,80 @@
+/* C ABI of libpeer_native: CPU kernels of the PEER layer (arXiv 2407.04153), called from .NET by P/Invoke
+   (src/Microsoft.ML.Peer/Native/PeerNativeMethods.cs). All tensors are dense row-major float32 / int64 with no
+   alignment requirement; outputs must not overlap inputs. Every function validates its arguments, returns a PEER_*
+   status, and on failure leaves a message for peer_last_error(). Functions are thread-safe: concurrent calls on
+   different outputs are fine, and each call spreads its own work over peer_set_num_threads() threads.
+   Results do not depend on the thread count. */
+#ifndef PEER_NATIVE_H
+#define PEER_NATIVE_H
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define PEER_API __declspec(dllexport)
+#else
+#define PEER_API __attribute__((visibility("default")))
+#endif
+
+#define PEER_OK 0
+#define PEER_INVALID_ARGUMENT 1
+#define PEER_UNSUPPORTED 2
+#define PEER_CUDA_ERROR 3
+#define PEER_INTERNAL_ERROR 4
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Returns 1; bumped whenever a signature or meaning below changes. */
+PEER_API int peer_abi_version(void);
+
+/* Message of the last call on this thread that did not return PEER_OK ("" if none has failed). Successful calls leave
+   it unchanged. The pointer stays valid until the next failing call on this thread. */
+PEER_API const char* peer_last_error(void);
+
+/* Threads each later call may use, process-wide; 0 (or negative) = the CPUs this process may run on (default);
+   at most 256. Threads are started per call and end with it, so nothing keeps running between calls. */
+PEER_API void peer_set_num_threads(int threads);
+
+/* Exact product-key top-k. queries [R, key_dim]; sub_keys [2, n, key_dim/2] (half 0 scores the first half of the
+   query, half 1 the second). Key i = a*n+b scores q1·sub_keys[0][a] + q2·sub_keys[1][b]. Writes the k best per row,
+   scores descending (ties: smaller index first) and their indices. Equal to brute force over all n² keys (on the
+   float32 sums of the computed half scores; NaN scores rank as -inf). */
+PEER_API int peer_product_key_topk_f32(const float* queries, const float* sub_keys, int64_t rows, int64_t n,
+                                       int64_t key_dim, int64_t k, float* out_scores, int64_t* out_indices);
+
+/* Same, from precomputed sub-key scores s1 [R, n], s2 [R, n] (for callers that compute them with a BLAS GEMM). */
+PEER_API int peer_cartesian_topk_f32(const float* s1, const float* s2, int64_t rows, int64_t n, int64_t k,
+                                     float* out_scores, int64_t* out_indices);
+
+/* Fused expert forward. x [T, d]; gates [T, m]; indices [T, m] in [0, N); U, V [N, d].
+   hidden[t,j] = U[idx]·x[t] (pre-activation, saved for backward);
+   y[t] = sum_j gates[t,j] * act(hidden[t,j]) * V[idx]. activation: 0 = GELU (exact, erf), 1 = ReLU. */
+PEER_API int peer_expert_forward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
+                                     const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                     float* y, float* hidden);
+
+/* Fused expert backward, given dy [T, d] and the forward's hidden [T, m]. slot_to_row [T*m] maps each slot to its
+   expert's position in a sorted unique list of unique_count experts (torch.unique(..., return_inverse=True)).
+   dx [T,d]; dgates [T,m] = act(hidden)·(V[idx]·dy[t]);
+   dU_rows [unique_count, d]: row r = sum over slots mapped to r of gates*act'(hidden)*(V[idx]·dy[t]) * x[t];
+   dV_rows [unique_count, d]: row r = sum over slots mapped to r of gates*act(hidden) * dy[t];
+   dx[t] = sum_j gates*act'(hidden)*(V[idx]·dy[t]) * U[idx]. All outputs are overwritten. */
+PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
+                                      const float* V, const float* hidden, const float* dy, const int64_t* slot_to_row,
+                                      int64_t unique_count, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                      float* dx, float* dgates, float* dU_rows, float* dV_rows);
+
+/* Row-sparse AdamW on an [N, d] table: only `rows` (strictly increasing) are updated, each with its own step count
+   row_steps[row] (incremented here) for bias correction:
+   g = grad_scale * row_grads[i]; p *= (1 - lr*weight_decay); m = b1*m + (1-b1)g; v = b2*v + (1-b2)g²;
+   p -= lr * (m/(1-b1^s)) / (sqrt(v/(1-b2^s)) + eps). row_grads [count, d]. */
+PEER_API int peer_sparse_adamw_f32(float* param, float* exp_avg, float* exp_avg_sq, int64_t* row_steps, int64_t N,
+                                   int64_t d, const int64_t* rows, const float* row_grads, int64_t count, float lr,
+                                   float beta1, float beta2, float eps, float weight_decay, float grad_scale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PEER_NATIVE_H */

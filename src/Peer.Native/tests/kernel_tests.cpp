@@ -1,0 +1,459 @@
+// Checks the peer_native CPU kernels through their C ABI against the references in kernel_test_vectors.h.
+// Usage: peer_native_tests [runtime|retrieval|experts|optimizer|validation|determinism]... (none = all); CTest runs
+// one family per entry. Exit status 0 when every check passed.
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernel_test_vectors.h"
+#include "peer_native.h"
+
+namespace {
+
+using namespace peer_test;
+
+int failures = 0;
+int checks = 0;
+
+void expect(bool ok, const std::string& what) {
+  ++checks;
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+void expect_pass(const std::string& error) { expect(error.empty(), error); }
+
+void expect_ok(int status, const std::string& call) {
+  expect(status == PEER_OK, call + " returned " + std::to_string(status) + ": " + peer_last_error());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+void test_runtime() {
+  expect(peer_abi_version() == 1, "peer_abi_version() == 1");
+  expect(std::strcmp(peer_last_error(), "") == 0, "peer_last_error() is empty before any failure");
+
+  expect(peer_cartesian_topk_f32(nullptr, nullptr, 1, 1, 1, nullptr, nullptr) == PEER_INVALID_ARGUMENT,
+         "a failing call returns PEER_INVALID_ARGUMENT");
+  const std::string message = peer_last_error();
+  expect(message.find("peer_cartesian_topk_f32") != std::string::npos, "message names the function: " + message);
+
+  float s[2] = {1, 2}, out = 0;
+  int64_t index = -1;
+  expect_ok(peer_cartesian_topk_f32(s, s, 1, 2, 1, &out, &index), "cartesian 1x2");
+  expect(message == peer_last_error(), "a successful call leaves the last failure's message");
+
+  std::string other_thread;
+  std::thread([&] {
+    other_thread = peer_last_error();
+    peer_product_key_topk_f32(nullptr, nullptr, 1, 1, 2, 1, nullptr, nullptr);
+  }).join();
+  expect(other_thread.empty(), "peer_last_error() is per thread (fresh thread sees \"\")");
+  expect(message == peer_last_error(), "another thread's failure leaves this thread's message");
+
+  float both[2];
+  int64_t both_indices[2];
+  for (int threads : {1, 3, 0, -4, 100000}) {
+    peer_set_num_threads(threads);
+    expect_ok(peer_cartesian_topk_f32(s, s, 1, 2, 2, both, both_indices),
+              "cartesian with threads = " + std::to_string(threads));
+    expect(both_indices[0] == 3 && both_indices[1] == 1 && both[0] == 4.0f, "top 2 of [1,2]+[1,2] is keys 3, 1");
+  }
+  peer_set_num_threads(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+void test_retrieval() {
+  for (const ProductKeyCase& c : product_key_cases()) {
+    std::vector<float> scores(static_cast<size_t>(c.rows * c.k), std::numeric_limits<float>::quiet_NaN());
+    std::vector<int64_t> indices(static_cast<size_t>(c.rows * c.k), -1);
+    expect_ok(peer_product_key_topk_f32(c.queries.data(), c.sub_keys.data(), c.rows, c.n, c.key_dim, c.k, scores.data(),
+                                        indices.data()),
+              "product_key " + c.name);
+    expect_pass(check_topk(c, scores.data(), indices.data()));
+
+    // The same case through the cartesian entry point, from sub-key scores rounded to float.
+    const int64_t h = c.key_dim / 2;
+    std::vector<float> s1(static_cast<size_t>(c.rows * c.n)), s2(s1.size());
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t a = 0; a < c.n; ++a) {
+        double d1 = 0, d2 = 0;
+        for (int64_t p = 0; p < h; ++p) {
+          d1 += double(c.queries[static_cast<size_t>(r * c.key_dim + p)]) * c.sub_keys[static_cast<size_t>(a * h + p)];
+          d2 += double(c.queries[static_cast<size_t>(r * c.key_dim + h + p)]) *
+                c.sub_keys[static_cast<size_t>((c.n + a) * h + p)];
+        }
+        s1[static_cast<size_t>(r * c.n + a)] = static_cast<float>(d1);
+        s2[static_cast<size_t>(r * c.n + a)] = static_cast<float>(d2);
+      }
+    expect_ok(peer_cartesian_topk_f32(s1.data(), s2.data(), c.rows, c.n, c.k, scores.data(), indices.data()),
+              "cartesian from " + c.name);
+    expect_pass(check_topk(c, scores.data(), indices.data()));
+  }
+
+  for (const CartesianCase& c : cartesian_cases()) {
+    std::vector<float> scores(static_cast<size_t>(c.rows * c.k));
+    std::vector<int64_t> indices(static_cast<size_t>(c.rows * c.k));
+    expect_ok(peer_cartesian_topk_f32(c.s1.data(), c.s2.data(), c.rows, c.n, c.k, scores.data(), indices.data()),
+              "cartesian " + c.name);
+    expect_pass(check_topk(c, scores.data(), indices.data()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+void test_experts() {
+  for (const ExpertCase& c : expert_cases()) {
+    std::vector<float> y(static_cast<size_t>(c.T * c.d), -7.0f), hidden(static_cast<size_t>(c.T * c.m), -7.0f);
+    expect_ok(peer_expert_forward_f32(c.x.data(), c.gates.data(), c.indices.data(), c.U.data(), c.V.data(), c.T, c.m,
+                                      c.d, c.N, c.activation, y.data(), hidden.data()),
+              "expert_forward " + c.name);
+    expect_pass(check_expert_forward(c, y.data(), hidden.data()));
+
+    // Outputs start as garbage: the kernel must overwrite, not accumulate.
+    std::vector<float> dx(static_cast<size_t>(c.T * c.d), 3.0f), dgates(static_cast<size_t>(c.T * c.m), 3.0f);
+    std::vector<float> du(static_cast<size_t>(c.unique_count * c.d), 3.0f), dv(du.size(), 3.0f);
+    expect_ok(peer_expert_backward_f32(c.x.data(), c.gates.data(), c.indices.data(), c.U.data(), c.V.data(),
+                                       c.hidden_in.data(), c.dy.data(), c.slot_to_row.data(), c.unique_count, c.T, c.m,
+                                       c.d, c.N, c.activation, dx.data(), dgates.data(), du.data(), dv.data()),
+              "expert_backward " + c.name);
+    expect_pass(check_expert_backward(c, dx.data(), dgates.data(), du.data(), dv.data()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+void run_adamw(const AdamwCase& c, std::vector<float>& p, std::vector<float>& m, std::vector<float>& v,
+               std::vector<int64_t>& steps) {
+  p = c.param, m = c.exp_avg, v = c.exp_avg_sq, steps = c.row_steps;
+  for (size_t i = 0; i < c.steps.size(); ++i) {
+    const AdamwStep& s = c.steps[i];
+    expect_ok(peer_sparse_adamw_f32(p.data(), m.data(), v.data(), steps.data(), c.N, c.d, s.rows.data(), s.grads.data(),
+                                    static_cast<int64_t>(s.rows.size()), s.lr, s.beta1, s.beta2, s.eps, s.weight_decay,
+                                    s.grad_scale),
+              "sparse_adamw " + c.name + " step " + std::to_string(i));
+  }
+}
+
+void test_optimizer() {
+  for (const AdamwCase& c : adamw_cases()) {
+    std::vector<float> p, m, v;
+    std::vector<int64_t> steps;
+    run_adamw(c, p, m, v, steps);
+    expect_pass(check_adamw(c, p.data(), m.data(), v.data(), steps.data()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+// Each bad call must return PEER_INVALID_ARGUMENT with a message that names the function and contains `needle`.
+void expect_invalid(const char* function, const std::string& needle, const std::function<int()>& call) {
+  const int status = call();
+  const std::string message = peer_last_error();
+  expect(
+      status == PEER_INVALID_ARGUMENT && message.find(function) != std::string::npos &&
+          message.find(needle) != std::string::npos,
+      std::string(function) + " [" + needle + "]: status " + std::to_string(status) + ", message \"" + message + "\"");
+}
+
+void test_validation() {
+  // Retrieval: rows 2, n 3, key_dim 4, k 2.
+  std::vector<float> q(8, 1.0f), keys(12, 1.0f), sc(6), s(6, 1.0f);
+  std::vector<int64_t> ix(6);
+  const char* pk = "peer_product_key_topk_f32";
+  auto product_key = [&](const float* qp, const float* kp, int64_t rows, int64_t n, int64_t kd, int64_t k, float* os,
+                         int64_t* oi) {
+    return [=] { return peer_product_key_topk_f32(qp, kp, rows, n, kd, k, os, oi); };
+  };
+  expect_invalid(pk, "queries is null", product_key(nullptr, keys.data(), 2, 3, 4, 2, sc.data(), ix.data()));
+  expect_invalid(pk, "sub_keys is null", product_key(q.data(), nullptr, 2, 3, 4, 2, sc.data(), ix.data()));
+  expect_invalid(pk, "out_scores is null", product_key(q.data(), keys.data(), 2, 3, 4, 2, nullptr, ix.data()));
+  expect_invalid(pk, "out_indices is null", product_key(q.data(), keys.data(), 2, 3, 4, 2, sc.data(), nullptr));
+  expect_invalid(pk, "rows must be positive, got 0",
+                 product_key(q.data(), keys.data(), 0, 3, 4, 2, sc.data(), ix.data()));
+  expect_invalid(pk, "n must be positive, got -3",
+                 product_key(q.data(), keys.data(), 2, -3, 4, 2, sc.data(), ix.data()));
+  expect_invalid(pk, "key_dim must be positive and even, got 5",
+                 product_key(q.data(), keys.data(), 2, 3, 5, 2, sc.data(), ix.data()));
+  expect_invalid(pk, "key_dim must be positive and even, got 0",
+                 product_key(q.data(), keys.data(), 2, 3, 0, 2, sc.data(), ix.data()));
+  expect_invalid(pk, "k must be in [1, n = 3], got 4",
+                 product_key(q.data(), keys.data(), 2, 3, 4, 4, sc.data(), ix.data()));
+  expect_invalid(pk, "k must be in [1, n = 3], got 0",
+                 product_key(q.data(), keys.data(), 2, 3, 4, 0, sc.data(), ix.data()));
+  expect_invalid(pk, "n*n keys overflow",
+                 product_key(q.data(), keys.data(), 2, int64_t(1) << 40, 4, 2, sc.data(), ix.data()));
+
+  const char* ct = "peer_cartesian_topk_f32";
+  expect_invalid(ct, "s1 is null",
+                 [&] { return peer_cartesian_topk_f32(nullptr, s.data(), 2, 3, 2, sc.data(), ix.data()); });
+  expect_invalid(ct, "s2 is null",
+                 [&] { return peer_cartesian_topk_f32(s.data(), nullptr, 2, 3, 2, sc.data(), ix.data()); });
+  expect_invalid(ct, "rows must be positive, got -1",
+                 [&] { return peer_cartesian_topk_f32(s.data(), s.data(), -1, 3, 2, sc.data(), ix.data()); });
+  expect_invalid(ct, "k must be in [1, n = 3], got 5",
+                 [&] { return peer_cartesian_topk_f32(s.data(), s.data(), 2, 3, 5, sc.data(), ix.data()); });
+
+  // Experts: T 2, m 3, d 4, N 5; unique rows 3.
+  std::vector<float> x(8, 0.5f), gates(6, 1.0f), U(20, 0.25f), V(20, 0.5f), y(8), hidden(6), dy(8, 1.0f);
+  std::vector<float> dx(8), dgates(6), du(12), dv(12);
+  std::vector<int64_t> idx = {0, 1, 4, 4, 1, 0}, map = {0, 1, 2, 2, 1, 0};
+  const char* fw = "peer_expert_forward_f32";
+  auto forward = [&](const float* xp, const float* gp, const int64_t* ip, const float* up, const float* vp, int64_t T,
+                     int64_t m, int64_t d, int64_t N, int act, float* yp, float* hp) {
+    return [=] { return peer_expert_forward_f32(xp, gp, ip, up, vp, T, m, d, N, act, yp, hp); };
+  };
+  expect_invalid(
+      fw, "x is null",
+      forward(nullptr, gates.data(), idx.data(), U.data(), V.data(), 2, 3, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(fw, "gates is null",
+                 forward(x.data(), nullptr, idx.data(), U.data(), V.data(), 2, 3, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(fw, "indices is null",
+                 forward(x.data(), gates.data(), nullptr, U.data(), V.data(), 2, 3, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "U is null",
+      forward(x.data(), gates.data(), idx.data(), nullptr, V.data(), 2, 3, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "V is null",
+      forward(x.data(), gates.data(), idx.data(), U.data(), nullptr, 2, 3, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "y is null",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 3, 4, 5, 0, nullptr, hidden.data()));
+  expect_invalid(fw, "hidden is null",
+                 forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 3, 4, 5, 0, y.data(), nullptr));
+  expect_invalid(
+      fw, "T must be positive, got 0",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 0, 3, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "m must be positive, got 0",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 0, 4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "d must be positive, got -4",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 3, -4, 5, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "N must be positive, got 0",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 3, 4, 0, 0, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "activation must be 0 (GELU) or 1 (ReLU), got 2",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 3, 4, 5, 2, y.data(), hidden.data()));
+  expect_invalid(
+      fw, "indices[2] = 4 is outside [0, N = 4)",
+      forward(x.data(), gates.data(), idx.data(), U.data(), V.data(), 2, 3, 4, 4, 0, y.data(), hidden.data()));
+  std::vector<int64_t> negative = idx;
+  negative[5] = -1;
+  expect_invalid(
+      fw, "indices[5] = -1 is outside [0, N = 5)",
+      forward(x.data(), gates.data(), negative.data(), U.data(), V.data(), 2, 3, 4, 5, 0, y.data(), hidden.data()));
+
+  const char* bw = "peer_expert_backward_f32";
+  auto backward = [&](const float* hp, const float* dyp, const int64_t* mp, const int64_t* ip, int64_t unique,
+                      int64_t N, float* dxp, float* dgp, float* dup, float* dvp) {
+    return [=] {
+      return peer_expert_backward_f32(x.data(), gates.data(), ip, U.data(), V.data(), hp, dyp, mp, unique, 2, 3, 4, N,
+                                      0, dxp, dgp, dup, dvp);
+    };
+  };
+  expect_ok(backward(hidden.data(), dy.data(), map.data(), idx.data(), 3, 5, dx.data(), dgates.data(), du.data(),
+                     dv.data())(),
+            "backward with valid arguments");
+  expect_invalid(
+      bw, "hidden is null",
+      backward(nullptr, dy.data(), map.data(), idx.data(), 3, 5, dx.data(), dgates.data(), du.data(), dv.data()));
+  expect_invalid(
+      bw, "dy is null",
+      backward(hidden.data(), nullptr, map.data(), idx.data(), 3, 5, dx.data(), dgates.data(), du.data(), dv.data()));
+  expect_invalid(
+      bw, "slot_to_row is null",
+      backward(hidden.data(), dy.data(), nullptr, idx.data(), 3, 5, dx.data(), dgates.data(), du.data(), dv.data()));
+  expect_invalid(
+      bw, "dx is null",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 3, 5, nullptr, dgates.data(), du.data(), dv.data()));
+  expect_invalid(
+      bw, "dgates is null",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 3, 5, dx.data(), nullptr, du.data(), dv.data()));
+  expect_invalid(
+      bw, "dU_rows is null",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 3, 5, dx.data(), dgates.data(), nullptr, dv.data()));
+  expect_invalid(
+      bw, "dV_rows is null",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 3, 5, dx.data(), dgates.data(), du.data(), nullptr));
+  expect_invalid(
+      bw, "unique_count must be in [1, min(N, T*m) = 5], got 0",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 0, 5, dx.data(), dgates.data(), du.data(), dv.data()));
+  expect_invalid(
+      bw, "unique_count must be in [1, min(N, T*m) = 5], got 6",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 6, 5, dx.data(), dgates.data(), du.data(), dv.data()));
+  expect_invalid(
+      bw, "slot_to_row[2] = 2 is outside [0, unique_count = 2)",
+      backward(hidden.data(), dy.data(), map.data(), idx.data(), 2, 5, dx.data(), dgates.data(), du.data(), dv.data()));
+  std::vector<int64_t> bad_map = map;
+  bad_map[4] = -2;
+  expect_invalid(bw, "slot_to_row[4] = -2 is outside",
+                 backward(hidden.data(), dy.data(), bad_map.data(), idx.data(), 3, 5, dx.data(), dgates.data(),
+                          du.data(), dv.data()));
+  expect_invalid(bw, "indices[5] = -1 is outside",
+                 backward(hidden.data(), dy.data(), map.data(), negative.data(), 3, 5, dx.data(), dgates.data(),
+                          du.data(), dv.data()));
+
+  // Sparse AdamW: N 4, d 3.
+  std::vector<float> p(12, 1.0f), m(12, 0.0f), v(12, 0.0f), g(6, 1.0f);
+  std::vector<int64_t> steps(4, 0), rows = {1, 3};
+  const std::vector<float> p_before = p;
+  const char* aw = "peer_sparse_adamw_f32";
+  auto adamw = [&](float* pp, const int64_t* rp, int64_t N, int64_t d, int64_t count, float lr, float b1, float b2,
+                   float eps, float wd, float scale) {
+    return [=, &m, &v, &steps, &g] {
+      return peer_sparse_adamw_f32(pp, m.data(), v.data(), steps.data(), N, d, rp, g.data(), count, lr, b1, b2, eps, wd,
+                                   scale);
+    };
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  expect_invalid(aw, "param is null", adamw(nullptr, rows.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "rows is null", adamw(p.data(), nullptr, 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "exp_avg is null", [&] {
+    return peer_sparse_adamw_f32(p.data(), nullptr, v.data(), steps.data(), 4, 3, rows.data(), g.data(), 2, 0.1f, 0.9f,
+                                 0.99f, 1e-8f, 0.0f, 1.0f);
+  });
+  expect_invalid(aw, "exp_avg_sq is null", [&] {
+    return peer_sparse_adamw_f32(p.data(), m.data(), nullptr, steps.data(), 4, 3, rows.data(), g.data(), 2, 0.1f, 0.9f,
+                                 0.99f, 1e-8f, 0.0f, 1.0f);
+  });
+  expect_invalid(aw, "row_steps is null", [&] {
+    return peer_sparse_adamw_f32(p.data(), m.data(), v.data(), nullptr, 4, 3, rows.data(), g.data(), 2, 0.1f, 0.9f,
+                                 0.99f, 1e-8f, 0.0f, 1.0f);
+  });
+  expect_invalid(aw, "row_grads is null", [&] {
+    return peer_sparse_adamw_f32(p.data(), m.data(), v.data(), steps.data(), 4, 3, rows.data(), nullptr, 2, 0.1f, 0.9f,
+                                 0.99f, 1e-8f, 0.0f, 1.0f);
+  });
+  expect_invalid(aw, "N must be positive, got 0",
+                 adamw(p.data(), rows.data(), 0, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "d must be positive, got 0",
+                 adamw(p.data(), rows.data(), 4, 0, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "count must be in [1, N = 4], got 0",
+                 adamw(p.data(), rows.data(), 4, 3, 0, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "lr must be finite and >= 0, got nan",
+                 adamw(p.data(), rows.data(), 4, 3, 2, nan, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "beta1 must be in [0, 1), got 1",
+                 adamw(p.data(), rows.data(), 4, 3, 2, 0.1f, 1.0f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "beta2 must be in [0, 1), got -0.5",
+                 adamw(p.data(), rows.data(), 4, 3, 2, 0.1f, 0.9f, -0.5f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "eps must be finite and >= 0, got -1",
+                 adamw(p.data(), rows.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, -1.0f, 0.0f, 1.0f));
+  expect_invalid(aw, "weight_decay must be finite and >= 0, got nan",
+                 adamw(p.data(), rows.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, nan, 1.0f));
+  expect_invalid(aw, "grad_scale must be finite, got inf",
+                 adamw(p.data(), rows.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, inf));
+  const std::vector<int64_t> unsorted = {3, 1}, duplicate = {2, 2}, outside = {1, 4};
+  expect_invalid(aw, "rows must be strictly increasing, but rows[1] = 1 follows 3",
+                 adamw(p.data(), unsorted.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "rows must be strictly increasing, but rows[1] = 2 follows 2",
+                 adamw(p.data(), duplicate.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  expect_invalid(aw, "rows[1] = 4 is outside [0, N = 4)",
+                 adamw(p.data(), outside.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  steps[3] = -1;
+  expect_invalid(aw, "row_steps[3] = -1 is invalid",
+                 adamw(p.data(), rows.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+  steps[3] = 0;
+  expect(p == p_before && steps == std::vector<int64_t>(4, 0), "rejected AdamW calls change nothing");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+// Results must be bitwise identical whatever the thread count (each output is computed by one chunk in a fixed
+// order); sizes are chosen so every kernel splits into several chunks.
+void test_determinism() {
+  const ProductKeyCase pk = make_product_key_case("determinism", 501, 300, 100, 64, 8);
+  CartesianCase ct = make_cartesian_case("determinism", 502, 400, 60, 12);
+  const ExpertCase ex = make_expert_case("determinism", 503, 600, 16, 64, 500, 0);
+  const AdamwCase aw = make_adamw_case("determinism", 504, 700, 40, 2, 0.9f, 0.1f);
+
+  struct Outputs {
+    std::vector<float> pk_scores, ct_scores, y, hidden, dx, dgates, du, dv, p, m, v;
+    std::vector<int64_t> pk_indices, ct_indices, steps;
+    bool operator==(const Outputs& o) const {
+      auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+      };
+      return same(pk_scores, o.pk_scores) && same(ct_scores, o.ct_scores) && same(y, o.y) && same(hidden, o.hidden) &&
+             same(dx, o.dx) && same(dgates, o.dgates) && same(du, o.du) && same(dv, o.dv) && same(p, o.p) &&
+             same(m, o.m) && same(v, o.v) && pk_indices == o.pk_indices && ct_indices == o.ct_indices &&
+             steps == o.steps;
+    }
+  };
+  auto run = [&](int threads) {
+    peer_set_num_threads(threads);
+    Outputs o;
+    o.pk_scores.resize(static_cast<size_t>(pk.rows * pk.k));
+    o.pk_indices.resize(o.pk_scores.size());
+    expect_ok(peer_product_key_topk_f32(pk.queries.data(), pk.sub_keys.data(), pk.rows, pk.n, pk.key_dim, pk.k,
+                                        o.pk_scores.data(), o.pk_indices.data()),
+              "product_key determinism");
+    expect_pass(check_topk(pk, o.pk_scores.data(), o.pk_indices.data()));
+    o.ct_scores.resize(static_cast<size_t>(ct.rows * ct.k));
+    o.ct_indices.resize(o.ct_scores.size());
+    expect_ok(peer_cartesian_topk_f32(ct.s1.data(), ct.s2.data(), ct.rows, ct.n, ct.k, o.ct_scores.data(),
+                                      o.ct_indices.data()),
+              "cartesian determinism");
+    expect_pass(check_topk(ct, o.ct_scores.data(), o.ct_indices.data()));
+    o.y.resize(static_cast<size_t>(ex.T * ex.d));
+    o.hidden.resize(static_cast<size_t>(ex.T * ex.m));
+    expect_ok(peer_expert_forward_f32(ex.x.data(), ex.gates.data(), ex.indices.data(), ex.U.data(), ex.V.data(), ex.T,
+                                      ex.m, ex.d, ex.N, ex.activation, o.y.data(), o.hidden.data()),
+              "expert_forward determinism");
+    expect_pass(check_expert_forward(ex, o.y.data(), o.hidden.data()));
+    o.dx.resize(o.y.size());
+    o.dgates.resize(o.hidden.size());
+    o.du.resize(static_cast<size_t>(ex.unique_count * ex.d));
+    o.dv.resize(o.du.size());
+    expect_ok(
+        peer_expert_backward_f32(ex.x.data(), ex.gates.data(), ex.indices.data(), ex.U.data(), ex.V.data(),
+                                 ex.hidden_in.data(), ex.dy.data(), ex.slot_to_row.data(), ex.unique_count, ex.T, ex.m,
+                                 ex.d, ex.N, ex.activation, o.dx.data(), o.dgates.data(), o.du.data(), o.dv.data()),
+        "expert_backward determinism");
+    expect_pass(check_expert_backward(ex, o.dx.data(), o.dgates.data(), o.du.data(), o.dv.data()));
+    run_adamw(aw, o.p, o.m, o.v, o.steps);
+    expect_pass(check_adamw(aw, o.p.data(), o.m.data(), o.v.data(), o.steps.data()));
+    return o;
+  };
+  const Outputs one = run(1);
+  for (int threads : {2, 3, 7})
+    expect(run(threads) == one, "identical results with 1 and " + std::to_string(threads) + " threads");
+  peer_set_num_threads(0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::map<std::string, void (*)()> families = {
+      {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
+      {"optimizer", test_optimizer}, {"validation", test_validation}, {"determinism", test_determinism},
+  };
+  std::vector<std::string> selected(argv + 1, argv + argc);
+  if (selected.empty())
+    for (const auto& f : families) selected.push_back(f.first);
+  if (std::find(selected.begin(), selected.end(), "runtime") != selected.end()) {
+    // Runs first: it checks the state of a thread on which nothing has failed yet.
+    selected.erase(std::remove(selected.begin(), selected.end(), "runtime"), selected.end());
+    selected.insert(selected.begin(), "runtime");
+  }
+  for (const std::string& name : selected) {
+    const auto family = families.find(name);
+    if (family == families.end()) {
+      std::printf("unknown test family '%s'\n", name.c_str());
+      return 2;
+    }
+    const int before = failures;
+    family->second();
+    std::printf("%s: %s\n", name.c_str(), failures == before ? "passed" : "FAILED");
+  }
+  std::printf("%d checks, %d failures\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
