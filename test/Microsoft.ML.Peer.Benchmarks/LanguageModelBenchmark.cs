@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Native;
+using Microsoft.ML.Peer.Training;
+using TorchSharp;
+
+namespace Microsoft.ML.Peer.Benchmarks;
+
+/// <summary>
+/// LanguageModelTrainer.TrainStep of a 4-layer LM whose middle block is PEER, against the same LM with that block's FFW
+/// dense of hidden h·k (equal active FLOPs per token, routing aside). The other blocks' dense FFWs also use hidden h·k,
+/// because the model options set one dense width for all blocks: the two models then differ in the PEER block only.
+/// </summary>
+internal static class LanguageModelBenchmark
+{
+    public const int Vocabulary = 8192;
+    public const int SequenceLength = 128;
+    public const int Layers = 4;
+    public const int AttentionHeads = 4;
+
+    public static JsonObject Run(BenchmarkSettings settings)
+    {
+        int d = settings.Dimension, hidden = settings.Heads * settings.TopK;
+        int tokensPerBatch = settings.TokensGiven ? settings.Tokens : 1024;
+        int batch = Math.Max(1, tokensPerBatch / SequenceLength);
+        bool nativeAvailable = PeerNativeLibrary.IsAvailable;
+        var peerKernels = nativeAvailable ? PeerKernels.Native : PeerKernels.Managed;
+        Console.WriteLine($"LM training step: d = {d}, {Layers} layers, vocab {Vocabulary}, batch {batch}x{SequenceLength} tokens; " +
+                          $"PEER (N = {settings.Experts:N0}, {peerKernels} kernels) in block {Layers / 2} vs dense FFW hidden {hidden}; {settings.Steps} timed steps each");
+
+        var random = new Random(7);
+        var stream = Enumerable.Range(0, 1 << 16).Select(_ => random.Next(Vocabulary)).ToArray();
+        var sampler = new TokenBatchSampler(stream, batch, SequenceLength, seed: 3);
+        var training = new TrainingOptions { BatchSize = batch, SequenceLength = SequenceLength, WarmupSteps = 0, MaxSteps = 1_000_000, LogEvery = 1_000_000 };
+
+        LanguageModelOptions Options(FeedForwardKind kind) => new()
+        {
+            VocabularySize = Vocabulary,
+            ContextLength = SequenceLength,
+            ModelDimension = d,
+            Layers = Layers,
+            AttentionHeads = AttentionHeads,
+            DenseHiddenDimension = hidden,
+            FeedForward = kind,
+            Peer = new PeerOptions
+            {
+                Experts = settings.Experts,
+                Heads = settings.Heads,
+                TopK = settings.TopK,
+                KeyDimension = settings.KeyDimension,
+                SparseGradients = true,
+                Kernels = peerKernels,
+            },
+        };
+
+        using var peer = new LanguageModelTrainer(Options(FeedForwardKind.Peer), training);
+        using var dense = new LanguageModelTrainer(Options(FeedForwardKind.Dense), training);
+        var variants = new (string Name, LanguageModelTrainer Trainer, Samples Samples)[]
+        {
+            ($"PEER LM ({peerKernels})", peer, new Samples($"PEER LM step ({peerKernels})")),
+            ("dense LM", dense, new Samples($"dense LM step (block {Layers / 2} FFW hidden {hidden})")),
+        };
+        foreach (var (_, trainer, _) in variants) trainer.TrainStep(sampler);   // warm-up
+        for (int step = 0; step < settings.Steps; step++)
+        {
+            for (int j = 0; j < variants.Length; j++)
+            {
+                var (_, trainer, samples) = variants[(step + j) % variants.Length];
+                long start = Stopwatch.GetTimestamp();
+                trainer.TrainStep(sampler);
+                samples.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
+            }
+        }
+
+        double tokens = (double)batch * SequenceLength;
+        var table = new Table("LM training step", "min ms", "median ms", "max ms", "tokens/s (median)");
+        foreach (var (_, _, samples) in variants)
+            table.Add(samples.Name, Table.Format(samples.Min), Table.Format(samples.Median), Table.Format(samples.Max), Table.Format(tokens / (samples.Median / 1e3)));
+        Console.WriteLine();
+        table.Print();
+        double peerMedian = variants[0].Samples.Median, denseMedian = variants[1].Samples.Median;
+        Console.WriteLine($"PEER LM / dense LM step time: {Table.Format(peerMedian / denseMedian)}");
+        Console.WriteLine();
+
+        long Parameters(LanguageModelTrainer t) => t.Model.parameters().Sum(p => p.numel());
+        return new JsonObject
+        {
+            ["configuration"] = new JsonObject
+            {
+                ["dimension"] = d,
+                ["layers"] = Layers,
+                ["attention_heads"] = AttentionHeads,
+                ["vocabulary"] = Vocabulary,
+                ["batch"] = batch,
+                ["sequence_length"] = SequenceLength,
+                ["tokens_per_step"] = tokens,
+                ["peer_block"] = Layers / 2,
+                ["peer_experts"] = settings.Experts,
+                ["peer_heads"] = settings.Heads,
+                ["peer_top_k"] = settings.TopK,
+                ["peer_key_dimension"] = settings.KeyDimension,
+                ["peer_kernels"] = peerKernels.ToString(),
+                ["sparse_gradients"] = true,
+                ["dense_ffw_hidden_all_blocks"] = hidden,
+                ["timed_steps"] = settings.Steps,
+                ["note"] = "both models use dense FFW hidden h*k in every non-PEER block (one width per model in LanguageModelOptions), so they differ only in the PEER block vs a dense FFW of hidden h*k; LanguageModelTrainer defaults (AdamW, clip 1.0); random tokens",
+            },
+            ["peer_step_ms"] = variants[0].Samples.ToJson(),
+            ["dense_step_ms"] = variants[1].Samples.ToJson(),
+            ["peer_tokens_per_s"] = Json.Round(tokens / (peerMedian / 1e3)),
+            ["dense_tokens_per_s"] = Json.Round(tokens / (denseMedian / 1e3)),
+            ["peer_over_dense_step_time"] = Json.Round(peerMedian / denseMedian),
+            ["peer_parameters"] = Parameters(peer),
+            ["dense_parameters"] = Parameters(dense),
+        };
+    }
+}

@@ -1,0 +1,254 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Benchmarks;
+
+/// <summary>
+/// One training step of a PEER layer with composed (managed) kernels, with native kernels, and of a dense FFW of the
+/// same active FLOPs, interleaved in one process; plus a breakdown of the native step, this machine's GEMM rate and
+/// bandwidth, the FLOP/byte floor they imply, and peak resident memory.
+/// </summary>
+internal static class PeerLayerBenchmark
+{
+    public static void Run(BenchmarkSettings settings, JsonObject report)
+    {
+        int d = settings.Dimension, h = settings.Heads, k = settings.TopK, dk = settings.KeyDimension, m = h * k;
+        long tokens = settings.Tokens, experts = settings.Experts, n = (long)Math.Round(Math.Sqrt(experts));
+        long? residentAtStart = MemoryProbe.ResidentBytes();
+        bool nativeAvailable = PeerNativeLibrary.IsAvailable;
+        Console.WriteLine($"PEER layer step: N = {experts:N0}, d = {d}, h = {h}, k = {k}, d_key = {dk}, T = {tokens:N0}, {settings.Steps} timed steps per variant, torch threads {torch.get_num_threads()}");
+        if (!nativeAvailable)
+            Console.WriteLine("native kernels unavailable (see the warning above): timing the managed layer only; native fields are null.");
+        Console.WriteLine();
+
+        manual_seed(1);
+        Console.WriteLine("measuring this machine's GEMM rate and bandwidth ...");
+        var rates = MachineRates.Measure(settings.Steps);
+
+        using var x = randn(tokens, d);
+        using var w = randn(tokens, d);
+
+        // The layer the breakdown and memory are about is built first and measured alone, so the peak resident
+        // memory holds no other layer's tables.
+        var subjectKernels = nativeAvailable ? PeerKernels.Native : PeerKernels.Managed;
+        Console.WriteLine($"building the {subjectKernels} layer and measuring its peak memory ...");
+        var subject = new PeerTrainingStep(nativeAvailable ? "native step" : "composed step", settings, subjectKernels);
+        PeerTrainingStep? composed = nativeAvailable ? null : subject;
+        DenseTrainingStep? dense = null;
+        try
+        {
+            subject.Run(x, w);   // warm-up: first-touch of optimizer rows, allocator growth
+            long parameterBytes = subject.ParameterBytes;
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            long? residentBefore = MemoryProbe.ResidentBytes();
+            bool peakReset = MemoryProbe.ResetPeak();
+            subject.Run(x, w);
+            long? peakResident = peakReset ? MemoryProbe.PeakResidentBytes() : null;
+
+            Console.WriteLine("building the other variants ...");
+            composed ??= new PeerTrainingStep("composed step", settings, PeerKernels.Managed);
+            dense = new DenseTrainingStep($"dense FFW step (hidden {m})", d, m);
+            var variants = new List<ITrainingStep> { composed };
+            if (nativeAvailable) variants.Add(subject);
+            variants.Add(dense);
+            foreach (var variant in variants.Where(v => v != subject)) variant.Run(x, w);   // warm-up
+
+            // A real retrieval: its unique rows size the backward and optimizer traffic and feed the kernel timing.
+            using var retrieval = NewDisposeScope();
+            Tensor gates, indices;
+            using (no_grad())
+            {
+                var (g, i) = subject.Layer.Router.forward(x);
+                gates = g.reshape(tokens, m).contiguous();
+                indices = i.reshape(tokens, m).contiguous();
+            }
+            long uniqueRows = unique(indices.flatten()).Item1.shape[0];
+            var kernelY = empty(tokens, d);
+            var kernelHidden = empty(tokens, m);
+            if (nativeAvailable)
+                NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
+
+            var samples = variants.ToDictionary(v => v, v => new StepSamples(v.Name));
+            var routerForward = new Samples("  router forward alone (projection + BN + retrieval + softmax)");
+            var kernelForward = new Samples("  expert forward kernel alone (peer_expert_forward_f32)");
+            Console.WriteLine($"timing {settings.Steps} interleaved steps ...");
+            Console.WriteLine();
+            for (int step = 0; step < settings.Steps; step++)
+            {
+                // Rotate the order so no variant always runs right after the same neighbour.
+                for (int j = 0; j < variants.Count; j++)
+                {
+                    var variant = variants[(step + j) % variants.Count];
+                    samples[variant].Add(variant.Run(x, w));
+                }
+                routerForward.Add(subject.RouterForward(x));
+                if (nativeAvailable)
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
+                    kernelForward.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
+                }
+            }
+
+            // FLOPs per step, forward + backward counted as 3× the forward (backward takes two products per forward one).
+            double queryFlops = 3.0 * 2 * tokens * d * (h * dk);
+            double subKeyFlops = 3.0 * 2 * tokens * h * 2 * n * (dk / 2);
+            double expertFlops = 3.0 * 2 * tokens * h * k * d * 2;
+            double layerFlops = queryFlops + subKeyFlops + expertFlops;
+            // Expert-row bytes per step (fp32).
+            double rowBytes = d * sizeof(float);
+            double forwardBytes = tokens * m * 2 * rowBytes;
+            double backwardBytes = tokens * m * 2 * rowBytes + uniqueRows * 2 * rowBytes;
+            double optimizerBytes = 2 * uniqueRows * rowBytes * 7;
+            double expertBytes = forwardBytes + backwardBytes + optimizerBytes;
+            double floorMs = layerFlops / (rates.SgemmGflops * 1e9) * 1e3 + expertBytes / (rates.StreamGbps * 1e9) * 1e3;
+
+            var composedSamples = samples[composed];
+            var nativeSamples = nativeAvailable ? samples[subject] : null;
+            var denseSamples = samples[dense];
+            var subjectSamples = samples[subject];
+            double? nativeMedian = nativeSamples?.Step.Median;
+            double expertForwardDerived = subjectSamples.Forward.Median - routerForward.Median;
+            double? kernelGbps = nativeAvailable ? forwardBytes / (kernelForward.Median / 1e3) / 1e9 : null;
+            double? derivedGbps = expertForwardDerived > 0 ? forwardBytes / (expertForwardDerived / 1e3) / 1e9 : null;
+
+            var table = new Table("training step", "min ms", "median ms", "max ms", "");
+            table.Add(composedSamples.Step);
+            if (nativeSamples is not null) table.Add(nativeSamples.Step);
+            table.Add(denseSamples.Step);
+            Console.WriteLine("== one training step, T tokens ==");
+            table.Print();
+
+            Console.WriteLine($"== breakdown of the {subject.Name} ({subject.Kernels} kernels) ==");
+            var breakdown = new Table("section", "min ms", "median ms", "max ms", "");
+            breakdown.Add(subjectSamples.Forward);
+            breakdown.Add(routerForward);
+            breakdown.Add($"  expert forward = layer forward - router forward (medians)", "", Table.Format(expertForwardDerived), "", "ms");
+            if (nativeAvailable) breakdown.Add(kernelForward);
+            breakdown.Add(subjectSamples.Backward);
+            breakdown.Add(subjectSamples.Optimizer);
+            breakdown.Print();
+
+            Console.WriteLine("== this machine and the floor ==");
+            var metrics = new Table("quantity", "value", "unit");
+            metrics.Add("sgemm (torch.mm 2048²), median", Table.Format(rates.SgemmGflops), "GFLOP/s");
+            metrics.Add("bandwidth: copy / add_ 512 MiB, median", $"{Table.Format(rates.CopyGbps)} / {Table.Format(rates.AddGbps)}", "GB/s");
+            metrics.Add("stream_gbps (the larger)", Table.Format(rates.StreamGbps), "GB/s");
+            metrics.Add("layer FLOPs per step (fwd+bwd)", Table.Format(layerFlops / 1e9), "GFLOP");
+            metrics.Add("unique experts touched", uniqueRows.ToString("N0", CultureInfo.InvariantCulture), $"of {experts:N0}");
+            metrics.Add("expert-row bytes per step", Table.Format(expertBytes / 1e9), "GB");
+            metrics.Add("floor = FLOPs/sgemm + bytes/bandwidth", Table.Format(floorMs), "ms");
+            if (kernelGbps is { } kg) metrics.Add("native expert forward kernel rate", Table.Format(kg), "GB/s");
+            if (derivedGbps is { } dg) metrics.Add($"expert forward rate, derived ({subject.Kernels})", Table.Format(dg), "GB/s");
+            metrics.Add("parameter bytes of the layer", Table.Format(parameterBytes / 1e9), "GB");
+            metrics.Add("RSS at start / before the measured step", $"{Gigabytes(residentAtStart)} / {Gigabytes(residentBefore)}", "GB");
+            metrics.Add($"peak RSS of a {subject.Kernels} step", peakResident is { } pr ? Table.Format(pr / 1e9) : "n/a", "GB");
+            metrics.Add("peak RSS / parameter bytes (target <= 3.5)", peakResident is { } p2 ? Table.Format((double)p2 / parameterBytes) : "n/a", "");
+            metrics.Print();
+
+            Console.WriteLine("== ratios ==");
+            var ratios = new Table("ratio", "value");
+            if (nativeMedian is { } nm)
+            {
+                ratios.Add("composed / native (step medians)", Table.Format(composedSamples.Step.Median / nm));
+                ratios.Add("native / floor", Table.Format(nm / floorMs));
+                ratios.Add("native / dense FFW", Table.Format(nm / denseSamples.Step.Median));
+                if (kernelGbps is { } kg2) ratios.Add("native expert fwd GB/s / stream GB/s", Table.Format(kg2 / rates.StreamGbps));
+            }
+            ratios.Add("composed / floor", Table.Format(composedSamples.Step.Median / floorMs));
+            ratios.Add("composed / dense FFW", Table.Format(composedSamples.Step.Median / denseSamples.Step.Median));
+            ratios.Print();
+
+            report["configuration"] = new JsonObject
+            {
+                ["experts"] = experts,
+                ["dimension"] = d,
+                ["heads"] = h,
+                ["top_k"] = k,
+                ["key_dimension"] = dk,
+                ["sparse_gradients"] = true,
+                ["dense_ffw_hidden"] = m,
+                ["timed_steps"] = settings.Steps,
+                ["warmup_steps"] = 1,
+                ["loss"] = "(y * w).sum() for fixed random x [T, d] and w [T, d]",
+                ["optimizers"] = "PEER: SparseRowAdamW (same kernels as the layer) on the two tables + torch AdamW on the router; dense: torch AdamW; lr 1e-3, weight decay 0.1",
+                ["order"] = "variants interleaved, order rotated every step; each variant ran one untimed warm-up step",
+            };
+            report["tokens"] = tokens;
+            report["composed_step_ms"] = composedSamples.Step.ToJson();
+            report["native_step_ms"] = nativeSamples?.Step.ToJson();
+            report["dense_ffw_step_ms"] = denseSamples.Step.ToJson();
+            if (!nativeAvailable) report["native_unavailable_reason"] = PeerNativeLibrary.UnavailableReason;
+            report["composed_breakdown_ms"] = PhaseJson(composedSamples);
+            var breakdownJson = PhaseJson(subjectSamples);
+            breakdownJson["kernels"] = subject.Kernels.ToString();
+            breakdownJson["router_forward_ms"] = routerForward.ToJson();
+            breakdownJson["expert_forward_derived_ms"] = Json.Round(expertForwardDerived);
+            breakdownJson["expert_forward_kernel_ms"] = nativeAvailable ? kernelForward.ToJson() : null;
+            breakdownJson["sections"] =
+                "layer_forward: PeerLayer.forward (router + experts) with autograd; router_forward: Router.forward alone, timed separately with autograd on; " +
+                "expert_forward_derived: median layer_forward - median router_forward; expert_forward_kernel: peer_expert_forward_f32 called directly " +
+                "on a real retrieval (what FusedExpertFunction.forward runs); backward: (y*w).sum() and loss.backward() (router + experts); " +
+                "optimizer: torch AdamW on the router + SparseRowAdamW on both tables.";
+            report[nativeAvailable ? "native_breakdown_ms" : "managed_breakdown_ms"] = breakdownJson;
+            report["layer_flops"] = layerFlops;
+            report["layer_flops_parts"] = new JsonObject { ["query_projection"] = queryFlops, ["sub_key_scoring"] = subKeyFlops, ["experts"] = expertFlops };
+            report["flops_counting"] =
+                "per step, forward + backward = 3 x forward: query projection 2*T*d*(h*d_key) x3; sub-key scoring 2*T*h*2*n*(d_key/2) x3 (n = sqrt(N)); " +
+                "experts 2*T*h*k*d*2 x3 (u.x and g*s*v per slot). Not counted: batch norm, top-k selection, softmax, the optimizer's arithmetic.";
+            report["unique_experts"] = uniqueRows;
+            report["expert_bytes"] = expertBytes;
+            report["expert_bytes_parts"] = new JsonObject { ["forward"] = forwardBytes, ["backward"] = backwardBytes, ["optimizer"] = optimizerBytes };
+            report["expert_bytes_counting"] =
+                "fp32 expert rows: forward reads u and v rows per slot T*h*k*2*d*4; backward reads them again (T*h*k*2*d*4) and writes the unique rows' " +
+                "gradients U*2*d*4; the optimizer reads p, g, m, v and writes p, m, v of each unique row of each table 2*U*d*4*7. " +
+                "U = unique experts of a real retrieval of x by the measured layer. Router parameters, activations and row step counters not counted.";
+            report["machine_rates"] = rates.ToJson();
+            report["sgemm_gflops"] = Json.Round(rates.SgemmGflops);
+            report["stream_gbps"] = Json.Round(rates.StreamGbps);
+            report["floor_ms"] = Json.Round(floorMs);
+            report["native_expert_fwd_gbps"] = Json.Number(kernelGbps);
+            report["native_expert_fwd_gbps_counting"] = "T*h*k*2*d*4 bytes of expert rows read / median time of a direct peer_expert_forward_f32 call";
+            report["expert_fwd_derived_gbps"] = Json.Number(derivedGbps);
+            report["peak_rss_bytes"] = peakResident;
+            report["peak_rss_kernels"] = subject.Kernels.ToString();
+            report["rss_at_start_bytes"] = residentAtStart;
+            report["rss_before_step_bytes"] = residentBefore;
+            report["peak_rss_counting"] = peakReset
+                ? "VmHWM after one training step, reset (clear_refs 5) just before it; the process then held only this layer, its optimizers and x, w (built and measured before the other variants)"
+                : "clear_refs could not be written here; peak not measured";
+            report["parameter_bytes"] = parameterBytes;
+            report["peak_rss_over_parameters"] = peakResident is { } p3 ? Json.Round((double)p3 / parameterBytes) : null;
+            report["ratios"] = new JsonObject
+            {
+                ["composed_over_native"] = Json.Number(composedSamples.Step.Median / nativeMedian),
+                ["native_over_floor"] = Json.Number(nativeMedian / floorMs),
+                ["native_over_dense_ffw"] = Json.Number(nativeMedian / denseSamples.Step.Median),
+                ["native_expert_fwd_over_stream"] = Json.Number(kernelGbps / rates.StreamGbps),
+                ["composed_over_floor"] = Json.Number(composedSamples.Step.Median / floorMs),
+                ["composed_over_dense_ffw"] = Json.Number(composedSamples.Step.Median / denseSamples.Step.Median),
+            };
+        }
+        finally
+        {
+            dense?.Dispose();
+            if (composed != subject) composed?.Dispose();
+            subject.Dispose();
+        }
+    }
+
+    private static string Gigabytes(long? bytes) => bytes is { } b ? Table.Format(b / 1e9) : "n/a";
+
+    private static JsonObject PhaseJson(StepSamples samples) => new()
+    {
+        ["layer_forward_ms"] = samples.Forward.ToJson(),
+        ["backward_ms"] = samples.Backward.ToJson(),
+        ["optimizer_ms"] = samples.Optimizer.ToJson(),
+    };
+}
