@@ -52,23 +52,7 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     public Parameter UpWeights => expert_up.weight!;
 
     /// <summary>Whether a forward pass on <paramref name="x"/> runs the native fused kernels.</summary>
-    public bool UsesNativeKernels(Tensor x)
-    {
-        bool eligible = x.dtype == ScalarType.Float32 && x.device_type == DeviceType.CPU && expert_down.weight!.device_type == DeviceType.CPU;
-        switch (_options.Kernels)
-        {
-            case PeerKernels.Managed:
-                return false;
-            case PeerKernels.Native:
-                if (!PeerNativeLibrary.IsAvailable)
-                    throw new InvalidOperationException($"PeerOptions.Kernels is Native, but {PeerNativeLibrary.UnavailableReason}.");
-                if (!eligible)
-                    throw new InvalidOperationException($"PeerOptions.Kernels is Native, which needs float32 tensors on the CPU; got {x.dtype} on {x.device}.");
-                return true;
-            default:
-                return eligible && PeerNativeLibrary.IsAvailable;
-        }
-    }
+    public bool UsesNativeKernels(Tensor x) => PeerNativeLibrary.ShouldUse(_options.Kernels, x, expert_down.weight!);
 
     // The composed reference: gathers [T, h·k, d] copies of the expert rows.
     private Tensor ComposedExperts(Tensor x, Tensor gates, Tensor indices)

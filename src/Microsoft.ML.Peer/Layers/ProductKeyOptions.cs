@@ -34,6 +34,13 @@ public class ProductKeyOptions
     /// </summary>
     public bool SparseGradients { get; set; }
 
+    /// <summary>
+    /// Which kernels retrieve (and, in PEER, compute) the experts. Default <see cref="PeerKernels.Auto"/>: the native
+    /// kernels of Peer.Native when they load and the tensors are float32 on the CPU, else composed TorchSharp
+    /// operations. Both give the same outputs and gradients (to float rounding).
+    /// </summary>
+    public PeerKernels Kernels { get; set; } = PeerKernels.Auto;
+
     /// <summary>A copy of every option, so a model owns its settings.</summary>
     public virtual ProductKeyOptions Clone() => (ProductKeyOptions)MemberwiseClone();
 
@@ -57,6 +64,8 @@ public class ProductKeyOptions
         if (KeyDimension <= 0 || KeyDimension % 2 != 0)
             throw new ArgumentOutOfRangeException(nameof(KeyDimension), KeyDimension,
                 $"{nameof(KeyDimension)} must be a positive even number (the query is split into two halves); got {KeyDimension}.");
+        if (!Enum.IsDefined(Kernels))
+            throw new ArgumentOutOfRangeException(nameof(Kernels), Kernels, $"Unknown {nameof(Kernels)} {Kernels}.");
         if (!Enum.IsDefined(ScoreActivation))
             throw new ArgumentOutOfRangeException(nameof(ScoreActivation), ScoreActivation, $"Unknown {nameof(ScoreActivation)} {ScoreActivation}.");
     }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,11 +18,16 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
     private readonly int _subKeys;
     private readonly int _topK;
     private readonly int _halfDimension;
+    private readonly PeerKernels _kernels;
 
     /// <summary>The two sub-key tables, shape [2, n, d_key/2].</summary>
     public Parameter SubKeys { get; }
 
-    public ProductKeyRetriever(int subKeys, int keyDimension, int topK) : base(nameof(ProductKeyRetriever))
+    /// <param name="subKeys">n: sub-keys per half (N = n² keys).</param>
+    /// <param name="keyDimension">Query and key dimension (even).</param>
+    /// <param name="topK">Keys retrieved per query, at most n.</param>
+    /// <param name="kernels">Native: Peer.Native's exact top-k selects the keys; Managed: torch top-k over the sub-key scores.</param>
+    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto) : base(nameof(ProductKeyRetriever))
     {
         if (subKeys <= 0) throw new ArgumentOutOfRangeException(nameof(subKeys), subKeys, "The number of sub-keys must be positive.");
         if (keyDimension <= 0 || keyDimension % 2 != 0)
@@ -31,6 +37,7 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         _subKeys = subKeys;
         _topK = topK;
         _halfDimension = keyDimension / 2;
+        _kernels = kernels;
         // Unit-variance scores for a unit-variance query half.
         SubKeys = new Parameter(randn(2, subKeys, _halfDimension) / Math.Sqrt(_halfDimension));
         register_parameter("sub_keys", SubKeys);
@@ -46,6 +53,18 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         if (queries.dim() != 3 || queries.shape[2] != 2 * _halfDimension)
             throw new ArgumentException($"Queries must have shape [tokens, heads, {2 * _halfDimension}]; got [{string.Join(", ", queries.shape)}].", nameof(queries));
         var halves = queries.split(_halfDimension, dim: -1);
+        if (PeerNativeLibrary.ShouldUse(_kernels, queries, SubKeys))
+        {
+            // The native kernel selects the keys without any [tokens, n] tensor; the k chosen scores are then
+            // recomputed from the gathered sub-keys so gradients reach queries and sub-keys in O(k·d_key).
+            var selected = NativeTopK(queries);
+            var rowA = selected.div(_subKeys, rounding_mode: RoundingMode.floor);
+            var rowB = selected.remainder(_subKeys);
+            var keys1 = SubKeys[0].index_select(0, rowA.reshape(-1)).view(selected.shape[0], selected.shape[1], _topK, _halfDimension);
+            var keys2 = SubKeys[1].index_select(0, rowB.reshape(-1)).view(selected.shape[0], selected.shape[1], _topK, _halfDimension);
+            var scored = matmul(keys1, halves[0].unsqueeze(-1)).squeeze(-1) + matmul(keys2, halves[1].unsqueeze(-1)).squeeze(-1);
+            return (scored.MoveToOuterDisposeScope(), selected.MoveToOuterDisposeScope());
+        }
         // [tokens, heads, n] for each half: O(n) per query instead of O(n²).
         var scores1 = matmul(halves[0], SubKeys[0].t());
         var scores2 = matmul(halves[1], SubKeys[1].t());
@@ -58,5 +77,20 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         var b = index2.gather(-1, flat.remainder(_topK));
         var indices = a * _subKeys + b;
         return (best.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
+    }
+
+    private unsafe Tensor NativeTopK(Tensor queries)
+    {
+        using var noGrad = no_grad();
+        var flat = queries.detach().reshape(-1, 2 * _halfDimension).contiguous();
+        var keys = SubKeys.detach().contiguous();
+        long rows = flat.shape[0];
+        var scores = empty(rows, _topK);
+        var indices = empty(rows, _topK, dtype: ScalarType.Int64);
+        PeerNativeLibrary.Check(PeerNativeMethods.ProductKeyTopK(
+            PeerNativeLibrary.Pointer<float>(flat, ScalarType.Float32, "queries"), PeerNativeLibrary.Pointer<float>(keys, ScalarType.Float32, "sub_keys"),
+            rows, _subKeys, 2 * _halfDimension, _topK,
+            PeerNativeLibrary.Pointer<float>(scores, ScalarType.Float32, "scores"), PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices")), "peer_product_key_topk_f32");
+        return indices.view(queries.shape[0], queries.shape[1], _topK);
     }
 }

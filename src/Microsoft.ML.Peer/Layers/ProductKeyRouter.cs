@@ -26,7 +26,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         query = nn.Linear(inputDimension, options.Heads * options.KeyDimension);
         // BatchNorm over the whole projected query, before the split into heads and halves (as in PKM).
         query_norm = options.QueryBatchNorm ? nn.BatchNorm1d(options.Heads * options.KeyDimension) : null;
-        retriever = new ProductKeyRetriever(options.SubKeys, options.KeyDimension, options.TopK);
+        retriever = new ProductKeyRetriever(options.SubKeys, options.KeyDimension, options.TopK, options.Kernels);
         Usage = new ExpertUsageAccumulator(options.Experts);
         RegisterComponents();
     }

@@ -51,6 +51,24 @@ public static class PeerNativeLibrary
         return (false, reason);
     }
 
+    /// <summary>
+    /// Whether to run the native CPU kernels on <paramref name="tensors"/>: never for Managed; for Native, yes or a
+    /// clear error; for Auto, when the library is loaded and every tensor is float32 on the CPU.
+    /// </summary>
+    public static bool ShouldUse(Layers.PeerKernels kernels, params Tensor[] tensors)
+    {
+        if (kernels == Layers.PeerKernels.Managed) return false;
+        var unsuitable = tensors.FirstOrDefault(t => t.dtype != ScalarType.Float32 || t.device_type != TorchSharp.DeviceType.CPU);
+        if (kernels == Layers.PeerKernels.Native)
+        {
+            if (!IsAvailable) throw new InvalidOperationException($"Kernels is Native, but {UnavailableReason}.");
+            if (unsuitable is not null)
+                throw new InvalidOperationException($"Kernels is Native, which needs float32 tensors on the CPU; got {unsuitable.dtype} on {unsuitable.device}.");
+            return true;
+        }
+        return unsuitable is null && IsAvailable;
+    }
+
     /// <summary>Throws with the library's own message when a native call did not return PEER_OK.</summary>
     internal static void Check(int status, string call)
     {

@@ -44,7 +44,11 @@ public sealed class SparseRowAdamW : IDisposable
     {
         ArgumentNullException.ThrowIfNull(grad);
         if (!grad.is_sparse) throw new ArgumentException("Expected a sparse row gradient (embedding tables need SparseGradients on).", nameof(grad));
-        var (rows, inverse, _) = unique(grad.SparseIndices[0], sorted: true, return_inverse: true);
+        var indices = grad.SparseIndices[0];
+        // The native backward already emits sorted unique rows; only merge when that is not so.
+        if (indices.shape[0] < 2 || indices[1..].gt(indices[..^1]).all().item<bool>())
+            return (indices, grad.SparseValues);
+        var (rows, inverse, _) = unique(indices, sorted: true, return_inverse: true);
         var values = zeros(rows.shape[0], grad.shape[1], dtype: grad.dtype).index_add_(0, inverse, grad.SparseValues, 1);
         return (rows, values);
     }

@@ -15,8 +15,14 @@ public sealed class ProductKeyRetrieverTests
     [DataRow(64, 8, 16, 128, DisplayName = "n=64, h=8, k=16 (paper shape)")]
     public void RetrievalEqualsBruteForceOverAllCartesianKeys(int n, int heads, int k, int keyDimension)
     {
+        foreach (var kernels in new[] { PeerKernels.Managed, PeerKernels.Native })
+            RetrievalEqualsBruteForce(n, heads, k, keyDimension, kernels);
+    }
+
+    private static void RetrievalEqualsBruteForce(int n, int heads, int k, int keyDimension, PeerKernels kernels)
+    {
         manual_seed(n * 131 + heads * 7 + k);
-        using var retriever = new ProductKeyRetriever(n, keyDimension, k);
+        using var retriever = new ProductKeyRetriever(n, keyDimension, k, kernels);
         const int tokens = 9;
         using var queries = randn(tokens, heads, keyDimension);
         var (scores, indices) = retriever.forward(queries);
@@ -41,9 +47,9 @@ public sealed class ProductKeyRetrieverTests
         {
             var gotSet = got.Skip(row * k).Take(k).OrderBy(x => x).ToArray();
             var wantSet = want.Skip(row * k).Take(k).OrderBy(x => x).ToArray();
-            CollectionAssert.AreEqual(wantSet, gotSet, $"row {row}: index sets differ");
+            CollectionAssert.AreEqual(wantSet, gotSet, $"{kernels}, row {row}: index sets differ");
             for (int j = 0; j < k; j++)
-                Assert.AreEqual(wantScores[row * k + j], gotScores[row * k + j], 1e-5, $"row {row}, rank {j}: scores differ");
+                Assert.AreEqual(wantScores[row * k + j], gotScores[row * k + j], 1e-5, $"{kernels}, row {row}, rank {j}: scores differ");
             // The index must name the key whose score was reported.
             for (int j = 0; j < k; j++)
             {
