@@ -14,8 +14,13 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
     public override string Name => nameof(FusedExpertFunction);
 
     /// <summary>x [T, d], gates [T, m], indices [T, m] int64, tables [N, d] → y [T, d].</summary>
-    public static Tensor Apply(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, bool sparseGradients) =>
-        apply(x, gates, indices, down, up, (int)activation, sparseGradients);
+    /// <remarks>
+    /// The tables' gradients are written to their <c>.grad</c> directly (accumulating when one exists) rather than
+    /// returned to autograd, which would copy them once more; their row buffers are reused between steps from
+    /// <paramref name="workspace"/>, which spares the page faults of fresh allocations of that size.
+    /// </remarks>
+    public static Tensor Apply(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, bool sparseGradients, ExpertGradientWorkspace? workspace = null) =>
+        apply(x, gates, indices, down, up, (int)activation, sparseGradients, workspace!);
 
     public override unsafe Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
@@ -36,6 +41,7 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         ctx.save_for_backward(new List<Tensor> { x, gates, indices, down, up, hidden });
         ctx.save_data("activation", activation);
         ctx.save_data("sparse", (bool)vars[6]);
+        ctx.save_data("workspace", vars[7]);
         return y;
     }
 
@@ -52,8 +58,10 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         long uniqueCount = rows.shape[0];
         var dx = empty(tokens, dimension);
         var dgates = empty(tokens, slots);
-        var downRows = empty(uniqueCount, dimension);
-        var upRows = empty(uniqueCount, dimension);
+        // Reuse the workspace unless a gradient from an earlier backward (which may alias it) is still held.
+        var workspace = ctx.get_data("workspace") as ExpertGradientWorkspace;
+        bool reuse = workspace is not null && down.grad is null && up.grad is null;
+        var (downRows, upRows) = reuse ? workspace!.Rows(uniqueCount, dimension) : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
         slotToRow = slotToRow.contiguous();
         PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackward(
             PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"), PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
@@ -63,18 +71,20 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
             tokens, slots, dimension, experts, activation,
             PeerNativeLibrary.Pointer<float>(dx, ScalarType.Float32, "dx"), PeerNativeLibrary.Pointer<float>(dgates, ScalarType.Float32, "dgates"),
             PeerNativeLibrary.Pointer<float>(downRows, ScalarType.Float32, "dU"), PeerNativeLibrary.Pointer<float>(upRows, ScalarType.Float32, "dV")), "peer_expert_backward_f32");
-        Tensor downGrad, upGrad;
-        if (sparse)
+        using (no_grad())
         {
-            var coordinates = rows.unsqueeze(0);
-            downGrad = sparse_coo_tensor(coordinates, downRows, new[] { experts, dimension });
-            upGrad = sparse_coo_tensor(coordinates, upRows, new[] { experts, dimension });
+            Accumulate(down, rows, downRows, experts, dimension, sparse);
+            Accumulate(up, rows, upRows, experts, dimension, sparse);
         }
-        else
-        {
-            downGrad = zeros(experts, dimension).index_add_(0, rows, downRows, 1);
-            upGrad = zeros(experts, dimension).index_add_(0, rows, upRows, 1);
-        }
-        return new List<Tensor> { dx, dgates, null!, downGrad, upGrad, null!, null! };
+        return new List<Tensor> { dx, dgates, null!, null!, null!, null!, null!, null! };
+    }
+
+    private static void Accumulate(Tensor table, Tensor rows, Tensor values, long experts, long dimension, bool sparse)
+    {
+        if (!table.requires_grad) return;
+        Tensor grad = sparse
+            ? sparse_coo_tensor(rows.unsqueeze(0), values, new[] { experts, dimension })
+            : zeros(experts, dimension).index_add_(0, rows, values, 1);
+        table.grad = table.grad is null ? grad : table.grad + grad;
     }
 }

@@ -20,6 +20,7 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     private readonly ProductKeyRouter router;
     private readonly Embedding expert_down;   // u_i, [N, d]
     private readonly Embedding expert_up;     // v_i, [N, d]
+    private readonly ExpertGradientWorkspace _workspace = new();
 
     public PeerLayer(int dimension, PeerOptions options) : base(nameof(PeerLayer))
     {
@@ -82,8 +83,14 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
         var (gates, indices) = router.forward(x);
         var flat = indices.view(tokens, active);
         var y = UsesNativeKernels(x)
-            ? FusedExpertFunction.Apply(x, gates.view(tokens, active), flat, expert_down.weight!, expert_up.weight!, _options.ExpertActivation, _options.SparseGradients)
+            ? FusedExpertFunction.Apply(x, gates.view(tokens, active), flat, expert_down.weight!, expert_up.weight!, _options.ExpertActivation, _options.SparseGradients, _workspace)
             : ComposedExperts(x, gates.view(tokens, active), flat);
         return y.view(input.shape).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _workspace.Dispose();
+        base.Dispose(disposing);
     }
 }

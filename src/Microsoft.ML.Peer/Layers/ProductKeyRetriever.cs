@@ -52,20 +52,15 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         using var scope = NewDisposeScope();
         if (queries.dim() != 3 || queries.shape[2] != 2 * _halfDimension)
             throw new ArgumentException($"Queries must have shape [tokens, heads, {2 * _halfDimension}]; got [{string.Join(", ", queries.shape)}].", nameof(queries));
-        var halves = queries.split(_halfDimension, dim: -1);
         if (PeerNativeLibrary.ShouldUse(_kernels, queries, SubKeys))
         {
-            // The native kernel selects the keys without any [tokens, n] tensor; the k chosen scores are then
-            // recomputed from the gathered sub-keys so gradients reach queries and sub-keys in O(k·d_key).
-            var selected = NativeTopK(queries);
-            var rowA = selected.div(_subKeys, rounding_mode: RoundingMode.floor);
-            var rowB = selected.remainder(_subKeys);
-            var keys1 = SubKeys[0].index_select(0, rowA.reshape(-1)).view(selected.shape[0], selected.shape[1], _topK, _halfDimension);
-            var keys2 = SubKeys[1].index_select(0, rowB.reshape(-1)).view(selected.shape[0], selected.shape[1], _topK, _halfDimension);
-            var scored = matmul(keys1, halves[0].unsqueeze(-1)).squeeze(-1) + matmul(keys2, halves[1].unsqueeze(-1)).squeeze(-1);
+            // The native kernel selects and scores the keys without any [tokens, n] tensor; the scores stay
+            // differentiable w.r.t. queries and sub-keys through the selected rows only.
+            var (nativeScores, selected) = NativeTopK(queries);
+            var scored = SelectedKeyScoreFunction.Apply(queries, SubKeys, nativeScores, selected);
             return (scored.MoveToOuterDisposeScope(), selected.MoveToOuterDisposeScope());
         }
-        // [tokens, heads, n] for each half: O(n) per query instead of O(n²).
+        var halves = queries.split(_halfDimension, dim: -1);
         var scores1 = matmul(halves[0], SubKeys[0].t());
         var scores2 = matmul(halves[1], SubKeys[1].t());
         var (top1, index1) = scores1.topk(_topK, dim: -1);
@@ -79,7 +74,7 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         return (best.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
-    private unsafe Tensor NativeTopK(Tensor queries)
+    private unsafe (Tensor Scores, Tensor Indices) NativeTopK(Tensor queries)
     {
         using var noGrad = no_grad();
         var flat = queries.detach().reshape(-1, 2 * _halfDimension).contiguous();
@@ -91,6 +86,6 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
             PeerNativeLibrary.Pointer<float>(flat, ScalarType.Float32, "queries"), PeerNativeLibrary.Pointer<float>(keys, ScalarType.Float32, "sub_keys"),
             rows, _subKeys, 2 * _halfDimension, _topK,
             PeerNativeLibrary.Pointer<float>(scores, ScalarType.Float32, "scores"), PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices")), "peer_product_key_topk_f32");
-        return indices.view(queries.shape[0], queries.shape[1], _topK);
+        return (scores.view(queries.shape[0], queries.shape[1], _topK), indices.view(queries.shape[0], queries.shape[1], _topK));
     }
 }
