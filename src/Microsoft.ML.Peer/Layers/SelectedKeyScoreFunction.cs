@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -5,8 +6,8 @@ namespace Microsoft.ML.Peer.Layers;
 
 /// <summary>
 /// Differentiable scores of keys already selected by the native top-k. Forward passes through the scores the
-/// kernel computed (no gathers); backward sends ∂score to the queries and to exactly the selected sub-key rows:
-/// score(a·n+b) = q1·C1[a] + q2·C2[b], so ∂q1 = Σ_j ds_j C1[a_j] and ∂C1[a_j] += ds_j q1.
+/// kernel computed (no gathers); backward (native, O(k·d_key) per query) sends ∂score to the queries and to exactly
+/// the selected sub-key rows: score(a·n+b) = q1·C1[a] + q2·C2[b], so ∂q1 = Σ_j ds_j C1[a_j] and ∂C1[a_j] += ds_j q1.
 /// </summary>
 internal sealed class SelectedKeyScoreFunction : autograd.SingleTensorFunction<SelectedKeyScoreFunction>
 {
@@ -24,24 +25,21 @@ internal sealed class SelectedKeyScoreFunction : autograd.SingleTensorFunction<S
         return ((Tensor)vars[2]).clone();
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    public override unsafe List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var saved = ctx.get_saved_variables();
-        Tensor queries = saved[0], subKeys = saved[1], indices = saved[2];
-        long n = subKeys.shape[1], half = subKeys.shape[2], k = indices.shape[^1];
-        long rows = indices.numel() / k;
-        var ds = gradOutput.reshape(rows, 1, k);
-        var flat = indices.reshape(-1);
-        var a = flat.div(n, rounding_mode: RoundingMode.floor);
-        var b = flat.remainder(n);
-        var q = queries.reshape(rows, 2, half);
-        var keys1 = subKeys[0].index_select(0, a).view(rows, k, half);
-        var keys2 = subKeys[1].index_select(0, b).view(rows, k, half);
-        var dq = cat(new[] { bmm(ds, keys1), bmm(ds, keys2) }, 1).view(queries.shape);
-        var dk = zeros_like(subKeys);
-        var weighted = ds.transpose(1, 2);                                  // [R, k, 1]
-        dk[0].index_add_(0, a, (weighted * q[.., 0..1, ..]).reshape(rows * k, half), 1);
-        dk[1].index_add_(0, b, (weighted * q[.., 1..2, ..]).reshape(rows * k, half), 1);
+        var queries = saved[0].contiguous();
+        var subKeys = saved[1].contiguous();
+        var indices = saved[2].contiguous();
+        var ds = gradOutput.contiguous();
+        long n = subKeys.shape[1], keyDimension = queries.shape[^1], k = indices.shape[^1];
+        var dq = empty_like(queries);
+        var dk = empty_like(subKeys);
+        PeerNativeLibrary.Check(PeerNativeMethods.SelectedKeyBackward(
+            PeerNativeLibrary.Pointer<float>(queries, ScalarType.Float32, "queries"), PeerNativeLibrary.Pointer<float>(subKeys, ScalarType.Float32, "sub_keys"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(ds, ScalarType.Float32, "dscores"),
+            indices.numel() / k, n, keyDimension, k,
+            PeerNativeLibrary.Pointer<float>(dq, ScalarType.Float32, "dqueries"), PeerNativeLibrary.Pointer<float>(dk, ScalarType.Float32, "dsub_keys")), "peer_selected_key_backward_f32");
         return new List<Tensor> { dq, dk, null!, null! };
     }
 }

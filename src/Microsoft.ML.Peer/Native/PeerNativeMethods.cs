@@ -24,6 +24,9 @@ internal static unsafe class PeerNativeMethods
     [DllImport(Library, EntryPoint = "peer_cartesian_topk_f32")]
     public static extern int CartesianTopK(float* s1, float* s2, long rows, long n, long k, float* scores, long* indices);
 
+    [DllImport(Library, EntryPoint = "peer_selected_key_backward_f32")]
+    public static extern int SelectedKeyBackward(float* queries, float* subKeys, long* indices, float* dscores, long rows, long n, long keyDimension, long k, float* dqueries, float* dsubKeys);
+
     [DllImport(Library, EntryPoint = "peer_expert_forward_f32")]
     public static extern int ExpertForward(float* x, float* gates, long* indices, float* u, float* v, long tokens, long slots, long dimension, long experts, int activation, float* y, float* hidden);
 

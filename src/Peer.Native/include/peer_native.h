@@ -47,6 +47,13 @@ PEER_API int peer_product_key_topk_f32(const float* queries, const float* sub_ke
 PEER_API int peer_cartesian_topk_f32(const float* s1, const float* s2, int64_t rows, int64_t n, int64_t k,
                                      float* out_scores, int64_t* out_indices);
 
+/* Backward of the scores of selected keys: score[r,j] = q1[r]·sub_keys[0][a] + q2[r]·sub_keys[1][b] for
+   indices[r,j] = a*n+b. Given dscores [R, k], writes dqueries [R, key_dim] and dsub_keys [2, n, key_dim/2]
+   (overwritten; rows never selected get zeros). O(R·k·key_dim): no [R, n] work. */
+PEER_API int peer_selected_key_backward_f32(const float* queries, const float* sub_keys, const int64_t* indices,
+                                            const float* dscores, int64_t rows, int64_t n, int64_t key_dim, int64_t k,
+                                            float* dqueries, float* dsub_keys);
+
 /* Fused expert forward. x [T, d]; gates [T, m]; indices [T, m] in [0, N); U, V [N, d].
    hidden[t,j] = U[idx]·x[t] (pre-activation, saved for backward);
    y[t] = sum_j gates[t,j] * act(hidden[t,j]) * V[idx]. activation: 0 = GELU (exact, erf), 1 = ReLU. */

@@ -1,6 +1,8 @@
 // Checks the peer_native CPU kernels through their C ABI against the references in kernel_test_vectors.h.
 // Usage: peer_native_tests [runtime|retrieval|experts|optimizer|validation|determinism]... (none = all); CTest runs
 // one family per entry. Exit status 0 when every check passed.
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -369,6 +371,44 @@ void test_validation() {
 
 // Results must be bitwise identical whatever the thread count (each output is computed by one chunk in a fixed
 // order); sizes are chosen so every kernel splits into several chunks.
+void test_retrieval_backward() {
+  // Odd sizes, repeated keys within and across rows; double-precision reference.
+  for (const auto& shape : std::vector<std::array<int64_t, 4>>{{7, 5, 6, 5}, {33, 13, 10, 4}, {129, 37, 2, 1}}) {
+    const int64_t rows = shape[0], n = shape[1], key_dim = shape[2], k = shape[3], h = key_dim / 2;
+    Rng rng(static_cast<uint64_t>(rows * 1000 + n));
+    auto q = rng.symmetric_vector(static_cast<size_t>(rows * key_dim), 1.0f);
+    auto keys = rng.symmetric_vector(static_cast<size_t>(2 * n * h), 1.0f);
+    auto ds = rng.symmetric_vector(static_cast<size_t>(rows * k), 1.0f);
+    std::vector<int64_t> idx(static_cast<size_t>(rows * k));
+    for (auto& i : idx) i = static_cast<int64_t>(rng.below(static_cast<uint64_t>(n * n)));
+    std::vector<float> dq(q.size(), 123.0f), dk(keys.size(), 123.0f);
+    expect_ok(peer_selected_key_backward_f32(q.data(), keys.data(), idx.data(), ds.data(), rows, n, key_dim, k, dq.data(), dk.data()),
+              "peer_selected_key_backward_f32");
+    std::vector<double> rq(q.size(), 0.0), rk(keys.size(), 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t a = idx[r * k + j] / n, b = idx[r * k + j] % n;
+        const double g = ds[r * k + j];
+        for (int64_t p = 0; p < h; ++p) {
+          rq[r * key_dim + p] += g * keys[a * h + p];
+          rq[r * key_dim + h + p] += g * keys[(n + b) * h + p];
+          rk[a * h + p] += g * q[r * key_dim + p];
+          rk[(n + b) * h + p] += g * q[r * key_dim + h + p];
+        }
+      }
+    double worst = 0;
+    for (size_t i = 0; i < dq.size(); ++i) worst = std::max(worst, std::abs(dq[i] - rq[i]) / (1 + std::abs(rq[i])));
+    for (size_t i = 0; i < dk.size(); ++i) worst = std::max(worst, std::abs(dk[i] - rk[i]) / (1 + std::abs(rk[i])));
+    expect(worst < 1e-5, "selected-key backward rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
+                             ": max relative error " + std::to_string(worst));
+  }
+  int64_t bad = 25;  // n*n = 25 is out of range
+  float q[2] = {1, 2}, keys[10] = {}, ds[1] = {1}, dq[2], dk[10];
+  expect(peer_selected_key_backward_f32(q, keys, &bad, ds, 1, 5, 2, 1, dq, dk) == PEER_INVALID_ARGUMENT &&
+             std::string(peer_last_error()).find("indices[0] = 25") != std::string::npos,
+         "an out-of-range index is rejected with a message naming it");
+}
+
 void test_determinism() {
   const ProductKeyCase pk = make_product_key_case("determinism", 501, 300, 100, 64, 8);
   CartesianCase ct = make_cartesian_case("determinism", 502, 400, 60, 12);
@@ -435,6 +475,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, void (*)()> families = {
       {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
       {"optimizer", test_optimizer}, {"validation", test_validation}, {"determinism", test_determinism},
+      {"retrieval_backward", test_retrieval_backward},
   };
   std::vector<std::string> selected(argv + 1, argv + argc);
   if (selected.empty())
