@@ -8,7 +8,7 @@ internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Di
         Usage: dotnet run -c Release --project examples/BrownLanguageModel -- [options]
           --minutes <m>        time budget for the whole run (default 5)
           --ffn <kind>         Peer (default), Dense, MoE or ProductKeyMemory
-          --experts <N>        experts N = n² of the PEER layer (default 65536 = 256²)
+          --experts <N>        experts N = n² of the PEER layer (default 1048576 = 1024², the paper's)
           --dim <d>            model width, a multiple of 64 (default 256)
           --layers <L>         transformer blocks (default 4); PEER replaces the FFN of the middle one
           --context <T>        sequence length (default 128)
@@ -41,7 +41,7 @@ internal sealed record CommandLine(double Minutes, int Seed, int Experts, int Di
                 return Fail($"--ffn must be one of {string.Join(", ", Enum.GetNames<FeedForwardKind>())}; got '{values["ffn"]}'.");
             int dim = Number("dim", 256, int.Parse);
             if (dim <= 0 || dim % 64 != 0) return Fail($"--dim must be a positive multiple of 64; got {dim}.");
-            return new CommandLine(minutes, Number("seed", 1, int.Parse), Number("experts", 256 * 256, int.Parse), dim,
+            return new CommandLine(minutes, Number("seed", 1, int.Parse), Number("experts", 1024 * 1024, int.Parse), dim,
                 Number("layers", 4, int.Parse), Number("context", 128, int.Parse), Number("batch", 8, int.Parse),
                 Number("vocab", 8192, int.Parse), ffn, values.GetValueOrDefault("prompt", "The jury said"), values.GetValueOrDefault("checkpoint"), Number("lr", 3e-3, double.Parse));
         }

@@ -29,8 +29,10 @@ var model = new LanguageModelOptions
     Layers = settings.Layers,
     AttentionHeads = settings.Dimension / 64,
     FeedForward = settings.FeedForward,
-    Peer = new PeerOptions { Experts = settings.Experts, Heads = 8, TopK = 16, KeyDimension = 128 },
-    ProductKeyMemory = new ProductKeyOptions { Experts = settings.Experts, Heads = 8, TopK = 16, KeyDimension = 128 },
+    // Sparse row gradients: each step reads and updates only the retrieved experts (Peer.Native's fused kernels
+    // and row-sparse AdamW when loaded), so a million experts cost what their active rows cost.
+    Peer = new PeerOptions { Experts = settings.Experts, Heads = 8, TopK = 16, KeyDimension = 128, SparseGradients = true },
+    ProductKeyMemory = new ProductKeyOptions { Experts = settings.Experts, Heads = 8, TopK = 16, KeyDimension = 128, SparseGradients = true },
 };
 var training = new TrainingOptions
 {
@@ -44,7 +46,7 @@ training.TimeLimit = training.TimeBudget;
 training.CheckpointPath = settings.Checkpoint;
 
 Console.WriteLine($"Model: d={model.ModelDimension}, {model.Layers} blocks, context {model.ContextLength}, FFN of block {string.Join(",", model.EffectiveSparseBlocks)} = {model.FeedForward}" +
-                  (model.FeedForward == FeedForwardKind.Peer ? $" (N={model.Peer.Experts:N0} experts, h={model.Peer.Heads}, k={model.Peer.TopK}, d_key={model.Peer.KeyDimension}, query BN on)" : ""));
+                  (model.FeedForward == FeedForwardKind.Peer ? $" (N={model.Peer.Experts:N0} experts, h={model.Peer.Heads}, k={model.Peer.TopK}, d_key={model.Peer.KeyDimension}, query BN on, {(Microsoft.ML.Peer.Native.PeerNativeLibrary.IsAvailable ? "native" : "managed")} kernels)" : ""));
 Console.WriteLine($"Training: batches of {training.BatchSize}×{training.SequenceLength} tokens for {training.TimeBudget:mm\\:ss} (steps fitted to the budget after {training.WarmupSteps} warm-up steps)");
 
 using var trainer = settings.Checkpoint is not null && File.Exists(settings.Checkpoint)

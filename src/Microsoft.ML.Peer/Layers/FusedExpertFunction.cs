@@ -62,7 +62,7 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         var workspace = ctx.get_data("workspace") as ExpertGradientWorkspace;
         bool reuse = workspace is not null && down.grad is null && up.grad is null;
         var (downRows, upRows) = reuse ? workspace!.Rows(uniqueCount, dimension) : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
-        slotToRow = slotToRow.contiguous();
+        slotToRow = slotToRow!.contiguous();
         PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackward(
             PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"), PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
             PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),

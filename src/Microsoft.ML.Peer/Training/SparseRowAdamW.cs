@@ -20,6 +20,10 @@ public sealed class SparseRowAdamW : IDisposable
     private readonly PeerKernels _kernels;
 
     /// <param name="tables">The N×d tables to update; their gradients must be sparse rows.</param>
+    /// <param name="beta1">Decay of the first moment.</param>
+    /// <param name="beta2">Decay of the second moment.</param>
+    /// <param name="eps">Added to the denominator for stability.</param>
+    /// <param name="weightDecay">Decoupled weight decay, applied to touched rows.</param>
     /// <param name="kernels">Auto (default): the native kernel for float32 CPU tables when it is loaded.</param>
     public SparseRowAdamW(IEnumerable<Parameter> tables, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, PeerKernels kernels = PeerKernels.Auto)
     {
@@ -49,7 +53,7 @@ public sealed class SparseRowAdamW : IDisposable
         if (indices.shape[0] < 2 || indices[1..].gt(indices[..^1]).all().item<bool>())
             return (indices, grad.SparseValues);
         var (rows, inverse, _) = unique(indices, sorted: true, return_inverse: true);
-        var values = zeros(rows.shape[0], grad.shape[1], dtype: grad.dtype).index_add_(0, inverse, grad.SparseValues, 1);
+        var values = zeros(rows.shape[0], grad.shape[1], dtype: grad.dtype).index_add_(0, inverse!, grad.SparseValues, 1);
         return (rows, values);
     }
 
