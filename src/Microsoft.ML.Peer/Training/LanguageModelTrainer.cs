@@ -120,7 +120,8 @@ public sealed class LanguageModelTrainer : IDisposable
                && (_options.TimeLimit is null || clock.Elapsed < _options.TimeLimit))
         {
             double lr = LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
-            bool timed = _options.TimeBudget is not null && Step >= 1 && Step < _options.WarmupSteps;   // step 0 pays one-time costs
+            // Time the second half of warm-up: the first steps pay one-time allocation costs and would shorten the run.
+            bool timed = _options.TimeBudget is not null && Step >= _options.WarmupSteps / 2 && Step < _options.WarmupSteps;
             if (timed) warmupClock.Start();
             windowLoss += TrainStep(sampler);
             if (timed) { warmupClock.Stop(); warmupTimedSteps++; }
@@ -146,8 +147,8 @@ public sealed class LanguageModelTrainer : IDisposable
 
     private void FitStepsToBudget(TimeSpan remaining, double secondsPerStep, int finalEvaluationTokens)
     {
-        // Evaluation is forward only: about a third of a training step's time per token.
-        double secondsPerEvaluationToken = secondsPerStep / ((double)_options.BatchSize * _options.SequenceLength) / 3;
+        // Evaluation is forward only: about a quarter of a training step's time per token.
+        double secondsPerEvaluationToken = secondsPerStep / ((double)_options.BatchSize * _options.SequenceLength) / 4;
         double evaluationSeconds = finalEvaluationTokens * secondsPerEvaluationToken;
         if (_options.EvaluateEvery > 0 && finalEvaluationTokens > 0)
         {

@@ -30,7 +30,8 @@ public sealed class TrainingOptions
     /// <summary>
     /// Optional wall-clock budget for <see cref="LanguageModelTrainer.Train"/>, its evaluations included. When set,
     /// <see cref="MaxSteps"/> is refitted once, at the end of warm-up (where the schedule does not depend on it yet),
-    /// from the measured time per step, charging each evaluation token a third of a training token. The fitted value is kept in
+    /// from the time per step measured over the second half of warm-up, charging each evaluation token a quarter of a
+    /// training token. The fitted value is kept in
     /// checkpoints, so a resumed run follows the same schedule.
     /// </summary>
     public TimeSpan? TimeBudget { get; set; }
