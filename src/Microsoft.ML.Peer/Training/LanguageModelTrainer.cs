@@ -70,7 +70,7 @@ public sealed class LanguageModelTrainer : IDisposable
         ArgumentNullException.ThrowIfNull(sampler);
         using var scope = NewDisposeScope();
         Model.train();
-        double lr = LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
+        double lr = CurrentLearningRate();
         foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
         var (inputs, targets) = sampler.Batch(Step);
         _optimizer.zero_grad();
@@ -90,6 +90,9 @@ public sealed class LanguageModelTrainer : IDisposable
         Step++;
         return value;
     }
+
+    private double CurrentLearningRate() =>
+        LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
 
     // Global gradient-norm clipping over dense and sparse-row gradients alike: the factor to scale them by.
     private double ClipScale()
@@ -119,7 +122,7 @@ public sealed class LanguageModelTrainer : IDisposable
         while (Step < _options.MaxSteps && !cancellation.IsCancellationRequested
                && (_options.TimeLimit is null || clock.Elapsed < _options.TimeLimit))
         {
-            double lr = LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
+            double lr = CurrentLearningRate();
             // Time the second half of warm-up: the first steps pay one-time allocation costs and would shorten the run.
             bool timed = _options.TimeBudget is not null && Step >= _options.WarmupSteps / 2 && Step < _options.WarmupSteps;
             if (timed) warmupClock.Start();
