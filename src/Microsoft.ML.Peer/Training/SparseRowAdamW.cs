@@ -46,14 +46,30 @@ public sealed class SparseRowAdamW : IDisposable
     /// <summary>Sorted unique rows of a (possibly uncoalesced) sparse row gradient and their summed values.</summary>
     public static (Tensor Rows, Tensor Values) CoalesceRows(Tensor grad)
     {
+        var (rows, values, _) = Coalesce(grad);
+        return (rows, values);
+    }
+
+    private static (Tensor Rows, Tensor Values, bool Merged) Coalesce(Tensor grad)
+    {
         ArgumentNullException.ThrowIfNull(grad);
         if (!grad.is_sparse) throw new ArgumentException("Expected a sparse row gradient (embedding tables need SparseGradients on).", nameof(grad));
         var indices = grad.SparseIndices[0];
         // The native backward already emits sorted unique rows; only merge when that is not so.
         if (indices.shape[0] < 2 || indices[1..].gt(indices[..^1]).all().item<bool>())
-            return (indices, grad.SparseValues);
+            return (indices, grad.SparseValues, false);
         var (rows, inverse, _) = unique(indices, sorted: true, return_inverse: true);
         var values = zeros(rows.shape[0], grad.shape[1], dtype: grad.dtype).index_add_(0, inverse!, grad.SparseValues, 1);
+        return (rows, values, true);
+    }
+
+    // Merges a table's gradient rows once and stores the result back, so the norm and the step that follow
+    // (or a second call) take the already-sorted fast path instead of merging again.
+    private static (Tensor Rows, Tensor Values) CoalesceInPlace(Parameter table)
+    {
+        var grad = table.grad!;
+        var (rows, values, merged) = Coalesce(grad);
+        if (merged) table.grad = sparse_coo_tensor(rows.unsqueeze(0), values, grad.shape);
         return (rows, values);
     }
 
@@ -65,7 +81,7 @@ public sealed class SparseRowAdamW : IDisposable
         {
             if (table.grad is null) continue;
             using var scope = NewDisposeScope();
-            var (_, values) = CoalesceRows(table.grad);
+            var (_, values) = CoalesceInPlace(table);
             total += values.square().sum().item<float>();
         }
         return total;
@@ -84,7 +100,7 @@ public sealed class SparseRowAdamW : IDisposable
         {
             if (table.grad is null) continue;
             using var scope = NewDisposeScope();
-            var (rows, values) = CoalesceRows(table.grad);
+            var (rows, values) = CoalesceInPlace(table);
             bool native = _kernels != PeerKernels.Managed && table.device_type == DeviceType.CPU && table.dtype == ScalarType.Float32 && PeerNativeLibrary.IsAvailable;
             if (native)
                 NativeStep(table, expAvg, expAvgSq, rowSteps, rows.contiguous(), values.contiguous(), lr, gradScale);

@@ -35,6 +35,23 @@ inline void prefetch_slot(const int64_t* indices, const float* U, const float* V
   peer::prefetch_row(V + e * d, d * 4);
 }
 
+// Visits tokens [lo, hi) and their m slots in order, prefetching the expert rows kPrefetchSlots slots ahead (the
+// rows are at random addresses, so the forward and the backward's first pass are bound by these misses).
+template <class TokenStart, class SlotBody>
+inline void for_each_slot(const int64_t* indices, const float* U, const float* V, int64_t lo, int64_t hi, int64_t m,
+                          int64_t d, TokenStart&& token_start, SlotBody&& slot_body) {
+  const int64_t end_slot = hi * m;
+  for (int64_t s = lo * m; s < std::min(lo * m + kPrefetchSlots, end_slot); ++s) prefetch_slot(indices, U, V, s, d);
+  for (int64_t t = lo; t < hi; ++t) {
+    token_start(t);
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t s = t * m + j;
+      if (s + kPrefetchSlots < end_slot) prefetch_slot(indices, U, V, s + kPrefetchSlots, d);
+      slot_body(t, s, indices[s]);
+    }
+  }
+}
+
 // Shared checks of the forward and backward: pointers, sizes, activation and every expert index.
 int check_common(const char* fn, const float* x, const float* gates, const int64_t* indices, const float* U,
                  const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation) {
@@ -76,21 +93,14 @@ PEER_API int peer_expert_forward_f32(const float* x, const float* gates, const i
     const int64_t grain = std::max<int64_t>(1, 4096 / m);  // tokens per chunk: a few thousand slots
     const int workers = peer::worker_count(T, grain);
     peer::parallel_for(T, grain, workers, [&](int64_t lo, int64_t hi, int) {
-      const int64_t end_slot = hi * m;
-      for (int64_t s = lo * m; s < std::min(lo * m + kPrefetchSlots, end_slot); ++s) prefetch_slot(indices, U, V, s, d);
-      for (int64_t t = lo; t < hi; ++t) {
-        const float* xt = x + t * d;
-        float* yt = y + t * d;
-        std::memset(yt, 0, sizeof(float) * static_cast<size_t>(d));
-        for (int64_t j = 0; j < m; ++j) {
-          const int64_t s = t * m + j;
-          if (s + kPrefetchSlots < end_slot) prefetch_slot(indices, U, V, s + kPrefetchSlots, d);
-          const int64_t e = indices[s];
-          const float h = peer::dot(U + e * d, xt, d);
-          hidden[s] = h;
-          peer::axpy(yt, gates[s] * activate(activation, h), V + e * d, d);
-        }
-      }
+      for_each_slot(
+          indices, U, V, lo, hi, m, d,
+          [&](int64_t t) { std::memset(y + t * d, 0, sizeof(float) * static_cast<size_t>(d)); },
+          [&](int64_t t, int64_t s, int64_t e) {
+            const float h = peer::dot(U + e * d, x + t * d, d);
+            hidden[s] = h;
+            peer::axpy(y + t * d, gates[s] * activate(activation, h), V + e * d, d);
+          });
     });
     return PEER_OK;
   });
@@ -133,26 +143,19 @@ PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const 
     std::vector<float> coef_u(static_cast<size_t>(slots)), coef_v(static_cast<size_t>(slots));
     const int64_t token_grain = std::max<int64_t>(1, 4096 / m);
     peer::parallel_for(T, token_grain, peer::worker_count(T, token_grain), [&](int64_t lo, int64_t hi, int) {
-      const int64_t end_slot = hi * m;
-      for (int64_t s = lo * m; s < std::min(lo * m + kPrefetchSlots, end_slot); ++s) prefetch_slot(indices, U, V, s, d);
-      for (int64_t t = lo; t < hi; ++t) {
-        const float* dyt = dy + t * d;
-        float* dxt = dx + t * d;
-        std::memset(dxt, 0, sizeof(float) * static_cast<size_t>(d));
-        for (int64_t j = 0; j < m; ++j) {
-          const int64_t s = t * m + j;
-          if (s + kPrefetchSlots < end_slot) prefetch_slot(indices, U, V, s + kPrefetchSlots, d);
-          const int64_t e = indices[s];
-          const float g = peer::dot(V + e * d, dyt, d);  // V[idx]·dy[t]
-          const float h = hidden[s];
-          const float a = activate(activation, h);
-          dgates[s] = a * g;
-          const float cu = gates[s] * activate_grad(activation, h) * g;
-          coef_u[static_cast<size_t>(s)] = cu;
-          coef_v[static_cast<size_t>(s)] = gates[s] * a;
-          peer::axpy(dxt, cu, U + e * d, d);
-        }
-      }
+      for_each_slot(
+          indices, U, V, lo, hi, m, d,
+          [&](int64_t t) { std::memset(dx + t * d, 0, sizeof(float) * static_cast<size_t>(d)); },
+          [&](int64_t t, int64_t s, int64_t e) {
+            const float g = peer::dot(V + e * d, dy + t * d, d);  // V[idx]·dy[t]
+            const float h = hidden[s];
+            const float a = activate(activation, h);
+            dgates[s] = a * g;
+            const float cu = gates[s] * activate_grad(activation, h) * g;
+            coef_u[static_cast<size_t>(s)] = cu;
+            coef_v[static_cast<size_t>(s)] = gates[s] * a;
+            peer::axpy(dx + t * d, cu, U + e * d, d);
+          });
     });
 
     // Pass 2, over unique rows: each output row is owned by one chunk, so no atomics. The first slot of a row
