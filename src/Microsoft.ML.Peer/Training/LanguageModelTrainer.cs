@@ -24,6 +24,8 @@ public sealed class LanguageModelTrainer : IDisposable
     private readonly SparseRowAdamW? _sparseOptimizer;
     private readonly List<Parameter> _denseParameters;
     private readonly List<LossPoint> _history = new();
+    private bool _disposed;
+    private bool _modelReleased;
 
     /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
     public LanguageModelTrainer(LanguageModelOptions modelOptions, TrainingOptions options)
@@ -296,10 +298,24 @@ public sealed class LanguageModelTrainer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Frees the optimizer state and hands the model to the caller, who then owns (and disposes) it; the trainer
+    /// cannot train any further.
+    /// </summary>
+    public TransformerLanguageModel ReleaseModel()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _modelReleased = true;
+        Dispose();
+        return Model;
+    }
+
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         _optimizer.Dispose();
         _sparseOptimizer?.Dispose();
-        Model.Dispose();
+        if (!_modelReleased) Model.Dispose();
     }
 }

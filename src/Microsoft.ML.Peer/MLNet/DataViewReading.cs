@@ -1,0 +1,51 @@
+using Microsoft.ML.Runtime;
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>Reads the columns a PEER trainer learns from, once, into memory (the models train for several epochs).</summary>
+internal static class DataViewReading
+{
+    /// <summary>Every text of <paramref name="column"/>; a missing (default) value reads as the empty string.</summary>
+    public static List<string> Texts(IDataView data, DataViewSchema.Column column, IHost host)
+    {
+        var texts = new List<string>();
+        using var cursor = data.GetRowCursor(new[] { column });
+        var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
+        ReadOnlyMemory<char> value = default;
+        while (cursor.MoveNext())
+        {
+            if ((texts.Count & 1023) == 0) host.CheckAlive();
+            getter(ref value);
+            texts.Add(value.ToString());
+        }
+        return texts;
+    }
+
+    /// <summary>Texts and 0-based class indices; rows whose key label is missing (0) are skipped and counted.</summary>
+    public static (List<string> Texts, List<int> Labels, int SkippedMissingLabels) LabeledTexts(IDataView data, DataViewSchema.Column text, DataViewSchema.Column label, IHost host)
+    {
+        var texts = new List<string>();
+        var labels = new List<int>();
+        int skipped = 0;
+        using var cursor = data.GetRowCursor(new[] { text, label });
+        var textGetter = cursor.GetGetter<ReadOnlyMemory<char>>(text);
+        var labelGetter = cursor.GetGetter<uint>(label);
+        ReadOnlyMemory<char> value = default;
+        uint key = 0;
+        while (cursor.MoveNext())
+        {
+            if (((texts.Count + skipped) & 1023) == 0) host.CheckAlive();
+            labelGetter(ref key);
+            if (key == 0)
+            {
+                skipped++;
+                continue;
+            }
+            textGetter(ref value);
+            texts.Add(value.ToString());
+            labels.Add((int)key - 1);
+        }
+        return (texts, labels, skipped);
+    }
+}

@@ -1,0 +1,155 @@
+using Microsoft.ML.Runtime;
+using System.Diagnostics;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peer.Data;
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>
+/// Trains a decoder-only transformer language model, whose sparse block's feed-forward is PEER (or dense, MoE, PKM),
+/// on the documents of a text column. The result, a <see cref="PeerLanguageModelTransformer"/>, adds per-row
+/// perplexity and generates text. Create it with <c>mlContext.Peer().LanguageModel(...)</c>.
+/// </summary>
+public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTransformer>
+{
+    /// <summary>Options of <see cref="PeerLanguageModelTrainer"/>; the shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.</summary>
+    public sealed class Options : PeerTrainerOptionsBase
+    {
+        /// <summary>Name of the perplexity column the transformer adds (float). Default "Perplexity".</summary>
+        public string PerplexityColumnName = "Perplexity";
+
+        /// <summary>Name of the token-count column the transformer adds (int). Default "TokenCount".</summary>
+        public string TokenCountColumnName = "TokenCount";
+
+        /// <summary>Report progress every this many steps. Default 10.</summary>
+        public int LogEvery = 10;
+
+        internal override void Validate()
+        {
+            base.Validate();
+            Positive(LogEvery, nameof(LogEvery));
+            if (string.IsNullOrWhiteSpace(PerplexityColumnName)) throw new ArgumentException($"{nameof(PerplexityColumnName)} must name a column.", nameof(PerplexityColumnName));
+            if (string.IsNullOrWhiteSpace(TokenCountColumnName)) throw new ArgumentException($"{nameof(TokenCountColumnName)} must name a column.", nameof(TokenCountColumnName));
+        }
+
+        internal LanguageModelOptions ModelOptions(int vocabularySize) => new()
+        {
+            VocabularySize = vocabularySize,
+            ContextLength = MaxSequenceLength,
+            ModelDimension = ModelDimension,
+            Layers = Layers,
+            AttentionHeads = AttentionHeads,
+            FeedForward = FeedForward,
+            SparseBlocks = SparseBlocks?.ToArray(),
+            Peer = PeerLayerOptions(),
+            ProductKeyMemory = ProductKeyMemoryOptions(),
+            MoeExperts = MoeExperts,
+            MoeTopK = MoeTopK,
+        };
+    }
+
+    private readonly IHost _host;
+    private readonly Options _options;
+
+    internal PeerLanguageModelTrainer(IHostEnvironment env, Options options)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _host = env.Register(nameof(PeerLanguageModelTrainer));
+        _options = options;
+    }
+
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        SchemaChecks.TextColumn(inputSchema, _options.TextColumnName);
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[_options.PerplexityColumnName] = new SchemaShape.Column(_options.PerplexityColumnName, SchemaShape.Column.VectorKind.Scalar, NumberDataViewType.Single, false);
+        columns[_options.TokenCountColumnName] = new SchemaShape.Column(_options.TokenCountColumnName, SchemaShape.Column.VectorKind.Scalar, NumberDataViewType.Int32, false);
+        return new SchemaShape(columns.Values);
+    }
+
+    /// <summary>Trains on the documents of <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> at the end if given.</summary>
+    public PeerLanguageModelTransformer Fit(IDataView input) => Fit(input, _options.ValidationSet);
+
+    /// <summary>Trains on <paramref name="input"/> and reports the perplexity of <paramref name="validationSet"/> (may be null).</summary>
+    public PeerLanguageModelTransformer Fit(IDataView input, IDataView? validationSet)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var textColumn = SchemaChecks.TextColumn(input.Schema, _options.TextColumnName);
+        var validationColumn = validationSet is null ? (DataViewSchema.Column?)null : SchemaChecks.TextColumn(validationSet.Schema, _options.TextColumnName, "validation text");
+        using var ch = _host.Start("Training PEER language model");
+        var clock = Stopwatch.StartNew();
+
+        var texts = DataViewReading.Texts(input, textColumn, _host);
+        if (texts.Count == 0) throw new ArgumentException("The training data has no rows: a language model needs at least one document.", nameof(input));
+        var tokenizer = CompactTokenizer.Build(texts, _options.VocabularySize);
+        int[] trainTokens = Concatenate(texts, tokenizer);
+        if (trainTokens.Length < _options.MaxSequenceLength + 1)
+            throw new ArgumentException($"The training texts hold {trainTokens.Length} tokens; a language model with MaxSequenceLength {_options.MaxSequenceLength} needs at least {_options.MaxSequenceLength + 1}.", nameof(input));
+        int[]? validationTokens = validationSet is null ? null : Concatenate(DataViewReading.Texts(validationSet, validationColumn!.Value, _host), tokenizer);
+        if (validationTokens is { Length: < 2 }) validationTokens = null;
+
+        var seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
+        long tokensPerStep = (long)_options.BatchSize * _options.MaxSequenceLength;
+        int stepsPerEpoch = (int)Math.Max(1, trainTokens.Length / tokensPerStep);
+        var training = new TrainingOptions
+        {
+            Seed = seed,
+            BatchSize = _options.BatchSize,
+            SequenceLength = _options.MaxSequenceLength,
+            LearningRate = _options.LearningRate,
+            WeightDecay = _options.WeightDecay,
+            WarmupSteps = _options.WarmupSteps,
+            MaxSteps = Math.Max(_options.WarmupSteps + 1, stepsPerEpoch * _options.Epochs),
+            TimeBudget = _options.TimeBudget,
+            LogEvery = _options.LogEvery,
+        };
+        var modelOptions = _options.ModelOptions(tokenizer.VocabularySize);
+        ch.Info($"{trainTokens.Length:N0} training tokens from {texts.Count:N0} documents, vocabulary {tokenizer.VocabularySize:N0}; " +
+                $"{modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} blocks.");
+
+        var trainer = new LanguageModelTrainer(modelOptions, training);
+        try
+        {
+            using var cancellation = new HostCancellation(_host);
+            var result = trainer.Train(trainTokens, validationTokens, p => Report(ch, p, stepsPerEpoch, clock.Elapsed), cancellation.Token);
+            _host.CheckAlive();
+            if (result is not null)
+                ch.Info($"Validation perplexity {result.Perplexity:F2} over {result.Tokens:N0} tokens.");
+            ch.Info($"Trained {trainer.Step} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
+            var model = trainer.ReleaseModel();
+            return new PeerLanguageModelTransformer(_host, model, tokenizer, modelOptions, _options.TextColumnName, _options.PerplexityColumnName, _options.TokenCountColumnName);
+        }
+        finally
+        {
+            trainer.Dispose();
+        }
+    }
+
+    private void Report(IChannel ch, TrainingProgress p, int stepsPerEpoch, TimeSpan elapsed)
+    {
+        var remaining = p.Step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / p.Step * Math.Max(0, p.MaxSteps - p.Step)) : TimeSpan.Zero;
+        int epoch = 1 + (p.Step - 1) / stepsPerEpoch;
+        ch.Info($"epoch {epoch}, step {p.Step}/{p.MaxSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {remaining:hh\\:mm\\:ss}" +
+                (p.Evaluation is { } e ? $", validation perplexity {e.Perplexity:F2}" : ""));
+        _options.Progress?.Report(new PeerTrainingProgress(epoch, p.Step, p.MaxSteps, p.Loss, p.TokensPerSecond, elapsed, remaining, p.Evaluation?.Perplexity));
+    }
+
+    // Documents joined into one stream, each followed by the end-of-text id, as the model is trained and scored.
+    private static int[] Concatenate(IEnumerable<string> texts, CompactTokenizer tokenizer)
+    {
+        var stream = new List<int>();
+        foreach (var text in texts)
+        {
+            if (text.Length == 0) continue;
+            stream.AddRange(tokenizer.Encode(text));
+            stream.Add(tokenizer.EndOfTextId);
+        }
+        return stream.ToArray();
+    }
+}

@@ -1,0 +1,207 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peer;
+using Microsoft.ML.Peer.Data;
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+[assembly: LoadableClass(typeof(PeerLanguageModelTransformer), null, typeof(SignatureLoadModel),
+    "PEER language model", PeerLanguageModelTransformer.LoaderSignature)]
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>
+/// A trained PEER language model as an ML.NET transformer. <see cref="Transform"/> adds the perplexity of each row's
+/// text (float; NaN for an empty or missing text) and the number of tokens scored (int). Each text is scored as a
+/// document of its own, after the end-of-text id, in windows of the model's context length (a text longer than one
+/// window is scored window by window, each window seeing only its own tokens). <see cref="Generate"/> samples text.
+/// Safe to use from several threads at once.
+/// </summary>
+public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, IDisposable
+{
+    internal const string LoaderSignature = "PeerLanguageModel";
+    private const string What = "PEER language model";
+
+    private readonly IHost _host;
+    private readonly TransformerLanguageModel _model;
+    private readonly CompactTokenizer _tokenizer;
+    private readonly LanguageModelOptions _modelOptions;
+
+    internal PeerLanguageModelTransformer(IHostEnvironment env, TransformerLanguageModel model, CompactTokenizer tokenizer, LanguageModelOptions modelOptions,
+        string textColumnName, string perplexityColumnName, string tokenCountColumnName)
+    {
+        _host = env.Register(nameof(PeerLanguageModelTransformer));
+        _model = model;
+        _model.eval();
+        _tokenizer = tokenizer;
+        _modelOptions = modelOptions.Clone();
+        TextColumnName = textColumnName;
+        PerplexityColumnName = perplexityColumnName;
+        TokenCountColumnName = tokenCountColumnName;
+    }
+
+    /// <summary>The input text column.</summary>
+    public string TextColumnName { get; }
+
+    /// <summary>The perplexity column added.</summary>
+    public string PerplexityColumnName { get; }
+
+    /// <summary>The token-count column added.</summary>
+    public string TokenCountColumnName { get; }
+
+    /// <summary>The model's shape and feed-forward settings.</summary>
+    public LanguageModelOptions ModelOptions => _modelOptions.Clone();
+
+    /// <summary>The underlying TorchSharp model (evaluation mode). Owned by this transformer.</summary>
+    public TransformerLanguageModel Model => _model;
+
+    public bool IsRowToRowMapper => true;
+
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => MakeMapper(inputSchema).OutputSchema;
+
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => MakeMapper(inputSchema);
+
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return new ColumnAppendingDataView(input, MakeMapper(input.Schema));
+    }
+
+    /// <summary>Perplexity and token count of one text (NaN and 0 for an empty text).</summary>
+    public (float Perplexity, int TokenCount) Score(string? text)
+    {
+        if (string.IsNullOrEmpty(text)) return (float.NaN, 0);
+        var tokens = _tokenizer.Encode(text);
+        int context = _modelOptions.ContextLength;
+        double total = 0;
+        using var noGrad = no_grad();
+        for (int start = 0; start < tokens.Length; start += context)
+        {
+            using var scope = NewDisposeScope();
+            int length = Math.Min(context, tokens.Length - start);
+            var inputs = new long[length];
+            var targets = new long[length];
+            inputs[0] = start == 0 ? _tokenizer.EndOfTextId : tokens[start - 1];
+            for (int t = 0; t < length; t++)
+            {
+                if (t > 0) inputs[t] = tokens[start + t - 1];
+                targets[t] = tokens[start + t];
+            }
+            var logits = _model.forward(tensor(inputs, new long[] { 1, length }));
+            total += F.cross_entropy(logits.reshape(length, -1), tensor(targets), reduction: nn.Reduction.Sum).item<float>();
+        }
+        return ((float)Math.Exp(total / tokens.Length), tokens.Length);
+    }
+
+    /// <summary>
+    /// Continues <paramref name="prompt"/> by up to <paramref name="maxNewTokens"/> tokens, stopping early at the end of a
+    /// document. Temperature 0 is greedy; the same seed gives the same text.
+    /// </summary>
+    public string Generate(string prompt, int maxNewTokens = 40, float temperature = 0.8f, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        if (maxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxNewTokens), maxNewTokens, $"{nameof(maxNewTokens)} must not be negative.");
+        if (!(temperature >= 0) || float.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, $"{nameof(temperature)} must be a finite number ≥ 0.");
+        var context = new List<int> { _tokenizer.EndOfTextId };
+        context.AddRange(_tokenizer.Encode(prompt));
+        var generated = _model.Generate(context, maxNewTokens, temperature, seed, _tokenizer.EndOfTextId);
+        return _tokenizer.Decode(generated.Where(id => id != _tokenizer.EndOfTextId));
+    }
+
+    private Mapper MakeMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var text = SchemaChecks.TextColumn(inputSchema, TextColumnName);
+        return new Mapper(this, inputSchema, text.Index);
+    }
+
+    private sealed class Mapper : ColumnAppendingMapper
+    {
+        private readonly PeerLanguageModelTransformer _parent;
+        private readonly int _textIndex;
+
+        public Mapper(PeerLanguageModelTransformer parent, DataViewSchema inputSchema, int textIndex)
+            : base(inputSchema, new[]
+            {
+                new DataViewSchema.DetachedColumn(parent.PerplexityColumnName, NumberDataViewType.Single),
+                new DataViewSchema.DetachedColumn(parent.TokenCountColumnName, NumberDataViewType.Int32),
+            }, new[] { textIndex })
+        {
+            _parent = parent;
+            _textIndex = textIndex;
+        }
+
+        protected override Delegate?[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
+        {
+            var getters = new Delegate?[AppendedCount];
+            if (!isActive(0) && !isActive(1)) return getters;
+            var textGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[_textIndex]);
+            long scoredPosition = -1;
+            (float Perplexity, int TokenCount) score = default;
+            ReadOnlyMemory<char> text = default;
+            void Ensure()
+            {
+                if (scoredPosition == input.Position) return;
+                textGetter(ref text);
+                score = _parent.Score(text.ToString());
+                scoredPosition = input.Position;
+            }
+            if (isActive(0)) getters[0] = (ValueGetter<float>)((ref float value) => { Ensure(); value = score.Perplexity; });
+            if (isActive(1)) getters[1] = (ValueGetter<int>)((ref int value) => { Ensure(); value = score.TokenCount; });
+            return getters;
+        }
+    }
+
+    // *** Binary format (version 0x00010001) ***
+    // string: text column; string: perplexity column; string: token-count column
+    // streams: PeerOptions.json (LanguageModelOptions), PeerTokenizer.bin, PeerWeights.bin
+    private static VersionInfo GetVersionInfo() => new(
+        modelSignature: "PEERLMXF",
+        verWrittenCur: 0x00010001,
+        verReadableCur: 0x00010001,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: LoaderSignature,
+        loaderAssemblyName: typeof(PeerLanguageModelTransformer).Assembly.FullName);
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+        ctx.SaveNonEmptyString(TextColumnName);
+        ctx.SaveNonEmptyString(PerplexityColumnName);
+        ctx.SaveNonEmptyString(TokenCountColumnName);
+        PeerModelPersistence.SaveJson(ctx, _modelOptions);
+        PeerModelPersistence.SaveTokenizer(ctx, _tokenizer);
+        PeerModelPersistence.SaveWeights(ctx, _model);
+    }
+
+    // Called by ML.NET's model loader through the LoadableClass attribute above.
+    internal static PeerLanguageModelTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(ctx);
+        PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
+        string text = ctx.LoadNonEmptyString(), perplexity = ctx.LoadNonEmptyString(), tokenCount = ctx.LoadNonEmptyString();
+        var options = PeerModelPersistence.LoadJson<LanguageModelOptions>(ctx, What);
+        var tokenizer = PeerModelPersistence.LoadTokenizer(ctx, What);
+        if (tokenizer.VocabularySize != options.VocabularySize)
+            throw new InvalidDataException($"The {What}'s tokenizer has {tokenizer.VocabularySize} ids but its model expects {options.VocabularySize}: the file is inconsistent.");
+        var model = new TransformerLanguageModel(options);
+        try
+        {
+            PeerModelPersistence.LoadWeights(ctx, model, What);
+            return new PeerLanguageModelTransformer(env, model, tokenizer, options, text, perplexity, tokenCount);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => _model.Dispose();
+}

@@ -1,0 +1,79 @@
+using System.Reflection;
+using System.Text.Json;
+using Microsoft.ML.Peer.Data;
+using TorchSharp;
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>
+/// How the PEER transformers live inside an ML.NET model zip: a small header in the transformer's own stream
+/// (written through ModelSaveContext), then named binary streams for the options (JSON), the tokenizer and the
+/// TorchSharp weights. Every failure to read one is an <see cref="InvalidDataException"/> that names the stream.
+/// </summary>
+internal static class PeerModelPersistence
+{
+    public const string OptionsStream = "PeerOptions.json";
+    public const string TokenizerStream = "PeerTokenizer.bin";
+    public const string WeightsStream = "PeerWeights.bin";
+
+    /// <summary>The assembly's informational version, written beside the format version for error messages.</summary>
+    public static string ProductVersion { get; } =
+        typeof(PeerModelPersistence).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(PeerModelPersistence).Assembly.GetName().Version?.ToString() ?? "unknown";
+
+    /// <summary>
+    /// Checks the saved format version before ML.NET does, so the error names both versions and what to do
+    /// (ML.NET's own check only says the model is unsupported).
+    /// </summary>
+    public static void CheckVersion(ModelLoadContext ctx, VersionInfo ours, string what)
+    {
+        uint written = ctx.Header.ModelVerWritten, readable = ctx.Header.ModelVerReadable;
+        if (readable > ours.VerWrittenCur || written < ours.VerWeCanReadBack)
+            throw new InvalidDataException(
+                $"This {what} was saved in model format version 0x{written:X8} (readable by 0x{readable:X8} and later); " +
+                $"this Microsoft.ML.Peer ({ProductVersion}) reads versions 0x{ours.VerWeCanReadBack:X8} to 0x{ours.VerWrittenCur:X8}. " +
+                "Load it with the Microsoft.ML.Peer version that saved it, or retrain.");
+        ctx.CheckAtModel(ours);
+    }
+
+    public static void SaveJson<T>(ModelSaveContext ctx, T value) =>
+        ctx.SaveBinaryStream(OptionsStream, w => w.Write(JsonSerializer.Serialize(value)));
+
+    public static T LoadJson<T>(ModelLoadContext ctx, string what) where T : class
+    {
+        T? value = null;
+        Load(ctx, OptionsStream, what, r => value = JsonSerializer.Deserialize<T>(r.ReadString()));
+        return value ?? throw new InvalidDataException($"The {what}'s '{OptionsStream}' stream is empty.");
+    }
+
+    public static void SaveTokenizer(ModelSaveContext ctx, CompactTokenizer tokenizer) =>
+        ctx.SaveBinaryStream(TokenizerStream, w => tokenizer.Save(w.BaseStream));
+
+    public static CompactTokenizer LoadTokenizer(ModelLoadContext ctx, string what)
+    {
+        CompactTokenizer? tokenizer = null;
+        Load(ctx, TokenizerStream, what, r => tokenizer = CompactTokenizer.Load(r.BaseStream));
+        return tokenizer!;
+    }
+
+    public static void SaveWeights(ModelSaveContext ctx, torch.nn.Module module) =>
+        ctx.SaveBinaryStream(WeightsStream, w => module.save(w));
+
+    public static void LoadWeights(ModelLoadContext ctx, torch.nn.Module module, string what) =>
+        Load(ctx, WeightsStream, what, r => module.load(r, strict: true));
+
+    private static void Load(ModelLoadContext ctx, string stream, string what, Action<BinaryReader> read)
+    {
+        bool found;
+        try
+        {
+            found = ctx.TryLoadBinaryStream(stream, read);
+        }
+        catch (Exception e) when (e is EndOfStreamException or JsonException or ArgumentException or InvalidOperationException or IOException)
+        {
+            throw new InvalidDataException($"The {what}'s '{stream}' stream is truncated or corrupt: {e.Message}", e);
+        }
+        if (!found)
+            throw new InvalidDataException($"The {what} has no '{stream}' stream: the model file is incomplete or was not written by Microsoft.ML.Peer.");
+    }
+}

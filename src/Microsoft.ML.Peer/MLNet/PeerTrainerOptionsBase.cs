@@ -1,0 +1,133 @@
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Models;
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>
+/// Options shared by the PEER trainers: the feed-forward kind and its hyper-parameters, the transformer's size,
+/// how long to train and how. Public fields with documented defaults, as ML.NET's own trainer options are.
+/// </summary>
+public abstract class PeerTrainerOptionsBase
+{
+    /// <summary>Name of the input text column (String). Default "Text".</summary>
+    public string TextColumnName = "Text";
+
+    /// <summary>The feed-forward block of the sparse transformer blocks: Peer (default), Dense, MoE or ProductKeyMemory.</summary>
+    public FeedForwardKind FeedForward = FeedForwardKind.Peer;
+
+    /// <summary>Experts N of a PEER layer (or memory slots of a PKM layer); a perfect square. Default 128² = 16,384.</summary>
+    public int Experts = 128 * 128;
+
+    /// <summary>Retrieval heads h of the PEER/PKM layer. Default 8.</summary>
+    public int Heads = 8;
+
+    /// <summary>Experts retrieved per head k, at most sqrt(<see cref="Experts"/>). Default 16.</summary>
+    public int TopK = 16;
+
+    /// <summary>Query and product-key dimension (even). Default 64.</summary>
+    public int KeyDimension = 64;
+
+    /// <summary>Batch-normalise the queries of the PEER/PKM router (the paper's query BN). Default true.</summary>
+    public bool QueryBatchNorm = true;
+
+    /// <summary>Residual width d of the transformer. Default 128.</summary>
+    public int ModelDimension = 128;
+
+    /// <summary>Transformer blocks. Default 2.</summary>
+    public int Layers = 2;
+
+    /// <summary>Self-attention heads; must divide <see cref="ModelDimension"/>. Default 4.</summary>
+    public int AttentionHeads = 4;
+
+    /// <summary>Blocks whose feed-forward is <see cref="FeedForward"/>; null (default) means the middle block, as in the paper.</summary>
+    public int[]? SparseBlocks;
+
+    /// <summary>Experts of a coarse MoE feed-forward (FeedForward = MoE). Default 8.</summary>
+    public int MoeExperts = 8;
+
+    /// <summary>Experts each token is routed to in a coarse MoE. Default 2.</summary>
+    public int MoeTopK = 2;
+
+    /// <summary>Token vocabulary: 256 byte tokens plus the most frequent cl100k tokens of the training texts. Default 8,192.</summary>
+    public int VocabularySize = 8192;
+
+    /// <summary>
+    /// Most tokens of a text the model reads. A classifier reads the first <c>MaxSequenceLength</c> tokens of each text
+    /// and ignores the rest; a language model scores longer texts window by window. Default 128.
+    /// </summary>
+    public int MaxSequenceLength = 128;
+
+    /// <summary>Passes over the training data. Default 1. Ignored when <see cref="TimeBudget"/> is set.</summary>
+    public int Epochs = 1;
+
+    /// <summary>Optional wall-clock budget for training; the schedule is fitted to it after warm-up. Default null (use <see cref="Epochs"/>).</summary>
+    public TimeSpan? TimeBudget;
+
+    /// <summary>Sequences per optimizer step. Default 16.</summary>
+    public int BatchSize = 16;
+
+    /// <summary>Peak AdamW learning rate (linear warm-up, cosine decay). Default 1e-3.</summary>
+    public double LearningRate = 1e-3;
+
+    /// <summary>AdamW decoupled weight decay on matrices and tables. Default 0.1.</summary>
+    public double WeightDecay = 0.1;
+
+    /// <summary>Linear warm-up steps. Default 20.</summary>
+    public int WarmupSteps = 20;
+
+    /// <summary>Seed of initialisation and batch order. Default null: the MLContext's seed, or 1 when it has none.</summary>
+    public int? Seed;
+
+    /// <summary>
+    /// The TorchSharp device to train and score on. Default "cpu", the only one the cpu backend package serves;
+    /// "cuda" needs the TorchSharp-cuda backend (build property TorchBackend) and a GPU.
+    /// </summary>
+    public string Device = "cpu";
+
+    /// <summary>Optional data scored after every epoch (classifier) or at the end (language model); reported through the log.</summary>
+    public IDataView? ValidationSet;
+
+    /// <summary>Optional progress callback (the same reports also go to MLContext.Log). Not saved with the model.</summary>
+    public IProgress<PeerTrainingProgress>? Progress;
+
+    /// <summary>Checks every option; the exception names the one that is wrong.</summary>
+    internal virtual void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(TextColumnName)) throw new ArgumentException($"{nameof(TextColumnName)} must name a column.", nameof(TextColumnName));
+        Positive(Epochs, nameof(Epochs));
+        Positive(BatchSize, nameof(BatchSize));
+        Positive(MaxSequenceLength, nameof(MaxSequenceLength));
+        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
+        if (TimeBudget is { } budget && budget <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(TimeBudget), budget, $"{nameof(TimeBudget)} must be positive.");
+        if (TimeBudget is not null && WarmupSteps < 2) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(TimeBudget)} needs at least 2 warm-up steps to measure the step time.");
+        TorchDevices.Parse(Device, nameof(Device));
+    }
+
+    internal static void Positive(int value, string name)
+    {
+        if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
+    }
+
+    internal PeerOptions PeerLayerOptions() => new()
+    {
+        Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm,
+        // Sparse row gradients keep a large expert table's step cost proportional to the rows used.
+        SparseGradients = true,
+    };
+
+    internal ProductKeyOptions ProductKeyMemoryOptions() => new()
+    {
+        Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true,
+    };
+}
+
+/// <summary>A progress report of a PEER trainer (also written to MLContext.Log).</summary>
+/// <param name="Epoch">1-based epoch (the language model reports the fraction of data seen as epochs too).</param>
+/// <param name="Step">Optimizer steps taken.</param>
+/// <param name="TotalSteps">Steps planned.</param>
+/// <param name="Loss">Mean training loss since the last report.</param>
+/// <param name="TokensPerSecond">Training throughput since the last report.</param>
+/// <param name="Elapsed">Time since training started.</param>
+/// <param name="Remaining">Estimated time left.</param>
+/// <param name="ValidationMetric">Validation accuracy (classifier) or perplexity (language model) when just measured; else null.</param>
+public sealed record PeerTrainingProgress(int Epoch, int Step, int TotalSteps, double Loss, double TokensPerSecond, TimeSpan Elapsed, TimeSpan Remaining, double? ValidationMetric);
