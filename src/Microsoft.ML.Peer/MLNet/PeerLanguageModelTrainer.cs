@@ -116,9 +116,9 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         var trainer = new LanguageModelTrainer(modelOptions, training);
         try
         {
-            using var cancellation = new HostCancellation(_host);
+            using var cancellation = new HostCancellation(_host, _options.CancellationToken);
             var result = trainer.Train(trainTokens, validationTokens, p => Report(ch, p, stepsPerEpoch, clock.Elapsed), cancellation.Token);
-            _host.CheckAlive();
+            cancellation.ThrowIfCancelled();
             if (result is not null)
                 ch.Info($"Validation perplexity {result.Perplexity:F2} over {result.Tokens:N0} tokens.");
             ch.Info($"Trained {trainer.Step} steps in {clock.Elapsed:hh\\:mm\\:ss}.");

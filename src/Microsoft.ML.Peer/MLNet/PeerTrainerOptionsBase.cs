@@ -87,6 +87,12 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Optional data scored after every epoch (classifier) or at the end (language model); reported through the log.</summary>
     public IDataView? ValidationSet;
 
+    /// <summary>
+    /// Stops training when cancelled (Fit then throws OperationCanceledException and returns no model). MLContext's own
+    /// cancellation (CancelExecution, used by hosts such as Model Builder) is honoured as well. Not saved with the model.
+    /// </summary>
+    public CancellationToken CancellationToken;
+
     /// <summary>Optional progress callback (the same reports also go to MLContext.Log). Not saved with the model.</summary>
     public IProgress<PeerTrainingProgress>? Progress;
 

@@ -97,4 +97,94 @@ public sealed class PeerLanguageModelTests
             File.Delete(path);
         }
     }
+
+    [TestMethod]
+    public void SavedModelScoresIdenticallyInANewProcess()
+    {
+        var texts = PluginTestData.Sentences(6, seed: 8).Select(r => r.Text).Append(null).Append("").ToArray();
+        string path = ModelFiles.TemporaryPath("lm");
+        try
+        {
+            _ml.Model.Save(Model, _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(1, 1)).Schema, path);
+            var here = ModelFiles.ScoreHere(Model, _ml, texts);
+            var there = ModelFiles.ScoreInNewProcess(path, texts);
+            Assert.AreEqual(texts.Length, here.Length);
+            CollectionAssert.AreEqual(here, there);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void ANewerFormatVersionFailsWithAMessageNamingTheVersion()
+    {
+        string path = ModelFiles.TemporaryPath("lm-version");
+        try
+        {
+            _ml.Model.Save(Model, null, path);
+            ModelFiles.SetFormatVersion(path, "PEERLMXF", written: 0x00020001, readable: 0x00020001);
+            // ML.NET creates loadable classes through reflection, so its Load wraps every loader's exception.
+            var wrapped = Assert.ThrowsExactly<System.Reflection.TargetInvocationException>(() => new MLContext().Model.Load(path, out _));
+            var e = wrapped.InnerException as InvalidDataException;
+            Assert.IsNotNull(e, wrapped.ToString());
+            StringAssert.Contains(e.Message, "0x00020001");
+            StringAssert.Contains(e.Message, "0x00010001");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void WrongTextColumnIsNamedAtFitAndTransform()
+    {
+        var numbers = _ml.Data.LoadFromEnumerable(new[] { new { Text = 1.5f } }.Select(r => new NumberRow { Text = r.Text }));
+        var estimator = _ml.Peer().LanguageModel(PluginTestData.TinyLanguageModel());
+        var fit = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(numbers));
+        StringAssert.Contains(fit.Message, "text column 'Text'");
+        StringAssert.Contains(fit.Message, "expected String, got Single");
+        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(_ml.Data.LoadFromEnumerable(new[] { new OtherRow() }).Schema)));
+        StringAssert.Contains(missing.Message, "Could not find text column 'Text'");
+        var transform = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Model.Transform(numbers));
+        StringAssert.Contains(transform.Message, "expected String, got Single");
+    }
+
+    [TestMethod]
+    public void NoRowsIsAClearError()
+    {
+        var empty = _ml.Data.LoadFromEnumerable(new List<PluginTestData.TextRow>());
+        var e = Assert.ThrowsExactly<ArgumentException>(() => _ml.Peer().LanguageModel(PluginTestData.TinyLanguageModel()).Fit(empty));
+        StringAssert.Contains(e.Message, "no rows");
+    }
+
+    [TestMethod]
+    public void CancelExecutionStopsTrainingPromptly()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = PluginTestData.TinyLanguageModel();
+        options.Epochs = 10_000;
+        var train = ml.Data.LoadFromEnumerable(PluginTestData.Sentences(300, seed: 1));
+        int reports = 0;
+        options.Progress = new Progress<PeerTrainingProgress>(_ => Interlocked.Increment(ref reports));
+        var fit = Task.Run(() => ml.Peer().LanguageModel(options).Fit(train));
+        Thread.Sleep(3000);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        PluginTestData.CancelExecution(ml);
+        var e = Assert.ThrowsExactly<AggregateException>(() => fit.Wait(TimeSpan.FromSeconds(30)));
+        Assert.IsInstanceOfType<OperationCanceledException>(e.InnerException);
+        Assert.IsTrue(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed.TotalSeconds:F1} s to stop");
+    }
+
+    private sealed class NumberRow
+    {
+        public float Text { get; set; }
+    }
+
+    private sealed class OtherRow
+    {
+        public string Body { get; set; } = "";
+    }
 }

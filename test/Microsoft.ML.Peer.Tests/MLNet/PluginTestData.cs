@@ -1,3 +1,4 @@
+using System.Reflection;
 using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Peer.Tests.MLNet;
@@ -69,6 +70,14 @@ internal static class PluginTestData
         LearningRate = 6e-3,
         LogEvery = 5,
     };
+
+    /// <summary>SchemaShape.Create, which ML.NET 5.0.1 keeps internal (pipelines call it for their estimators).</summary>
+    public static SchemaShape Shape(DataViewSchema schema) =>
+        (SchemaShape)typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Static)!.Invoke(null, new object[] { schema })!;
+
+    /// <summary>MLContext.CancelExecution, internal in ML.NET 5.0.1; hosts such as Model Builder call it.</summary>
+    public static void CancelExecution(MLContext ml) =>
+        typeof(MLContext).GetMethod("CancelExecution", BindingFlags.NonPublic | BindingFlags.Instance)!.Invoke(ml, null);
 
     /// <summary>Every value of a float column, in row order.</summary>
     public static float[] Floats(IDataView data, string column) => data.GetColumn<float>(column).ToArray();
