@@ -71,6 +71,23 @@ internal static class PluginTestData
         LogEvery = 5,
     };
 
+    public static PeerTextClassificationTrainer.Options TinyClassifier() => new()
+    {
+        VocabularySize = 300,
+        ModelDimension = 32,
+        Layers = 1,
+        AttentionHeads = 2,
+        Experts = 16 * 16,
+        Heads = 2,
+        TopK = 4,
+        KeyDimension = 16,
+        MaxSequenceLength = 32,
+        BatchSize = 16,
+        Epochs = 6,
+        WarmupSteps = 5,
+        LearningRate = 3e-3,
+    };
+
     /// <summary>SchemaShape.Create, which ML.NET 5.0.1 keeps internal (pipelines call it for their estimators).</summary>
     public static SchemaShape Shape(DataViewSchema schema) =>
         (SchemaShape)typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Static)!.Invoke(null, new object[] { schema })!;

@@ -1,0 +1,208 @@
+using System.Diagnostics;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peer.Data;
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Training;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>
+/// Trains a text classifier: a bidirectional transformer encoder over each text's tokens whose sparse block's
+/// feed-forward is PEER (or dense, MoE, PKM), mean-pooled into a linear head. The label must be a key column
+/// (MapValueToKey); two classes make a binary classifier. The transformer writes PredictedLabel and Score, so
+/// <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged. Create it with <c>mlContext.Peer().TextClassification(...)</c>.
+/// </summary>
+/// <remarks>
+/// Texts longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> tokens are truncated to their first tokens
+/// (for a mail: the headers and the start of the body), in training and in scoring alike. Rows whose label is missing
+/// are skipped. An empty or missing text is scored like any other.
+/// </remarks>
+public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassificationTransformer>
+{
+    /// <summary>
+    /// Options of <see cref="PeerTextClassificationTrainer"/>; shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.
+    /// The defaults set here are the configuration measured on SpamAssassin (docs/ml-net-plugin.md): 256 tokens per
+    /// text, d = 128, one block with a PEER feed-forward of N = 128², h = 4, k = 8, d_key = 64, 3 epochs of batches of 32.
+    /// </summary>
+    public sealed class Options : PeerTrainerOptionsBase
+    {
+        public Options()
+        {
+            MaxSequenceLength = 256;
+            ModelDimension = 128;
+            Layers = 1;
+            AttentionHeads = 4;
+            Experts = 128 * 128;
+            Heads = 4;
+            TopK = 8;
+            KeyDimension = 64;
+            Epochs = 3;
+            BatchSize = 32;
+            LearningRate = 2e-3;
+            WarmupSteps = 30;
+        }
+
+        /// <summary>The label column: a key (use MapValueToKey). Default "Label".</summary>
+        public string LabelColumnName = "Label";
+
+        /// <summary>The class-probability column written (vector of float, one per class). Default "Score".</summary>
+        public string ScoreColumnName = "Score";
+
+        /// <summary>The predicted class written (a key of the label's type). Default "PredictedLabel".</summary>
+        public string PredictedLabelColumnName = "PredictedLabel";
+
+        internal override void Validate()
+        {
+            base.Validate();
+            foreach (var (value, name) in new[] { (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
+                if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
+            if (ScoreColumnName == PredictedLabelColumnName)
+                throw new ArgumentException($"{nameof(ScoreColumnName)} and {nameof(PredictedLabelColumnName)} are both '{ScoreColumnName}'.", nameof(PredictedLabelColumnName));
+        }
+
+        internal TextClassifierOptions ModelOptions(int vocabularySize, int classCount, int paddingId)
+        {
+            var options = new TextClassifierOptions
+            {
+                VocabularySize = vocabularySize,
+                ClassCount = classCount,
+                PaddingId = paddingId,
+                ContextLength = MaxSequenceLength,
+                ModelDimension = ModelDimension,
+                Layers = Layers,
+                AttentionHeads = AttentionHeads,
+                FeedForward = FeedForward,
+                SparseBlocks = SparseBlocks?.ToArray(),
+                Peer = PeerLayerOptions(),
+                ProductKeyMemory = ProductKeyMemoryOptions(),
+                MoeExperts = MoeExperts,
+                MoeTopK = MoeTopK,
+            };
+            options.Validate();
+            return options;
+        }
+    }
+
+    private readonly IHost _host;
+    private readonly Options _options;
+
+    internal PeerTextClassificationTrainer(IHostEnvironment env, Options options)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _host = env.Register(nameof(PeerTextClassificationTrainer));
+        _options = options;
+    }
+
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        SchemaChecks.TextColumn(inputSchema, _options.TextColumnName);
+        SchemaChecks.KeyLabelColumn(inputSchema, _options.LabelColumnName);
+        inputSchema.TryFindColumn(_options.LabelColumnName, out var label);
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[_options.ScoreColumnName] = new SchemaShape.Column(_options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Single, false);
+        columns[_options.PredictedLabelColumnName] = new SchemaShape.Column(_options.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar, label.ItemType, true, label.Annotations);
+        return new SchemaShape(columns.Values);
+    }
+
+    /// <summary>Trains on <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> after each epoch if given.</summary>
+    public PeerTextClassificationTransformer Fit(IDataView input) => Fit(input, _options.ValidationSet);
+
+    /// <summary>Trains on <paramref name="input"/> and reports accuracy on <paramref name="validationSet"/> (may be null) after each epoch.</summary>
+    public PeerTextClassificationTransformer Fit(IDataView input, IDataView? validationSet)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var textColumn = SchemaChecks.TextColumn(input.Schema, _options.TextColumnName);
+        var labelType = SchemaChecks.KeyLabelColumn(input.Schema, _options.LabelColumnName, out var labelColumn);
+        if (labelType.Count < 2 || labelType.Count > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(input), $"Label column '{_options.LabelColumnName}' has {labelType.Count} key values; a classifier needs at least 2.");
+        int classCount = (int)labelType.Count;
+        var keyValues = LabelKeyValues.FromColumn(labelColumn, classCount);
+        (DataViewSchema.Column Text, DataViewSchema.Column Label)? validationColumns = null;
+        if (validationSet is not null)
+        {
+            var validationText = SchemaChecks.TextColumn(validationSet.Schema, _options.TextColumnName, "validation text");
+            var validationKey = SchemaChecks.KeyLabelColumn(validationSet.Schema, _options.LabelColumnName, out var validationLabel);
+            if (validationKey.Count != labelType.Count)
+                throw new ArgumentOutOfRangeException(nameof(validationSet), $"The validation label column '{_options.LabelColumnName}' has {validationKey.Count} keys; the training one has {labelType.Count}. Map both with the same MapValueToKey.");
+            validationColumns = (validationText, validationLabel);
+        }
+
+        using var ch = _host.Start("Training PEER text classifier");
+        var clock = Stopwatch.StartNew();
+        var (texts, labels, skipped) = DataViewReading.LabeledTexts(input, textColumn, labelColumn, _host);
+        if (skipped > 0) ch.Warning($"Skipped {skipped:N0} training rows whose label '{_options.LabelColumnName}' is missing.");
+        if (texts.Count == 0)
+            throw new ArgumentException($"The training data has no rows with a label in '{_options.LabelColumnName}': a classifier needs labelled texts.", nameof(input));
+        var present = labels.Distinct().OrderBy(l => l).ToArray();
+        if (present.Length < 2)
+            throw new ArgumentException($"The training data holds one class only ({ClassName(keyValues, present[0])}, {texts.Count:N0} rows): a classifier needs at least two.", nameof(input));
+
+        var tokenizer = CompactTokenizer.Build(texts, _options.VocabularySize);
+        var tokens = texts.Select(t => Encode(tokenizer, t, _options.MaxSequenceLength)).ToList();
+        List<int[]>? validationTokens = null;
+        List<int>? validationLabels = null;
+        if (validationColumns is { } vc)
+        {
+            var (vTexts, vLabels, _) = DataViewReading.LabeledTexts(validationSet!, vc.Text, vc.Label, _host);
+            if (vTexts.Count > 0)
+            {
+                validationTokens = vTexts.Select(t => Encode(tokenizer, t, _options.MaxSequenceLength)).ToList();
+                validationLabels = vLabels;
+            }
+        }
+
+        var modelOptions = _options.ModelOptions(tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
+        var training = new ClassifierTrainingOptions
+        {
+            Seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1,
+            BatchSize = _options.BatchSize,
+            LearningRate = _options.LearningRate,
+            WarmupSteps = _options.WarmupSteps,
+            Epochs = _options.Epochs,
+            TimeBudget = _options.TimeBudget,
+            WeightDecay = _options.WeightDecay,
+        };
+        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (first {_options.MaxSequenceLength} of each), " +
+                $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
+
+        var trainer = new TextClassifierTrainer(modelOptions, training);
+        try
+        {
+            using var cancellation = new HostCancellation(_host, _options.CancellationToken);
+            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed), cancellation.Token);
+            cancellation.ThrowIfCancelled();
+            foreach (var epoch in result.Epochs)
+            {
+                string validation = epoch.ValidationAccuracy is { } accuracy ? $", validation loss {epoch.ValidationLoss:F4}, accuracy {accuracy:P2}" : "";
+                ch.Info($"epoch {epoch.Epoch}: train loss {epoch.TrainLoss:F4}{validation}, {epoch.TokensPerSecond:N0} tokens/s");
+            }
+            ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
+            var model = trainer.ReleaseModel();
+            return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.TextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName);
+        }
+        finally
+        {
+            trainer.Dispose();
+        }
+    }
+
+    /// <summary>A text's token ids, truncated to the first <paramref name="maxTokens"/>.</summary>
+    internal static int[] Encode(CompactTokenizer tokenizer, string text, int maxTokens)
+    {
+        var ids = tokenizer.Encode(text);
+        return ids.Length > maxTokens ? ids[..maxTokens] : ids;
+    }
+
+    private static string ClassName(LabelKeyValues? keyValues, int label) => keyValues is null ? $"key {label + 1}" : $"'{keyValues.Values[label]}'";
+
+    private void Report(IChannel ch, ClassifierProgress p, TimeSpan elapsed)
+    {
+        var remaining = p.Step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / p.Step * Math.Max(0, p.TotalSteps - p.Step)) : TimeSpan.Zero;
+        ch.Info($"epoch {p.Epoch}, step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {remaining:hh\\:mm\\:ss}");
+        _options.Progress?.Report(new PeerTrainingProgress(p.Epoch, p.Step, p.TotalSteps, p.Loss, p.TokensPerSecond, elapsed, remaining, null));
+    }
+}

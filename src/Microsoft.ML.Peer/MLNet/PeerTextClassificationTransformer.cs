@@ -1,0 +1,232 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Peer;
+using Microsoft.ML.Peer.Data;
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Runtime;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+[assembly: LoadableClass(typeof(PeerTextClassificationTransformer), null, typeof(SignatureLoadModel),
+    "PEER text classifier", PeerTextClassificationTransformer.LoaderSignature)]
+
+namespace Microsoft.ML.Peer;
+
+/// <summary>
+/// A trained PEER text classifier as an ML.NET transformer: adds <c>Score</c> (vector of float: the probability of each
+/// class, in key order, with the class names as slot names) and <c>PredictedLabel</c> (the most probable class, a key of
+/// the label's type with its key values). A text longer than the model's context is truncated to its first tokens; an
+/// empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
+/// its own buffers; the model is only read).
+/// </summary>
+public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveModel, IDisposable
+{
+    internal const string LoaderSignature = "PeerTextClassifier";
+    private const string What = "PEER text classifier";
+
+    private readonly IHost _host;
+    private readonly TransformerTextClassifier _model;
+    private readonly CompactTokenizer _tokenizer;
+    private readonly TextClassifierOptions _modelOptions;
+    private readonly LabelKeyValues? _keyValues;
+
+    internal PeerTextClassificationTransformer(IHostEnvironment env, TransformerTextClassifier model, CompactTokenizer tokenizer, LabelKeyValues? keyValues,
+        string textColumnName, string scoreColumnName, string predictedLabelColumnName)
+    {
+        _host = env.Register(nameof(PeerTextClassificationTransformer));
+        _model = model;
+        _model.eval();
+        _modelOptions = model.Options;
+        _tokenizer = tokenizer;
+        _keyValues = keyValues;
+        TextColumnName = textColumnName;
+        ScoreColumnName = scoreColumnName;
+        PredictedLabelColumnName = predictedLabelColumnName;
+    }
+
+    /// <summary>The input text column.</summary>
+    public string TextColumnName { get; }
+
+    /// <summary>The class-probability column added.</summary>
+    public string ScoreColumnName { get; }
+
+    /// <summary>The predicted-class column added.</summary>
+    public string PredictedLabelColumnName { get; }
+
+    /// <summary>Number of classes.</summary>
+    public int ClassCount => _modelOptions.ClassCount;
+
+    /// <summary>The class names (the label's key values, as text) in key order; null if the label had none.</summary>
+    public IReadOnlyList<string>? ClassNames => _keyValues?.Values;
+
+    /// <summary>The model's shape and feed-forward settings.</summary>
+    public TextClassifierOptions ModelOptions => _modelOptions.Clone();
+
+    /// <summary>The underlying TorchSharp model (evaluation mode). Owned by this transformer.</summary>
+    public TransformerTextClassifier Model => _model;
+
+    public bool IsRowToRowMapper => true;
+
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => MakeMapper(inputSchema).OutputSchema;
+
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => MakeMapper(inputSchema);
+
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return new ColumnAppendingDataView(input, MakeMapper(input.Schema));
+    }
+
+    /// <summary>Class probabilities of one text (null or empty allowed), in key order.</summary>
+    public float[] PredictProbabilities(string? text)
+    {
+        var ids = PeerTextClassificationTrainer.Encode(_tokenizer, text ?? "", _modelOptions.ContextLength);
+        // An empty text is one padding token, which the model scores as a text with no words.
+        long[] row = ids.Length == 0 ? new long[] { _modelOptions.PaddingId } : ids.Select(i => (long)i).ToArray();
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var probabilities = F.softmax(_model.forward(tensor(row, new long[] { 1, row.Length })), -1);
+        return probabilities.data<float>().ToArray();
+    }
+
+    private Mapper MakeMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var text = SchemaChecks.TextColumn(inputSchema, TextColumnName);
+        return new Mapper(this, inputSchema, text.Index);
+    }
+
+    private sealed class Mapper : ColumnAppendingMapper
+    {
+        private readonly PeerTextClassificationTransformer _parent;
+        private readonly int _textIndex;
+
+        public Mapper(PeerTextClassificationTransformer parent, DataViewSchema inputSchema, int textIndex)
+            : base(inputSchema, OutputColumns(parent), new[] { textIndex })
+        {
+            _parent = parent;
+            _textIndex = textIndex;
+        }
+
+        private static DataViewSchema.DetachedColumn[] OutputColumns(PeerTextClassificationTransformer parent)
+        {
+            int classes = parent.ClassCount;
+            var score = new DataViewSchema.Annotations.Builder();
+            parent._keyValues?.AddSlotNames(score);
+            // The kinds ML.NET's own multiclass scorers write, so tools that look for a score column find this one.
+            score.Add(AnnotationUtils.Kinds.ScoreColumnKind, TextDataViewType.Instance, (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification.AsMemory());
+            score.Add(AnnotationUtils.Kinds.ScoreValueKind, TextDataViewType.Instance, (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreValueKind.Score.AsMemory());
+            var predicted = parent._keyValues?.KeyValuesAnnotation();
+            return new[]
+            {
+                new DataViewSchema.DetachedColumn(parent.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, classes), score.ToAnnotations()),
+                new DataViewSchema.DetachedColumn(parent.PredictedLabelColumnName, new KeyDataViewType(typeof(uint), classes), predicted),
+            };
+        }
+
+        protected override Delegate?[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
+        {
+            var getters = new Delegate?[AppendedCount];
+            if (!isActive(0) && !isActive(1)) return getters;
+            var textGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[_textIndex]);
+            long scoredPosition = -1;
+            float[] probabilities = Array.Empty<float>();
+            ReadOnlyMemory<char> text = default;
+            void Ensure()
+            {
+                if (scoredPosition == input.Position) return;
+                textGetter(ref text);
+                probabilities = _parent.PredictProbabilities(text.ToString());
+                scoredPosition = input.Position;
+            }
+            if (isActive(0))
+            {
+                getters[0] = (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
+                {
+                    Ensure();
+                    var editor = VBufferEditor.Create(ref value, probabilities.Length);
+                    probabilities.AsSpan().CopyTo(editor.Values);
+                    value = editor.Commit();
+                });
+            }
+            if (isActive(1))
+            {
+                getters[1] = (ValueGetter<uint>)((ref uint value) =>
+                {
+                    Ensure();
+                    int best = 0;
+                    for (int c = 1; c < probabilities.Length; c++) if (probabilities[c] > probabilities[best]) best = c;
+                    value = (uint)best + 1;  // keys are 1-based; 0 means missing
+                });
+            }
+            return getters;
+        }
+    }
+
+    // *** Binary format (version 0x00010001) ***
+    // string: text column; string: score column; string: predicted-label column
+    // bool: has key values; [key values: tag, count, strings]
+    // streams: PeerOptions.json (TextClassifierOptions), PeerTokenizer.bin, PeerWeights.bin
+    private static VersionInfo GetVersionInfo() => new(
+        modelSignature: "PEERTCXF",
+        verWrittenCur: 0x00010001,
+        verReadableCur: 0x00010001,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: LoaderSignature,
+        loaderAssemblyName: typeof(PeerTextClassificationTransformer).Assembly.FullName);
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+        ctx.SaveNonEmptyString(TextColumnName);
+        ctx.SaveNonEmptyString(ScoreColumnName);
+        ctx.SaveNonEmptyString(PredictedLabelColumnName);
+        ctx.Writer.Write(_keyValues is not null);
+        _keyValues?.Save(ctx.Writer);
+        PeerModelPersistence.SaveJson(ctx, _modelOptions);
+        PeerModelPersistence.SaveTokenizer(ctx, _tokenizer);
+        PeerModelPersistence.SaveWeights(ctx, _model);
+    }
+
+    // Called by ML.NET's model loader through the LoadableClass attribute above.
+    internal static PeerTextClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(ctx);
+        PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
+        string text, score, predicted;
+        LabelKeyValues? keyValues;
+        try
+        {
+            text = ctx.LoadNonEmptyString();
+            score = ctx.LoadNonEmptyString();
+            predicted = ctx.LoadNonEmptyString();
+            keyValues = ctx.Reader.ReadBoolean() ? LabelKeyValues.Load(ctx.Reader) : null;
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"The {What}'s header is truncated.", e);
+        }
+        var options = PeerModelPersistence.LoadJson<TextClassifierOptions>(ctx, What);
+        var tokenizer = PeerModelPersistence.LoadTokenizer(ctx, What);
+        if (tokenizer.VocabularySize != options.VocabularySize)
+            throw new InvalidDataException($"The {What}'s tokenizer has {tokenizer.VocabularySize} ids but its model expects {options.VocabularySize}: the file is inconsistent.");
+        if (keyValues is not null && keyValues.Values.Length != options.ClassCount)
+            throw new InvalidDataException($"The {What} names {keyValues.Values.Length} classes but its model has {options.ClassCount}: the file is inconsistent.");
+        var model = new TransformerTextClassifier(options);
+        try
+        {
+            PeerModelPersistence.LoadWeights(ctx, model, What);
+            return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, text, score, predicted);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => _model.Dispose();
+}

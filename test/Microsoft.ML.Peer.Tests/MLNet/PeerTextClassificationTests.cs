@@ -1,0 +1,302 @@
+using System.Reflection;
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Peer.Tests.MLNet;
+
+[TestClass]
+public sealed class PeerTextClassificationTests
+{
+    private static readonly MLContext Ml = new(seed: 1);
+    private static ITransformer? _pipeline;
+    private static readonly List<string> Log = new();
+
+    /// <summary>The pipeline, trained once for the class: MapValueToKey → PEER classifier → MapKeyToValue.</summary>
+    private static ITransformer Pipeline
+    {
+        get
+        {
+            if (_pipeline is null)
+            {
+                Ml.Log += (_, e) => { if (e.Source.Contains("Peer", StringComparison.Ordinal)) lock (Log) Log.Add(e.Message); };
+                var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(400, seed: 1, classes: 3));
+                var validation = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(60, seed: 9, classes: 3));
+                var options = PluginTestData.TinyClassifier();
+                options.ValidationSet = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(validation);
+                _pipeline = Ml.Transforms.Conversion.MapValueToKey("Label")
+                    .Append(Ml.Peer().TextClassification(options))
+                    .Append(Ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"))
+                    .Fit(train);
+            }
+            return _pipeline;
+        }
+    }
+
+    private static PeerTextClassificationTransformer Classifier =>
+        ((TransformerChain<ITransformer>)Pipeline).OfType<PeerTextClassificationTransformer>().Single();
+
+    private static IDataView Test => Ml.Data.LoadFromEnumerable(PluginTestData.Topics(100, seed: 2, classes: 3));
+
+    [TestMethod]
+    public void MulticlassEvaluatorWorksUnchangedAndTheModelLearns()
+    {
+        var scored = Pipeline.Transform(Test);
+        var metrics = Ml.MulticlassClassification.Evaluate(scored);
+        Assert.IsTrue(metrics.MicroAccuracy >= 0.95, $"micro-accuracy {metrics.MicroAccuracy:F3}");
+        var score = scored.Schema["Score"];
+        Assert.AreEqual(new VectorDataViewType(NumberDataViewType.Single, 3), score.Type);
+        VBuffer<ReadOnlyMemory<char>> slots = default;
+        score.GetSlotNames(ref slots);
+        CollectionAssert.AreEquivalent(new[] { "animals", "food", "travel" }, slots.DenseValues().Select(s => s.ToString()).ToArray());
+        // MapKeyToValue turned the predicted key back into the label's own strings.
+        var predicted = scored.GetColumn<string>("PredictedLabel").ToArray();
+        var truth = scored.GetColumn<string>("Label").ToArray();
+        Assert.IsTrue(predicted.Zip(truth).Count(p => p.First == p.Second) >= 95);
+        var probabilities = scored.GetColumn<float[]>("Score").ToArray();
+        Assert.IsTrue(probabilities.All(p => Math.Abs(p.Sum() - 1) < 1e-4), "scores are probabilities");
+    }
+
+    [TestMethod]
+    public void ValidationMetricsAreReportedPerEpoch()
+    {
+        _ = Pipeline;
+        string[] lines;
+        lock (Log) lines = Log.ToArray();
+        int epochs = PluginTestData.TinyClassifier().Epochs;
+        for (int epoch = 1; epoch <= epochs; epoch++)
+            Assert.IsTrue(lines.Any(l => l.Contains($"epoch {epoch}:", StringComparison.Ordinal) && l.Contains("validation", StringComparison.Ordinal) && l.Contains("accuracy", StringComparison.Ordinal)),
+                $"no validation report for epoch {epoch} in:\n{string.Join('\n', lines.TakeLast(20))}");
+    }
+
+    [TestMethod]
+    public void ABinaryLabelWorks()
+    {
+        var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(300, seed: 3, classes: 2));
+        var model = Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(PluginTestData.TinyClassifier())).Fit(train);
+        var scored = model.Transform(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(80, seed: 4, classes: 2)));
+        var metrics = Ml.MulticlassClassification.Evaluate(scored);
+        Assert.IsTrue(metrics.MicroAccuracy >= 0.95, $"micro-accuracy {metrics.MicroAccuracy:F3}");
+        Assert.AreEqual(2, ((VectorDataViewType)scored.Schema["Score"].Type).Size);
+    }
+
+    [TestMethod]
+    public void EmptyAndNullTextsAreScored()
+    {
+        var rows = new[] { new PluginTestData.LabeledText { Text = null, Label = "food" }, new PluginTestData.LabeledText { Text = "", Label = "food" } };
+        var scored = Pipeline.Transform(Ml.Data.LoadFromEnumerable(rows));
+        var scores = scored.GetColumn<float[]>("Score").ToArray();
+        Assert.AreEqual(2, scores.Length);
+        Assert.IsTrue(scores.All(s => s.Length == 3 && s.All(float.IsFinite) && Math.Abs(s.Sum() - 1) < 1e-4));
+        CollectionAssert.AreEqual(scores[0], scores[1], "a missing text reads as the empty text");
+    }
+
+    [TestMethod]
+    public void TextsLongerThanMaxSequenceLengthAreTruncated()
+    {
+        // Both share their first MaxSequenceLength tokens; what follows must not change the scores.
+        string start = string.Join(' ', Enumerable.Repeat("cat dog horse", 40));
+        var a = Classifier.PredictProbabilities(start + " bread cheese soup rice cake apple");
+        var b = Classifier.PredictProbabilities(start + " train car boat plane bus bike");
+        CollectionAssert.AreEqual(a, b);
+        var shortText = Classifier.PredictProbabilities("bread cheese soup");
+        CollectionAssert.AreNotEqual(a, shortText);
+    }
+
+    [TestMethod]
+    public void MissingOrWrongTextColumnIsNamed()
+    {
+        var estimator = Ml.Peer().TextClassification(PluginTestData.TinyClassifier());
+        var noText = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Ml.Data.LoadFromEnumerable(new[] { new BodyRow() }))
+            .Transform(Ml.Data.LoadFromEnumerable(new[] { new BodyRow() }));
+        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(noText));
+        StringAssert.Contains(missing.Message, "Could not find text column 'Text'");
+        StringAssert.Contains(missing.Message, "'Body'");
+        var schemaMissing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(noText.Schema)));
+        StringAssert.Contains(schemaMissing.Message, "Could not find text column 'Text'");
+
+        var numeric = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Ml.Data.LoadFromEnumerable(new[] { new NumericTextRow() }))
+            .Transform(Ml.Data.LoadFromEnumerable(new[] { new NumericTextRow() }));
+        var wrong = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(numeric));
+        StringAssert.Contains(wrong.Message, "text column 'Text': expected String, got Single");
+        var schemaWrong = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(numeric.Schema)));
+        StringAssert.Contains(schemaWrong.Message, "expected String, got Single");
+        var atTransform = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Classifier.Transform(numeric));
+        StringAssert.Contains(atTransform.Message, "expected String, got Single");
+    }
+
+    [TestMethod]
+    public void MissingOrNonKeyLabelIsNamed()
+    {
+        var estimator = Ml.Peer().TextClassification(PluginTestData.TinyClassifier());
+        var rawLabel = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(10, seed: 1));
+        var notKey = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(rawLabel));
+        StringAssert.Contains(notKey.Message, "label column 'Label': expected Key<UInt32> (map it with MapValueToKey), got String");
+        var schemaNotKey = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(rawLabel.Schema)));
+        StringAssert.Contains(schemaNotKey.Message, "label column 'Label'");
+        var noLabel = Ml.Data.LoadFromEnumerable(PluginTestData.Sentences(5, 1));
+        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(labelColumnName: "Category").Fit(noLabel));
+        StringAssert.Contains(missing.Message, "Could not find label column 'Category'");
+    }
+
+    [TestMethod]
+    public void OneClassOrNoRowsIsAClearError()
+    {
+        var oneClass = PluginTestData.Topics(40, seed: 1, classes: 3).Where(r => r.Label == "food").ToList();
+        var keyed = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(40, 1, 3)))
+            .Transform(Ml.Data.LoadFromEnumerable(oneClass));
+        var e = Assert.ThrowsExactly<ArgumentException>(() => Ml.Peer().TextClassification(PluginTestData.TinyClassifier()).Fit(keyed));
+        StringAssert.Contains(e.Message, "one class only ('food'");
+        var empty = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(40, 1, 3)))
+            .Transform(Ml.Data.LoadFromEnumerable(new List<PluginTestData.LabeledText>()));
+        var none = Assert.ThrowsExactly<ArgumentException>(() => Ml.Peer().TextClassification(PluginTestData.TinyClassifier()).Fit(empty));
+        StringAssert.Contains(none.Message, "no rows");
+    }
+
+    [TestMethod]
+    public void SaveAndLoadReproduceEveryScoreHereAndInANewProcess()
+    {
+        string path = ModelFiles.TemporaryPath("classifier");
+        var texts = PluginTestData.Topics(25, seed: 5, classes: 3).Select(r => r.Text).Append(null).Append("").ToArray();
+        var schema = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(1, 1)).Schema;
+        try
+        {
+            Ml.Model.Save(Pipeline, schema, path);
+            var loaded = new MLContext().Model.Load(path, out var loadedSchema);
+            Assert.AreEqual(schema.Count, loadedSchema.Count);
+            var data = Ml.Data.LoadFromEnumerable(texts.Select(t => new PluginTestData.LabeledText { Text = t, Label = "food" }));
+            CollectionAssert.AreEqual(Pipeline.Transform(data).GetColumn<float[]>("Score").SelectMany(s => s).ToArray(),
+                loaded.Transform(data).GetColumn<float[]>("Score").SelectMany(s => s).ToArray());
+            CollectionAssert.AreEqual(Pipeline.Transform(data).GetColumn<string>("PredictedLabel").ToArray(),
+                loaded.Transform(data).GetColumn<string>("PredictedLabel").ToArray());
+
+            // The classifier alone, across processes: every score bit-identical.
+            string alone = ModelFiles.TemporaryPath("classifier-alone");
+            try
+            {
+                Ml.Model.Save(Classifier, null, alone);
+                CollectionAssert.AreEqual(ModelFiles.ScoreHere(Classifier, Ml, texts), ModelFiles.ScoreInNewProcess(alone, texts));
+            }
+            finally
+            {
+                File.Delete(alone);
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void MissingTruncatedOrForeignModelFilesFailClearly()
+    {
+        var ml = new MLContext();
+        Assert.ThrowsExactly<FileNotFoundException>(() => ml.Model.Load(Path.Combine(Path.GetTempPath(), $"no-such-model-{Guid.NewGuid():N}.zip"), out _));
+
+        string path = ModelFiles.TemporaryPath("classifier-files");
+        string foreign = Path.GetTempFileName();
+        var cleanup = new List<string> { path, foreign };
+        try
+        {
+            Ml.Model.Save(Classifier, null, path);
+            foreach (double fraction in new[] { 0.02, 0.5, 0.97 })
+            {
+                string cut = ModelFiles.Truncated(path, fraction);
+                cleanup.Add(cut);
+                var e = Assert.Throws<Exception>(() => ml.Model.Load(cut, out _));
+                Assert.IsTrue(e is InvalidDataException or FormatException or InvalidOperationException or TargetInvocationException or EndOfStreamException,
+                    $"{fraction:P0} of the file: {e.GetType().Name}: {e.Message}");
+            }
+            foreach (var stream in new[] { "PeerWeights.bin", "PeerTokenizer.bin", "PeerOptions.json" })
+            {
+                string damaged = ModelFiles.WithTruncatedEntry(path, stream);
+                cleanup.Add(damaged);
+                var e = Assert.ThrowsExactly<TargetInvocationException>(() => ml.Model.Load(damaged, out _));
+                Assert.IsInstanceOfType<InvalidDataException>(e.InnerException, e.ToString());
+                StringAssert.Contains(e.InnerException!.Message, stream);
+            }
+            File.WriteAllText(foreign, "this is not a model");
+            Assert.Throws<Exception>(() => ml.Model.Load(foreign, out _));
+        }
+        finally
+        {
+            foreach (var f in cleanup) File.Delete(f);
+        }
+    }
+
+    [TestMethod]
+    public void ANewerFormatVersionFailsWithAMessageNamingTheVersion()
+    {
+        string path = ModelFiles.TemporaryPath("classifier-version");
+        try
+        {
+            Ml.Model.Save(Classifier, null, path);
+            ModelFiles.SetFormatVersion(path, "PEERTCXF", written: 0x00010005, readable: 0x00010005);
+            var e = Assert.ThrowsExactly<TargetInvocationException>(() => new MLContext().Model.Load(path, out _));
+            StringAssert.Contains(e.InnerException?.Message ?? "", "0x00010005");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [TestMethod]
+    public void PredictionEngineAndConcurrentUseGiveTheSameResults()
+    {
+        var rows = PluginTestData.Topics(48, seed: 6, classes: 3);
+        var expected = Pipeline.Transform(Ml.Data.LoadFromEnumerable(rows)).GetColumn<float[]>("Score").ToArray();
+        var engine = Ml.Model.CreatePredictionEngine<PluginTestData.LabeledText, Prediction>(Pipeline);
+        for (int i = 0; i < 6; i++) CollectionAssert.AreEqual(expected[i], engine.Predict(rows[i]).Score);
+
+        // PredictionEnginePool style: one transformer, an engine per thread, all at once.
+        var results = new float[rows.Count][];
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, worker =>
+        {
+            var own = Ml.Model.CreatePredictionEngine<PluginTestData.LabeledText, Prediction>(Pipeline);
+            for (int i = worker; i < rows.Count; i += 4) results[i] = own.Predict(rows[i]).Score!;
+        });
+        for (int i = 0; i < rows.Count; i++) CollectionAssert.AreEqual(expected[i], results[i], $"row {i}");
+        // And a shared transformer scoring whole data views from several threads.
+        var views = Enumerable.Range(0, 4).AsParallel().Select(_ => Pipeline.Transform(Ml.Data.LoadFromEnumerable(rows)).GetColumn<float[]>("Score").ToArray()).ToArray();
+        foreach (var view in views) for (int i = 0; i < rows.Count; i++) CollectionAssert.AreEqual(expected[i], view[i]);
+    }
+
+    [TestMethod]
+    public void CancellationStopsTrainingPromptly()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = PluginTestData.TinyClassifier();
+        options.Epochs = 10_000;
+        var train = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(PluginTestData.Topics(200, 1)))
+            .Transform(ml.Data.LoadFromEnumerable(PluginTestData.Topics(200, 1)));
+        var fit = Task.Run(() => ml.Peer().TextClassification(options).Fit(train));
+        Thread.Sleep(3000);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        PluginTestData.CancelExecution(ml);
+        var e = Assert.ThrowsExactly<AggregateException>(() => fit.Wait(TimeSpan.FromSeconds(30)));
+        Assert.IsInstanceOfType<OperationCanceledException>(e.InnerException);
+        Assert.IsTrue(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed.TotalSeconds:F1} s to stop");
+
+        using var source = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        options.CancellationToken = source.Token;
+        Assert.ThrowsExactly<OperationCanceledException>(() => new MLContext(1).Peer().TextClassification(options).Fit(train));
+    }
+
+    private sealed class Prediction
+    {
+        public float[]? Score { get; set; }
+        public string? PredictedLabel { get; set; }
+    }
+
+    private sealed class BodyRow
+    {
+        public string Body { get; set; } = "x";
+        public string Label { get; set; } = "a";
+    }
+
+    private sealed class NumericTextRow
+    {
+        public float Text { get; set; } = 1;
+        public string Label { get; set; } = "a";
+    }
+}
