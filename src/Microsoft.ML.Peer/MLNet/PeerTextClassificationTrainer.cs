@@ -173,13 +173,10 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         try
         {
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);
-            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed), cancellation.Token);
+            int plannedSteps = 0;
+            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => { plannedSteps = p.TotalSteps; Report(ch, p, clock.Elapsed); }, cancellation.Token,
+                epoch => ReportEpoch(ch, epoch, Math.Max(plannedSteps, epoch.Steps)));
             cancellation.ThrowIfCancelled();
-            foreach (var epoch in result.Epochs)
-            {
-                string validation = epoch.ValidationAccuracy is { } accuracy ? $", validation loss {epoch.ValidationLoss:F4}, accuracy {accuracy:P2}" : "";
-                ch.Info($"epoch {epoch.Epoch}: train loss {epoch.TrainLoss:F4}{validation}, {epoch.TokensPerSecond:N0} tokens/s");
-            }
             ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
             var model = trainer.ReleaseModel();
             return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.TextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName);
@@ -195,6 +192,13 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     {
         var ids = tokenizer.Encode(text);
         return ids.Length > maxTokens ? ids[..maxTokens] : ids;
+    }
+
+    private void ReportEpoch(IChannel ch, ClassifierEpochReport epoch, int totalSteps)
+    {
+        string validation = epoch.ValidationAccuracy is { } accuracy ? $", validation loss {epoch.ValidationLoss:F4}, accuracy {accuracy:P2}" : "";
+        ch.Info($"epoch {epoch.Epoch}: train loss {epoch.TrainLoss:F4}{validation}, {epoch.TokensPerSecond:N0} tokens/s, elapsed {epoch.Elapsed:hh\\:mm\\:ss}");
+        _options.Progress?.Report(new PeerTrainingProgress(epoch.Epoch, epoch.Steps, totalSteps, epoch.TrainLoss, epoch.TokensPerSecond, epoch.Elapsed, TimeSpan.Zero, epoch.ValidationAccuracy));
     }
 
     private static string ClassName(LabelKeyValues? keyValues, int label) => keyValues is null ? $"key {label + 1}" : $"'{keyValues.Values[label]}'";

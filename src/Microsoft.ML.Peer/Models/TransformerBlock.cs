@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,10 +14,14 @@ public sealed class TransformerBlock : Module<Tensor, Tensor>
     private readonly LayerNorm feed_forward_norm;
     private readonly Module<Tensor, Tensor> feed_forward;
 
-    public TransformerBlock(int dimension, int heads, Module<Tensor, Tensor> feedForward) : base(nameof(TransformerBlock))
+    /// <param name="dimension">Model width d.</param>
+    /// <param name="heads">Attention heads.</param>
+    /// <param name="feedForward">The feed-forward module (dense, MoE, PKM or PEER); the block owns it.</param>
+    /// <param name="causal">Causal attention (language model, default) or bidirectional (classifier).</param>
+    public TransformerBlock(int dimension, int heads, Module<Tensor, Tensor> feedForward, bool causal = true) : base(nameof(TransformerBlock))
     {
         attention_norm = nn.LayerNorm(dimension);
-        attention = new CausalSelfAttention(dimension, heads);
+        attention = new CausalSelfAttention(dimension, heads, causal);
         feed_forward_norm = nn.LayerNorm(dimension);
         feed_forward = feedForward;
         RegisterComponents();
@@ -25,10 +30,40 @@ public sealed class TransformerBlock : Module<Tensor, Tensor>
     /// <summary>The feed-forward module of this block (dense, MoE, PKM or PEER).</summary>
     public Module<Tensor, Tensor> FeedForward => feed_forward;
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, null);
+
+    /// <summary>
+    /// x [B, T, d] → [B, T, d]. With <paramref name="tokenMask"/> [B, T] (bool, true = real token), padding is hidden
+    /// from attention and the feed-forward runs on the real tokens only: a PEER or PKM query batch norm then
+    /// gathers its training statistics from real tokens alone, and no expert is spent on padding. Padded positions
+    /// come back unchanged by the feed-forward.
+    /// </summary>
+    public Tensor forward(Tensor x, Tensor? tokenMask)
     {
         using var scope = NewDisposeScope();
-        var h = x + attention.forward(attention_norm.forward(x));
-        return (h + feed_forward.forward(feed_forward_norm.forward(h))).MoveToOuterDisposeScope();
+        var h = x + attention.forward(attention_norm.forward(x), tokenMask);
+        var normed = feed_forward_norm.forward(h);
+        if (tokenMask is null) return (h + feed_forward.forward(normed)).MoveToOuterDisposeScope();
+        var flat = normed.reshape(-1, normed.shape[^1]);
+        var real = tokenMask.reshape(-1).nonzero().squeeze(1);
+        var update = zeros_like(flat).index_copy(0, real, feed_forward.forward(flat.index_select(0, real)));
+        return (h + update.view(h.shape)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>Every product-key router (PEER and PKM layers) of <paramref name="blocks"/> with the index of its block.</summary>
+    public static IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRoutersOf(IEnumerable<TransformerBlock> blocks) =>
+        blocks.Select((b, i) => (i, b.FeedForward switch
+        {
+            PeerLayer p => p.Router,
+            ProductKeyMemory m => m.Router,
+            _ => null,
+        })).Where(t => t.Item2 is not null).Select(t => (t.i, t.Item2!));
+
+    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
+    public static IEnumerable<Parameter> SparseGradientTablesOf(IEnumerable<TransformerBlock> blocks) => blocks.SelectMany(b => b.FeedForward switch
+    {
+        PeerLayer p when p.Options.SparseGradients => new[] { p.DownWeights, p.UpWeights },
+        ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
+        _ => Array.Empty<Parameter>(),
+    });
 }

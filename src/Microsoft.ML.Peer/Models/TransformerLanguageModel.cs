@@ -33,9 +33,8 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
             token_embedding.weight!.normal_(0, 0.02);
             position_embedding.weight!.normal_(0, 0.02);
         }
-        var sparse = new HashSet<int>(_options.EffectiveSparseBlocks);
         blocks = nn.ModuleList(Enumerable.Range(0, options.Layers)
-            .Select(i => new TransformerBlock(d, options.AttentionHeads, sparse.Contains(i) ? CreateFeedForward(_options, _options.FeedForward) : CreateFeedForward(_options, FeedForwardKind.Dense)))
+            .Select(i => new TransformerBlock(d, options.AttentionHeads, _options.CreateFeedForwardOfBlock(i)))
             .ToArray());
         final_norm = nn.LayerNorm(d);
         RegisterComponents();
@@ -43,34 +42,14 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
 
     public LanguageModelOptions Options => _options.Clone();
 
-    private static Module<Tensor, Tensor> CreateFeedForward(LanguageModelOptions o, FeedForwardKind kind) => kind switch
-    {
-        FeedForwardKind.Dense => new DenseFeedForward(o.ModelDimension, o.EffectiveDenseHidden),
-        FeedForwardKind.MoE => new MixtureOfExpertsFeedForward(o.ModelDimension, o.EffectiveMoeHidden, o.MoeExperts, o.MoeTopK),
-        FeedForwardKind.ProductKeyMemory => new ProductKeyMemory(o.ModelDimension, o.ProductKeyMemory),
-        FeedForwardKind.Peer => new PeerLayer(o.ModelDimension, o.Peer),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown feed-forward kind."),
-    };
-
     /// <summary>The transformer blocks, in order.</summary>
     public IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
 
     /// <summary>Every product-key router (PEER and PKM layers) with the index of its block.</summary>
-    public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters =>
-        blocks.Select((b, i) => (i, b.FeedForward switch
-        {
-            PeerLayer p => p.Router,
-            ProductKeyMemory m => m.Router,
-            _ => null,
-        })).Where(t => t.Item2 is not null).Select(t => (t.i, t.Item2!));
+    public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters => TransformerBlock.ProductKeyRoutersOf(blocks);
 
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
-    public IEnumerable<Parameter> SparseGradientTables() => blocks.SelectMany(b => b.FeedForward switch
-    {
-        PeerLayer p when p.Options.SparseGradients => new[] { p.DownWeights, p.UpWeights },
-        ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
-        _ => Array.Empty<Parameter>(),
-    });
+    public IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
 
     /// <summary>Tokens [B, T] (int64, T ≤ context length) → next-token logits [B, T, V].</summary>
     public override Tensor forward(Tensor tokens)

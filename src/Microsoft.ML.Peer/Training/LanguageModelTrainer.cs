@@ -20,9 +20,7 @@ public sealed class LanguageModelTrainer : IDisposable
 
     private readonly LanguageModelOptions _modelOptions;
     private readonly TrainingOptions _options;
-    private readonly AdamW _optimizer;
-    private readonly SparseRowAdamW? _sparseOptimizer;
-    private readonly List<Parameter> _denseParameters;
+    private readonly DenseAndSparseAdamW _optimizer;
     private readonly List<LossPoint> _history = new();
     private bool _disposed;
     private bool _modelReleased;
@@ -39,21 +37,7 @@ public sealed class LanguageModelTrainer : IDisposable
         manual_seed(_options.Seed);
         Model = new TransformerLanguageModel(_modelOptions);
         // Tables with sparse row gradients get the row-sparse AdamW; everything else dense AdamW.
-        var sparseTables = Model.SparseGradientTables().ToList();
-        // Wrappers differ between accessors, so match parameters by their storage.
-        var sparseStorage = new HashSet<IntPtr>(sparseTables.Select(p => Native.PeerNativeMethods.TensorData(p.Handle)));
-        var dense = Model.parameters().Where(p => !sparseStorage.Contains(Native.PeerNativeMethods.TensorData(p.Handle))).ToList();
-        if (sparseTables.Count > 0)
-            _sparseOptimizer = new SparseRowAdamW(sparseTables, _options.Beta1, _options.Beta2, 1e-8, _options.WeightDecay);
-        // Decay matrices and tables only; norms and biases keep their scale.
-        var decay = dense.Where(p => p.dim() >= 2).ToList();
-        var noDecay = dense.Where(p => p.dim() < 2).ToList();
-        _denseParameters = dense;
-        _optimizer = optim.AdamW(new[]
-        {
-            new AdamW.ParamGroup(decay, lr: _options.LearningRate, beta1: _options.Beta1, beta2: _options.Beta2, weight_decay: _options.WeightDecay),
-            new AdamW.ParamGroup(noDecay, lr: _options.LearningRate, beta1: _options.Beta1, beta2: _options.Beta2, weight_decay: 0),
-        });
+        _optimizer = new DenseAndSparseAdamW(Model.parameters(), Model.SparseGradientTables(), _options.LearningRate, _options.Beta1, _options.Beta2, _options.WeightDecay);
     }
 
     public TransformerLanguageModel Model { get; }
@@ -73,18 +57,11 @@ public sealed class LanguageModelTrainer : IDisposable
         using var scope = NewDisposeScope();
         Model.train();
         double lr = CurrentLearningRate();
-        foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
         var (inputs, targets) = sampler.Batch(Step);
-        _optimizer.zero_grad();
-        _sparseOptimizer?.ZeroGrad();
+        _optimizer.ZeroGrad();
         var (loss, crossEntropy) = Model.Loss(inputs, targets);
         loss.backward();
-        double scale = _options.GradientClipNorm > 0 ? ClipScale() : 1.0;
-        if (scale < 1)
-            using (no_grad())
-                foreach (var p in _denseParameters) p.grad?.mul_(scale);
-        _optimizer.step();
-        _sparseOptimizer?.Step(lr, scale);
+        _optimizer.Step(lr, _options.GradientClipNorm);
         double value = crossEntropy.item<float>();
         if (!double.IsFinite(value))
             throw new InvalidOperationException($"Training diverged at step {Step}: loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
@@ -95,17 +72,6 @@ public sealed class LanguageModelTrainer : IDisposable
 
     private double CurrentLearningRate() =>
         LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
-
-    // Global gradient-norm clipping over dense and sparse-row gradients alike: the factor to scale them by.
-    private double ClipScale()
-    {
-        double squared = _sparseOptimizer?.SquaredGradientNorm() ?? 0;
-        using (var scope = NewDisposeScope())
-            foreach (var p in _denseParameters)
-                if (p.grad is { } g) squared += g.square().sum().item<float>();
-        double norm = Math.Sqrt(squared);
-        return norm > _options.GradientClipNorm ? _options.GradientClipNorm / (norm + 1e-6) : 1.0;
-    }
 
     /// <summary>
     /// Trains until <see cref="TrainingOptions.MaxSteps"/>, the time limit or cancellation, reporting progress,
@@ -241,9 +207,7 @@ public sealed class LanguageModelTrainer : IDisposable
                 writer.Write(_history.Count);
                 foreach (var point in _history) { writer.Write(point.Step); writer.Write(point.Loss); }
                 Model.save(writer);
-                _optimizer.save_state_dict(writer);
-                writer.Write(_sparseOptimizer is not null);
-                _sparseOptimizer?.Save(writer);
+                _optimizer.Save(writer);
             }
             File.Move(temporary, path, overwrite: true);
         }
@@ -279,11 +243,7 @@ public sealed class LanguageModelTrainer : IDisposable
                 int points = reader.ReadInt32();
                 for (int i = 0; i < points; i++) trainer._history.Add(new LossPoint(reader.ReadInt32(), reader.ReadDouble()));
                 trainer.Model.load(reader);
-                trainer._optimizer.load_state_dict(reader);
-                bool hasSparse = reader.ReadBoolean();
-                if (hasSparse != (trainer._sparseOptimizer is not null))
-                    throw new InvalidDataException($"Checkpoint '{path}' {(hasSparse ? "has" : "lacks")} sparse optimizer state, which its own options contradict.");
-                trainer._sparseOptimizer?.Load(reader);
+                trainer._optimizer.Load(reader, path);
                 return trainer;
             }
             catch
@@ -315,7 +275,6 @@ public sealed class LanguageModelTrainer : IDisposable
         if (_disposed) return;
         _disposed = true;
         _optimizer.Dispose();
-        _sparseOptimizer?.Dispose();
         if (!_modelReleased) Model.Dispose();
     }
 }

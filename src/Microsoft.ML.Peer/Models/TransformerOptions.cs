@@ -1,0 +1,127 @@
+using Microsoft.ML.Peer.Layers;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Microsoft.ML.Peer.Models;
+
+/// <summary>
+/// The shape shared by every transformer in this library (<see cref="LanguageModelOptions"/>,
+/// <see cref="TextClassifierOptions"/>): vocabulary, width, depth, attention heads and the feed-forward kind of
+/// the <see cref="SparseBlocks"/>; every other block uses a dense FFW, so the paper's comparisons are one switch
+/// away. One base class, so both models validate and clone these settings the same way.
+/// </summary>
+public abstract class TransformerOptions
+{
+    /// <summary>Token vocabulary size. Required.</summary>
+    public int VocabularySize { get; set; }
+
+    /// <summary>Longest sequence the model attends over (learned positions). Default 128.</summary>
+    public int ContextLength { get; set; } = 128;
+
+    /// <summary>Residual width d. Default 256.</summary>
+    public int ModelDimension { get; set; } = 256;
+
+    /// <summary>Transformer blocks. Default 4.</summary>
+    public int Layers { get; set; } = 4;
+
+    /// <summary>Self-attention heads; must divide <see cref="ModelDimension"/>. Default 4.</summary>
+    public int AttentionHeads { get; set; } = 4;
+
+    /// <summary>Hidden width of the dense FFW blocks. Default 4·d (0 means 4·d).</summary>
+    public int DenseHiddenDimension { get; set; }
+
+    /// <summary>The feed-forward kind of the sparse blocks. Default PEER.</summary>
+    public FeedForwardKind FeedForward { get; set; } = FeedForwardKind.Peer;
+
+    /// <summary>
+    /// Indices of the blocks whose FFW is replaced by <see cref="FeedForward"/>. Default (null): the middle
+    /// block only, as in the paper. Ignored for <see cref="FeedForwardKind.Dense"/>.
+    /// </summary>
+    public int[]? SparseBlocks { get; set; }
+
+    /// <summary>PEER options (FeedForward = Peer). Default: laptop-scale N = 256², 8 heads, top-16, d_key 128.</summary>
+    public PeerOptions Peer { get; set; } = new() { Experts = 256 * 256 };
+
+    /// <summary>PKM options (FeedForward = ProductKeyMemory). Default: N = 256², 8 heads, top-16, d_key 128.</summary>
+    public ProductKeyOptions ProductKeyMemory { get; set; } = new() { Experts = 256 * 256 };
+
+    /// <summary>MoE experts E. Default 8.</summary>
+    public int MoeExperts { get; set; } = 8;
+
+    /// <summary>Experts each token is routed to. Default 2.</summary>
+    public int MoeTopK { get; set; } = 2;
+
+    /// <summary>Hidden width of each MoE expert. Default 0 means the dense hidden width.</summary>
+    public int MoeHiddenDimension { get; set; }
+
+    /// <summary>Weight of the MoE load-balancing loss. Default 0.01.</summary>
+    public double MoeLoadBalancingWeight { get; set; } = 0.01;
+
+    public int EffectiveDenseHidden => DenseHiddenDimension > 0 ? DenseHiddenDimension : 4 * ModelDimension;
+
+    public int EffectiveMoeHidden => MoeHiddenDimension > 0 ? MoeHiddenDimension : EffectiveDenseHidden;
+
+    /// <summary>The blocks that get <see cref="FeedForward"/>: none for Dense or without blocks, else <see cref="SparseBlocks"/> or the middle one.</summary>
+    public int[] EffectiveSparseBlocks =>
+        FeedForward == FeedForwardKind.Dense || Layers == 0 ? Array.Empty<int>() : SparseBlocks ?? new[] { Layers / 2 };
+
+    /// <summary>A deep copy of the shared settings (the derived class adds its own by <c>MemberwiseClone</c>).</summary>
+    protected TransformerOptions CloneTransformer()
+    {
+        var copy = (TransformerOptions)MemberwiseClone();
+        copy.Peer = Peer.Clone();
+        copy.ProductKeyMemory = ProductKeyMemory.Clone();
+        copy.SparseBlocks = SparseBlocks?.ToArray();
+        return copy;
+    }
+
+    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> unless <paramref name="value"/> &gt; 0.</summary>
+    protected static void Positive(int value, string name)
+    {
+        if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
+    }
+
+    /// <summary>Checks the shared options; the exception names the one that is wrong.</summary>
+    /// <param name="minimumLayers">1 for a language model; 0 where a model can work without blocks.</param>
+    protected void ValidateTransformer(int minimumLayers)
+    {
+        Positive(VocabularySize, nameof(VocabularySize));
+        Positive(ContextLength, nameof(ContextLength));
+        Positive(ModelDimension, nameof(ModelDimension));
+        if (Layers < minimumLayers)
+            throw new ArgumentOutOfRangeException(nameof(Layers), Layers, $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
+        Positive(AttentionHeads, nameof(AttentionHeads));
+        if (ModelDimension % AttentionHeads != 0)
+            throw new ArgumentOutOfRangeException(nameof(AttentionHeads), AttentionHeads,
+                $"{nameof(AttentionHeads)} ({AttentionHeads}) must divide {nameof(ModelDimension)} ({ModelDimension}).");
+        if (DenseHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension, $"{nameof(DenseHiddenDimension)} must not be negative.");
+        if (!Enum.IsDefined(FeedForward)) throw new ArgumentOutOfRangeException(nameof(FeedForward), FeedForward, $"Unknown {nameof(FeedForward)} kind {FeedForward}.");
+        foreach (var block in EffectiveSparseBlocks)
+            if (block < 0 || block >= Layers)
+                throw new ArgumentOutOfRangeException(nameof(SparseBlocks), block, $"{nameof(SparseBlocks)} holds block {block}, outside 0..{Layers - 1}.");
+        switch (FeedForward)
+        {
+            case FeedForwardKind.Peer: Peer.Validate(); break;
+            case FeedForwardKind.ProductKeyMemory: ProductKeyMemory.Validate(); break;
+            case FeedForwardKind.MoE:
+                Positive(MoeExperts, nameof(MoeExperts));
+                if (MoeTopK <= 0 || MoeTopK > MoeExperts)
+                    throw new ArgumentOutOfRangeException(nameof(MoeTopK), MoeTopK, $"{nameof(MoeTopK)} must be between 1 and {nameof(MoeExperts)} ({MoeExperts}); got {MoeTopK}.");
+                break;
+        }
+    }
+
+    /// <summary>The feed-forward module of kind <paramref name="kind"/> at this width (dense, MoE, PKM or PEER).</summary>
+    internal Module<Tensor, Tensor> CreateFeedForward(FeedForwardKind kind) => kind switch
+    {
+        FeedForwardKind.Dense => new DenseFeedForward(ModelDimension, EffectiveDenseHidden),
+        FeedForwardKind.MoE => new MixtureOfExpertsFeedForward(ModelDimension, EffectiveMoeHidden, MoeExperts, MoeTopK),
+        FeedForwardKind.ProductKeyMemory => new ProductKeyMemory(ModelDimension, ProductKeyMemory),
+        FeedForwardKind.Peer => new PeerLayer(ModelDimension, Peer),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown feed-forward kind."),
+    };
+
+    /// <summary>The feed-forward module of block <paramref name="block"/>: <see cref="FeedForward"/> in a sparse block, dense elsewhere.</summary>
+    internal Module<Tensor, Tensor> CreateFeedForwardOfBlock(int block) =>
+        CreateFeedForward(EffectiveSparseBlocks.Contains(block) ? FeedForward : FeedForwardKind.Dense);
+}

@@ -1,0 +1,280 @@
+using System.Diagnostics;
+using Microsoft.ML.Peer.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Microsoft.ML.Peer.Training;
+
+/// <summary>
+/// Trains a <see cref="TransformerTextClassifier"/> on tokenized texts: AdamW (row-sparse for PEER/PKM tables),
+/// warm-up + cosine schedule, global clipping, seeded length-grouped batches, an optional time budget, and a
+/// validation pass after every epoch. The same seed and data give the same model.
+/// </summary>
+public sealed class TextClassifierTrainer : IDisposable
+{
+    // Batches are cut from pools of this many batches' worth of shuffled texts sorted by length: similar lengths
+    // share a batch (less padding, the cost of attention and of the PEER experts follows real tokens) while the
+    // order stays random across the epoch.
+    private const int BatchesPerLengthPool = 32;
+
+    private readonly TextClassifierOptions _modelOptions;
+    private readonly ClassifierTrainingOptions _options;
+    private readonly DenseAndSparseAdamW _optimizer;
+    private int _totalSteps;
+    private bool _disposed;
+    private bool _modelReleased;
+
+    /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
+    public TextClassifierTrainer(TextClassifierOptions modelOptions, ClassifierTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(modelOptions);
+        ArgumentNullException.ThrowIfNull(options);
+        modelOptions.Validate();
+        options.Validate();
+        _modelOptions = modelOptions.Clone();
+        _options = options.Clone();
+        manual_seed(_options.Seed);
+        Model = new TransformerTextClassifier(_modelOptions);
+        _optimizer = new DenseAndSparseAdamW(Model.parameters(), Model.SparseGradientTables(), _options.LearningRate, _options.Beta1, _options.Beta2, _options.WeightDecay);
+    }
+
+    public TransformerTextClassifier Model { get; }
+
+    /// <summary>Optimizer steps taken so far.</summary>
+    public int Step { get; private set; }
+
+    public ClassifierTrainingOptions Options => _options.Clone();
+
+    /// <summary>
+    /// Trains for <see cref="ClassifierTrainingOptions.Epochs"/> passes over <paramref name="tokens"/> (or what fits the
+    /// <see cref="ClassifierTrainingOptions.TimeBudget"/>), evaluating on the validation texts after each pass when given.
+    /// Texts longer than the context length are truncated to their first tokens; an empty text is one padding token.
+    /// </summary>
+    /// <param name="tokens">Token ids of each training text (never <see cref="TextClassifierOptions.PaddingId"/>).</param>
+    /// <param name="labels">The class 0..C−1 of each text.</param>
+    /// <param name="validationTokens">Optional validation texts.</param>
+    /// <param name="validationLabels">Their classes; given exactly when <paramref name="validationTokens"/> is.</param>
+    /// <param name="progress">Called every <see cref="ClassifierTrainingOptions.LogEvery"/> steps.</param>
+    /// <param name="cancellation">Checked before every step; cancellation throws <see cref="OperationCanceledException"/>, leaving the model as the last finished step left it.</param>
+    /// <param name="epochCompleted">Called after each epoch (and its validation pass), as the report is made.</param>
+    public ClassifierTrainingResult Train(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels,
+        IReadOnlyList<int[]>? validationTokens = null, IReadOnlyList<int>? validationLabels = null,
+        Action<ClassifierProgress>? progress = null, CancellationToken cancellation = default,
+        Action<ClassifierEpochReport>? epochCompleted = null)
+    {
+        CheckLabelled(tokens, labels, nameof(tokens), nameof(labels));
+        if ((validationTokens is null) != (validationLabels is null))
+            throw new ArgumentException($"{nameof(validationTokens)} and {nameof(validationLabels)} must be given together.", validationTokens is null ? nameof(validationTokens) : nameof(validationLabels));
+        if (validationTokens is not null) CheckLabelled(validationTokens, validationLabels!, nameof(validationTokens), nameof(validationLabels));
+        cancellation.ThrowIfCancellationRequested();
+
+        var lengths = tokens.Select(Length).ToArray();
+        var plan = Enumerable.Range(0, _options.Epochs).Select(e => PlanEpoch(lengths, _options.BatchSize, new Random(unchecked(_options.Seed * 7919 + e)))).ToList();
+        int stepsPerEpoch = plan[0].Count;
+        _totalSteps = _options.Epochs * stepsPerEpoch;
+        long validationTokenCount = validationTokens?.Sum(t => (long)Length(t)) ?? 0;
+
+        var reports = new List<ClassifierEpochReport>();
+        var clock = Stopwatch.StartNew();
+        var warmupClock = new Stopwatch();
+        long warmupTimedTokens = 0;
+        var window = Stopwatch.StartNew();
+        int windowSteps = 0;
+        double windowLoss = 0;
+        long windowTokens = 0;
+        int firstStep = Step;
+        for (int epoch = 0; epoch < _options.Epochs && Step - firstStep < _totalSteps; epoch++)
+        {
+            var epochClock = Stopwatch.StartNew();
+            double epochLoss = 0;
+            int epochSteps = 0;
+            long epochTokens = 0;
+            foreach (var batch in plan[epoch])
+            {
+                if (Step - firstStep >= _totalSteps) break;
+                cancellation.ThrowIfCancellationRequested();
+                int relative = Step - firstStep;
+                double lr = LearningRateSchedule.At(relative, _options.LearningRate, _options.WarmupSteps, _totalSteps, _options.MinLearningRateFraction);
+                bool timed = _options.TimeBudget is not null && relative >= _options.WarmupSteps / 2 && relative < _options.WarmupSteps;
+                if (timed) warmupClock.Start();
+                double loss = TrainStep(tokens, labels, batch, lr);
+                if (timed) { warmupClock.Stop(); warmupTimedTokens += PaddedTokens(lengths, batch); }
+                long real = batch.Sum(i => (long)lengths[i]);
+                epochLoss += loss; epochSteps++; epochTokens += real;
+                windowLoss += loss; windowSteps++; windowTokens += real;
+                if (_options.TimeBudget is { } budget && Step - firstStep == _options.WarmupSteps && warmupTimedTokens > 0)
+                    FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedTokens, plan, lengths, epoch, epochSteps, validationTokenCount);
+                if ((Step - firstStep) % _options.LogEvery == 0)
+                {
+                    progress?.Invoke(new ClassifierProgress(Step, firstStep + _totalSteps, epoch + 1, windowLoss / windowSteps, lr, windowTokens / window.Elapsed.TotalSeconds, clock.Elapsed));
+                    window.Restart();
+                    windowSteps = 0; windowLoss = 0; windowTokens = 0;
+                }
+            }
+            double tokensPerSecond = epochTokens / epochClock.Elapsed.TotalSeconds;
+            var validation = validationTokens is null ? null : Evaluate(validationTokens, validationLabels!);
+            reports.Add(new ClassifierEpochReport(epoch + 1, Step, epochLoss / Math.Max(1, epochSteps), validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
+            epochCompleted?.Invoke(reports[^1]);
+        }
+        return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed);
+    }
+
+    private double TrainStep(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels, int[] batch, double lr)
+    {
+        using var scope = NewDisposeScope();
+        Model.train();
+        _optimizer.ZeroGrad();
+        var (loss, crossEntropy, _) = Model.Loss(BatchTensor(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
+        loss.backward();
+        _optimizer.Step(lr, _options.GradientClipNorm);
+        double value = crossEntropy.item<float>();
+        if (!double.IsFinite(value))
+            throw new InvalidOperationException($"Training diverged at step {Step}: loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
+        Step++;
+        return value;
+    }
+
+    private void FitStepsToBudget(TimeSpan remaining, double secondsPerToken, List<List<int[]>> plan, int[] lengths, int epoch, int stepsDoneInEpoch, long validationTokens)
+    {
+        // Walk the planned batches, charging each its padded tokens and each epoch end a forward pass over validation.
+        double left = remaining.TotalSeconds;
+        double validationSeconds = validationTokens * secondsPerToken / 3;
+        int relative = _options.WarmupSteps;
+        for (int e = epoch; e < plan.Count && left > 0; e++)
+        {
+            foreach (var batch in plan[e].Skip(e == epoch ? stepsDoneInEpoch : 0))
+            {
+                left -= PaddedTokens(lengths, batch) * secondsPerToken;
+                if (left < 0) break;
+                relative++;
+            }
+            left -= validationSeconds;
+        }
+        _totalSteps = Math.Clamp(relative, _options.WarmupSteps + 1, _totalSteps);
+    }
+
+    /// <summary>Mean cross-entropy and accuracy over labelled texts, in evaluation mode.</summary>
+    public ClassifierEvaluation Evaluate(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels)
+    {
+        CheckLabelled(tokens, labels, nameof(tokens), nameof(labels));
+        var probabilities = PredictProbabilities(tokens);
+        double loss = 0;
+        int correct = 0;
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            var p = probabilities[i];
+            loss -= Math.Log(Math.Max(p[labels[i]], 1e-12f));
+            int best = 0;
+            for (int c = 1; c < p.Length; c++) if (p[c] > p[best]) best = c;
+            if (best == labels[i]) correct++;
+        }
+        return new ClassifierEvaluation(loss / Math.Max(1, tokens.Count), (double)correct / Math.Max(1, tokens.Count), tokens.Count);
+    }
+
+    /// <summary>
+    /// Softmax class probabilities [text][class] in evaluation mode (running batch-norm statistics, no gradients),
+    /// in batches of texts of similar length. A text's probabilities do not depend on the other texts.
+    /// </summary>
+    public float[][] PredictProbabilities(IReadOnlyList<int[]> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        var result = new float[tokens.Count][];
+        var order = Enumerable.Range(0, tokens.Count).OrderBy(i => Length(tokens[i])).ToArray();
+        int batchSize = 2 * _options.BatchSize;
+        bool wasTraining = Model.training;
+        Model.eval();
+        try
+        {
+            using var noGrad = no_grad();
+            for (int first = 0; first < order.Length; first += batchSize)
+            {
+                using var scope = NewDisposeScope();
+                var batch = order[first..Math.Min(order.Length, first + batchSize)];
+                var probabilities = F.softmax(Model.forward(BatchTensor(tokens, batch)), -1).contiguous();
+                var flat = probabilities.data<float>().ToArray();
+                int classes = _modelOptions.ClassCount;
+                for (int b = 0; b < batch.Length; b++) result[batch[b]] = flat[(b * classes)..((b + 1) * classes)];
+            }
+        }
+        finally
+        {
+            Model.train(wasTraining);
+        }
+        return result;
+    }
+
+    private int Length(int[] text) => Math.Max(1, Math.Min(text.Length, _modelOptions.ContextLength));
+
+    private static long PaddedTokens(int[] lengths, int[] batch) => (long)batch.Length * batch.Max(i => lengths[i]);
+
+    // [B, T] int64: each text's first tokens, padded to the batch's longest with PaddingId.
+    private Tensor BatchTensor(IReadOnlyList<int[]> tokens, int[] batch)
+    {
+        int time = batch.Max(i => Length(tokens[i]));
+        var data = new long[batch.Length * time];
+        Array.Fill(data, _modelOptions.PaddingId);
+        for (int b = 0; b < batch.Length; b++)
+        {
+            var text = tokens[batch[b]];
+            int length = Math.Min(text.Length, time);
+            for (int t = 0; t < length; t++) data[b * time + t] = text[t];
+        }
+        return tensor(data, new long[] { batch.Length, time });
+    }
+
+    /// <summary>
+    /// One epoch's batches: the texts shuffled, cut into pools of <see cref="BatchesPerLengthPool"/> batches, each pool
+    /// sorted by length and cut into batches, and the batches shuffled. Depends only on the lengths and the random source.
+    /// </summary>
+    internal static List<int[]> PlanEpoch(int[] lengths, int batchSize, Random random)
+    {
+        var order = Enumerable.Range(0, lengths.Length).ToArray();
+        random.Shuffle(order);
+        var batches = new List<int[]>();
+        int pool = batchSize * BatchesPerLengthPool;
+        for (int start = 0; start < order.Length; start += pool)
+        {
+            var sorted = order[start..Math.Min(order.Length, start + pool)].OrderBy(i => lengths[i]).ToArray();
+            for (int b = 0; b < sorted.Length; b += batchSize) batches.Add(sorted[b..Math.Min(sorted.Length, b + batchSize)]);
+        }
+        var shuffled = batches.ToArray();
+        random.Shuffle(shuffled);
+        return shuffled.ToList();
+    }
+
+    private void CheckLabelled(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels, string tokensName, string labelsName)
+    {
+        ArgumentNullException.ThrowIfNull(tokens, tokensName);
+        ArgumentNullException.ThrowIfNull(labels, labelsName);
+        if (tokens.Count != labels.Count)
+            throw new ArgumentException($"{tokensName} holds {tokens.Count} texts but {labelsName} {labels.Count} labels.", labelsName);
+        if (tokens.Count == 0) throw new ArgumentException($"{tokensName} holds no texts.", tokensName);
+        for (int i = 0; i < labels.Count; i++)
+        {
+            if (tokens[i] is null) throw new ArgumentException($"{tokensName}[{i}] is null.", tokensName);
+            if (labels[i] < 0 || labels[i] >= _modelOptions.ClassCount)
+                throw new ArgumentOutOfRangeException(labelsName, labels[i], $"{labelsName}[{i}] = {labels[i]} is outside 0..{_modelOptions.ClassCount - 1}.");
+        }
+    }
+
+    /// <summary>
+    /// Frees the optimizer state and hands the model to the caller, who then owns (and disposes) it; the trainer
+    /// cannot train any further.
+    /// </summary>
+    public TransformerTextClassifier ReleaseModel()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _modelReleased = true;
+        Dispose();
+        return Model;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _optimizer.Dispose();
+        if (!_modelReleased) Model.Dispose();
+    }
+}

@@ -1,0 +1,156 @@
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Tests.Models;
+
+[TestClass]
+public sealed class TransformerTextClassifierTests
+{
+    private static Tensor Padded(params int[][] texts)
+    {
+        int time = texts.Max(t => t.Length);
+        var data = new long[texts.Length * time];
+        Array.Fill(data, TinyTextClassification.Padding);
+        for (int b = 0; b < texts.Length; b++)
+            for (int t = 0; t < texts[b].Length; t++) data[b * time + t] = texts[b][t];
+        return tensor(data, new long[] { texts.Length, time });
+    }
+
+    [TestMethod]
+    [DataRow(FeedForwardKind.Dense)]
+    [DataRow(FeedForwardKind.MoE)]
+    [DataRow(FeedForwardKind.ProductKeyMemory)]
+    [DataRow(FeedForwardKind.Peer)]
+    public void PaddingDoesNotChangeATextsLogits(FeedForwardKind kind)
+    {
+        manual_seed(11);
+        var options = TinyTextClassification.Options(kind);
+        options.Layers = 2;
+        options.SparseBlocks = new[] { 0, 1 };
+        using var model = new TransformerTextClassifier(options);
+        model.eval();
+        using var noGrad = no_grad();
+        var text = new[] { 5, 9, 3, 7 };
+        var alone = model.forward(Padded(text));
+        var batched = model.forward(Padded(new[] { 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, text, new[] { 13 }));
+        Assert.AreEqual(2L, alone.shape[1]);
+        var difference = (alone[0] - batched[1]).abs().max().item<float>();
+        Assert.IsTrue(difference < 1e-5f, $"{kind}: alone {alone[0].str()} vs padded in a batch {batched[1].str()} differ by {difference}");
+    }
+
+    [TestMethod]
+    public void PaddingDoesNotFeedTheQueryBatchNormInTraining()
+    {
+        float[] RunningMeanAfterOneForward(int padTo)
+        {
+            manual_seed(12);
+            using var model = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.Peer));
+            model.train();
+            var texts = new[] { new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new int[padTo].Select((_, i) => i < 3 ? 4 : TinyTextClassification.Padding).ToArray() };
+            model.forward(Padded(texts));
+            var router = model.ProductKeyRouters.Single().Router;
+            return router.QueryNorm!.running_mean!.data<float>().ToArray();
+        }
+        var shortPadding = RunningMeanAfterOneForward(4);
+        var longPadding = RunningMeanAfterOneForward(16);
+        // Attention over a longer padded row rounds differently, so equal to float precision, not bit for bit;
+        // padding that reached the batch norm would move the mean by far more (most of those tokens are padding).
+        for (int i = 0; i < shortPadding.Length; i++)
+            Assert.AreEqual(shortPadding[i], longPadding[i], 1e-6, $"running mean {i}: the batch statistics must come from real tokens only");
+    }
+
+    [TestMethod]
+    public void ProductKeyLayersAreExposedForTheTrainer()
+    {
+        using var peer = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.Peer));
+        Assert.AreEqual(0, peer.ProductKeyRouters.Single().Block);
+        Assert.AreEqual(2, peer.SparseGradientTables().Count());
+        using var dense = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.Dense));
+        Assert.AreEqual(0, dense.ProductKeyRouters.Count());
+        Assert.AreEqual(0, dense.SparseGradientTables().Count());
+    }
+
+    [TestMethod]
+    public void WithoutBlocksItIsABagOfEmbeddings()
+    {
+        var options = TinyTextClassification.Options(FeedForwardKind.Peer);
+        options.Layers = 0;
+        using var model = new TransformerTextClassifier(options);
+        Assert.AreEqual(0, model.Blocks.Count);
+        Assert.AreEqual(0, model.ProductKeyRouters.Count());
+        using var logits = model.forward(Padded(new[] { 1, 2, 3 }, new[] { 4 }));
+        CollectionAssert.AreEqual(new long[] { 2, 2 }, logits.shape);
+    }
+
+    [TestMethod]
+    public void AnAllPaddingTextGetsFiniteLogits()
+    {
+        using var model = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.Peer));
+        model.eval();
+        using var logits = model.forward(Padded(new[] { TinyTextClassification.Padding }, new[] { 4, 5 }));
+        Assert.IsTrue(logits.isfinite().all().item<bool>(), logits.str());
+    }
+
+    [TestMethod]
+    public void TextsLongerThanTheContextAreRejected()
+    {
+        using var model = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.Dense));
+        var e = Assert.ThrowsExactly<ArgumentException>(() => model.forward(zeros(1, 17, dtype: ScalarType.Int64)));
+        StringAssert.Contains(e.Message, "context length 16");
+    }
+
+    [TestMethod]
+    public void BidirectionalAttentionSeesLaterTokensAndCausalDoesNot()
+    {
+        manual_seed(13);
+        using var bidirectional = new CausalSelfAttention(8, 2, causal: false);
+        manual_seed(13);
+        using var causal = new CausalSelfAttention(8, 2);
+        using var noGrad = no_grad();
+        var x = randn(1, 5, 8);
+        var changed = x.clone();
+        changed[0, 4] = randn(8);
+        Assert.IsTrue((bidirectional.forward(x)[0, 0] - bidirectional.forward(changed)[0, 0]).abs().max().item<float>() > 1e-4f);
+        Assert.IsTrue((causal.forward(x)[0, 0] - causal.forward(changed)[0, 0]).abs().max().item<float>() < 1e-6f);
+        // The masked causal path (mask and tril combined) equals the fused causal kernel.
+        var mask = ones(1, 5, dtype: ScalarType.Bool);
+        Assert.IsTrue((causal.forward(x, mask) - causal.forward(x)).abs().max().item<float>() < 1e-5f);
+    }
+
+    private static void AssertRejected(Action<TextClassifierOptions> change, string option)
+    {
+        var options = TinyTextClassification.Options(FeedForwardKind.Peer);
+        change(options);
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TransformerTextClassifier(options));
+        Assert.AreEqual(option, e.ParamName);
+        StringAssert.Contains(e.Message, option);
+    }
+
+    [TestMethod]
+    public void InvalidOptionsAreRejectedByName()
+    {
+        AssertRejected(o => o.ClassCount = 1, "ClassCount");
+        AssertRejected(o => o.VocabularySize = 0, "VocabularySize");
+        AssertRejected(o => o.PaddingId = TinyTextClassification.Vocabulary, "PaddingId");
+        AssertRejected(o => o.PaddingId = -1, "PaddingId");
+        AssertRejected(o => o.Layers = -1, "Layers");
+        AssertRejected(o => o.AttentionHeads = 3, "AttentionHeads");
+        AssertRejected(o => o.ContextLength = 0, "ContextLength");
+        AssertRejected(o => o.SparseBlocks = new[] { 1 }, "SparseBlocks");
+        AssertRejected(o => o.Peer.Experts = 50, "Experts");
+    }
+
+    [TestMethod]
+    public void RecommendedOptionsAreValidAndCloneDeeply()
+    {
+        var options = TextClassifierOptions.Recommended(vocabularySize: 8192, classCount: 2, paddingId: 8191);
+        options.Validate();
+        Assert.AreEqual(FeedForwardKind.Peer, options.FeedForward);
+        var copy = options.Clone();
+        copy.Peer.Experts = 4;
+        Assert.AreNotEqual(4, options.Peer.Experts);
+        Assert.AreEqual(8191, copy.PaddingId);
+    }
+}
