@@ -69,7 +69,7 @@ internal static class PeerModelPersistence
         {
             found = ctx.TryLoadBinaryStream(stream, read);
         }
-        catch (Exception e) when (e is EndOfStreamException or JsonException or ArgumentException or InvalidOperationException or IOException)
+        catch (Exception e) when (e is EndOfStreamException or InvalidDataException or JsonException or ArgumentException or InvalidOperationException or IOException)
         {
             throw new InvalidDataException($"The {what}'s '{stream}' stream is truncated or corrupt: {e.Message}", e);
         }
