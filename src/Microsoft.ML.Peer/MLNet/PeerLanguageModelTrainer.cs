@@ -27,10 +27,18 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         /// <summary>Report progress every this many steps. Default 10.</summary>
         public int LogEvery = 10;
 
+        /// <summary>Score the validation set every this many steps as well as at the end; 0 (default) scores it at the end only.</summary>
+        public int EvaluateEvery;
+
+        /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final one scores all. Default 16,384.</summary>
+        public int EvaluationTokens = 16_384;
+
         internal override void Validate()
         {
             base.Validate();
             Positive(LogEvery, nameof(LogEvery));
+            if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
+            if (EvaluationTokens < 0) throw new ArgumentOutOfRangeException(nameof(EvaluationTokens), EvaluationTokens, $"{nameof(EvaluationTokens)} must not be negative.");
             if (string.IsNullOrWhiteSpace(PerplexityColumnName)) throw new ArgumentException($"{nameof(PerplexityColumnName)} must name a column.", nameof(PerplexityColumnName));
             if (string.IsNullOrWhiteSpace(TokenCountColumnName)) throw new ArgumentException($"{nameof(TokenCountColumnName)} must name a column.", nameof(TokenCountColumnName));
         }
@@ -107,7 +115,11 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             WarmupSteps = _options.WarmupSteps,
             MaxSteps = Math.Max(_options.WarmupSteps + 1, stepsPerEpoch * _options.Epochs),
             TimeBudget = _options.TimeBudget,
+            // The schedule is fitted to the budget after warm-up; the limit also stops a run whose steps slow down later.
+            TimeLimit = _options.TimeBudget,
             LogEvery = _options.LogEvery,
+            EvaluateEvery = _options.EvaluateEvery,
+            EvaluationTokens = _options.EvaluationTokens,
         };
         var modelOptions = _options.ModelOptions(tokenizer.VocabularySize);
         ch.Info($"{trainTokens.Length:N0} training tokens from {texts.Count:N0} documents, vocabulary {tokenizer.VocabularySize:N0}; " +

@@ -29,6 +29,7 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
     private readonly TransformerLanguageModel _model;
     private readonly CompactTokenizer _tokenizer;
     private readonly LanguageModelOptions _modelOptions;
+    private readonly object _evaluationLock = new();
 
     internal PeerLanguageModelTransformer(IHostEnvironment env, TransformerLanguageModel model, CompactTokenizer tokenizer, LanguageModelOptions modelOptions,
         string textColumnName, string perplexityColumnName, string tokenCountColumnName)
@@ -57,6 +58,34 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
 
     /// <summary>The underlying TorchSharp model (evaluation mode). Owned by this transformer.</summary>
     public TransformerLanguageModel Model => _model;
+
+    /// <summary>The tokenizer the model was trained with (built from the training texts).</summary>
+    public CompactTokenizer Tokenizer => _tokenizer;
+
+    /// <summary>
+    /// Perplexity of the documents of <paramref name="data"/>'s text column taken as one stream (each document followed by
+    /// the end-of-text id, as in training), over consecutive windows of the context length, and the expert usage of each
+    /// PEER/PKM layer over that pass (the paper's fraction of experts retrieved and KL divergence from uniform).
+    /// </summary>
+    public PeerLanguageModelMetrics Evaluate(IDataView data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var column = SchemaChecks.TextColumn(data.Schema, TextColumnName);
+        var tokens = new List<int>();
+        foreach (var text in DataViewReading.Texts(data, column, _host))
+        {
+            if (text.Length == 0) continue;
+            tokens.AddRange(_tokenizer.Encode(text));
+            tokens.Add(_tokenizer.EndOfTextId);
+        }
+        if (tokens.Count < 2) throw new ArgumentException($"The texts of column '{TextColumnName}' hold fewer than two tokens; nothing to evaluate.", nameof(data));
+        // Usage counters live in the model's routers, so evaluations take turns (scoring rows concurrently is unaffected).
+        lock (_evaluationLock)
+        {
+            var result = Training.LanguageModelEvaluation.Evaluate(_model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16);
+            return new PeerLanguageModelMetrics(result.Perplexity, result.Loss, result.Tokens, result.ExpertUsage);
+        }
+    }
 
     public bool IsRowToRowMapper => true;
 
@@ -205,3 +234,10 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
 
     public void Dispose() => _model.Dispose();
 }
+
+/// <summary>What <see cref="PeerLanguageModelTransformer.Evaluate"/> measures.</summary>
+/// <param name="Perplexity">exp of the mean next-token cross-entropy.</param>
+/// <param name="CrossEntropy">Mean next-token cross-entropy, nats.</param>
+/// <param name="Tokens">Tokens scored.</param>
+/// <param name="ExpertUsage">Per transformer block with a PEER/PKM layer: fraction of experts retrieved and unevenness.</param>
+public sealed record PeerLanguageModelMetrics(double Perplexity, double CrossEntropy, long Tokens, IReadOnlyDictionary<int, Layers.ExpertUsage> ExpertUsage);

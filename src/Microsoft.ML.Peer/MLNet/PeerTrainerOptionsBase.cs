@@ -60,7 +60,10 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Passes over the training data. Default 1. Ignored when <see cref="TimeBudget"/> is set.</summary>
     public int Epochs = 1;
 
-    /// <summary>Optional wall-clock budget for training; the schedule is fitted to it after warm-up. Default null (use <see cref="Epochs"/>).</summary>
+    /// <summary>
+    /// Optional wall-clock budget for training and its validation passes (reading the data and building the tokenizer come
+    /// before it); the schedule's length is fitted to it after warm-up. Default null: train for <see cref="Epochs"/>.
+    /// </summary>
     public TimeSpan? TimeBudget;
 
     /// <summary>Sequences per optimizer step. Default 16.</summary>

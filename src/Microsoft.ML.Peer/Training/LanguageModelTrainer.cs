@@ -137,52 +137,8 @@ public sealed class LanguageModelTrainer : IDisposable
     /// </summary>
     /// <param name="tokens">The evaluation token stream.</param>
     /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
-    public EvaluationResult Evaluate(int[] tokens, int maxTokens = 0)
-    {
-        ArgumentNullException.ThrowIfNull(tokens);
-        if (maxTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "maxTokens must not be negative.");
-        if (maxTokens > 0 && tokens.Length > maxTokens + 1)
-            tokens = tokens[..(maxTokens + 1)];
-        int length = Math.Min(_options.SequenceLength, tokens.Length - 1);
-        if (length < 1) throw new ArgumentException("At least two evaluation tokens are needed.", nameof(tokens));
-        int windows = (tokens.Length - 1) / length;
-        var routers = Model.ProductKeyRouters.ToList();
-        foreach (var (_, router) in routers) { router.Usage.Reset(); router.Usage.Enabled = true; }
-        bool wasTraining = Model.training;
-        Model.eval();
-        double totalLoss = 0;
-        long count = 0;
-        try
-        {
-            using var noGrad = no_grad();
-            for (int first = 0; first < windows; first += _options.BatchSize)
-            {
-                using var scope = NewDisposeScope();
-                int batch = Math.Min(_options.BatchSize, windows - first);
-                var inputs = new long[batch * length];
-                var targets = new long[batch * length];
-                for (int b = 0; b < batch; b++)
-                for (int t = 0; t < length; t++)
-                {
-                    int at = (first + b) * length + t;
-                    inputs[b * length + t] = tokens[at];
-                    targets[b * length + t] = tokens[at + 1];
-                }
-                var (_, crossEntropy) = Model.Loss(tensor(inputs, new long[] { batch, length }), tensor(targets, new long[] { batch, length }));
-                totalLoss += crossEntropy.item<float>() * (double)(batch * length);
-                count += batch * length;
-            }
-        }
-        finally
-        {
-            foreach (var (_, router) in routers) router.Usage.Enabled = false;
-            Model.train(wasTraining);
-        }
-        var usage = routers.ToDictionary(r => r.Block, r => r.Router.Usage.Compute());
-        foreach (var (_, router) in routers) router.Usage.Reset();
-        double mean = totalLoss / count;
-        return new EvaluationResult(mean, Math.Exp(mean), count, usage);
-    }
+    public EvaluationResult Evaluate(int[] tokens, int maxTokens = 0) =>
+        LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens);
 
     /// <summary>
     /// Writes model weights, optimizer state, options, step and loss history. The file is written beside

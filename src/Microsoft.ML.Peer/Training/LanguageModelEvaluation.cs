@@ -1,0 +1,67 @@
+using Microsoft.ML.Peer.Models;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Training;
+
+/// <summary>Validation perplexity and expert usage of a language model over a token stream (used by the trainer and the ML.NET transformer).</summary>
+public static class LanguageModelEvaluation
+{
+    /// <summary>
+    /// Mean cross-entropy and perplexity over consecutive, non-overlapping windows of <paramref name="tokens"/>
+    /// in evaluation mode, and the expert usage of each product-key layer over the same pass.
+    /// </summary>
+    /// <param name="model">The model; left in the mode it was in.</param>
+    /// <param name="tokens">The evaluation token stream.</param>
+    /// <param name="sequenceLength">Window length (at most the model's context).</param>
+    /// <param name="batchSize">Windows per forward pass.</param>
+    /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
+    public static EvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize, int maxTokens = 0)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (sequenceLength <= 0) throw new ArgumentOutOfRangeException(nameof(sequenceLength), sequenceLength, "sequenceLength must be positive.");
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "batchSize must be positive.");
+        if (maxTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "maxTokens must not be negative.");
+        if (maxTokens > 0 && tokens.Length > maxTokens + 1)
+            tokens = tokens[..(maxTokens + 1)];
+        int length = Math.Min(sequenceLength, tokens.Length - 1);
+        if (length < 1) throw new ArgumentException("At least two evaluation tokens are needed.", nameof(tokens));
+        int windows = (tokens.Length - 1) / length;
+        var routers = model.ProductKeyRouters.ToList();
+        foreach (var (_, router) in routers) { router.Usage.Reset(); router.Usage.Enabled = true; }
+        bool wasTraining = model.training;
+        model.eval();
+        double totalLoss = 0;
+        long count = 0;
+        try
+        {
+            using var noGrad = no_grad();
+            for (int first = 0; first < windows; first += batchSize)
+            {
+                using var scope = NewDisposeScope();
+                int batch = Math.Min(batchSize, windows - first);
+                var inputs = new long[batch * length];
+                var targets = new long[batch * length];
+                for (int b = 0; b < batch; b++)
+                for (int t = 0; t < length; t++)
+                {
+                    int at = (first + b) * length + t;
+                    inputs[b * length + t] = tokens[at];
+                    targets[b * length + t] = tokens[at + 1];
+                }
+                var (_, crossEntropy) = model.Loss(tensor(inputs, new long[] { batch, length }), tensor(targets, new long[] { batch, length }));
+                totalLoss += crossEntropy.item<float>() * (double)(batch * length);
+                count += batch * length;
+            }
+        }
+        finally
+        {
+            foreach (var (_, router) in routers) router.Usage.Enabled = false;
+            model.train(wasTraining);
+        }
+        var usage = routers.ToDictionary(r => r.Block, r => r.Router.Usage.Compute());
+        foreach (var (_, router) in routers) router.Usage.Reset();
+        double mean = totalLoss / count;
+        return new EvaluationResult(mean, Math.Exp(mean), count, usage);
+    }
+}
