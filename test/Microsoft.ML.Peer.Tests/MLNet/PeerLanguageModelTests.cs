@@ -45,6 +45,21 @@ public sealed class PeerLanguageModelTests
     }
 
     [TestMethod]
+    public void EvaluateGivesStreamPerplexityAndExpertUsage()
+    {
+        var heldOut = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(40, seed: 11));
+        var metrics = Model.Evaluate(heldOut);
+        Assert.IsTrue(metrics.Tokens > 200, $"{metrics.Tokens} tokens");
+        Assert.AreEqual(Math.Exp(metrics.CrossEntropy), metrics.Perplexity, 1e-9 * metrics.Perplexity);
+        Assert.IsTrue(metrics.Perplexity < 12, $"perplexity {metrics.Perplexity:F2}");
+        // The tiny model has 2 blocks: PEER replaces the FFN of block 1, the middle one.
+        var usage = metrics.ExpertUsage.Single();
+        Assert.AreEqual(1, usage.Key);
+        Assert.AreEqual(16 * 16, usage.Value.Experts);
+        Assert.IsTrue(usage.Value.UsedFraction is > 0 and <= 1, $"used {usage.Value.UsedFraction}");
+    }
+
+    [TestMethod]
     public void EmptyAndNullTextsAreScoredNotThrown()
     {
         var rows = new[] { new PluginTestData.TextRow { Text = null }, new PluginTestData.TextRow { Text = "" }, new PluginTestData.TextRow { Text = "the cat sees the river." } };
