@@ -25,7 +25,11 @@ namespace Microsoft.ML.Peer
     {
         private readonly IHostEnvironment _env;
 
-        internal PeerCatalog(IHostEnvironment env) => _env = env;
+        internal PeerCatalog(IHostEnvironment env)
+        {
+            MLNetVersionCheck.EnsureCompatible();
+            _env = env;
+        }
 
         /// <summary>
         /// A text classifier: a transformer encoder over the text's tokens with a PEER feed-forward, writing

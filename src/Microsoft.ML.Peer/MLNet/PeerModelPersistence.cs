@@ -27,6 +27,7 @@ internal static class PeerModelPersistence
     /// </summary>
     public static void CheckVersion(ModelLoadContext ctx, VersionInfo ours, string what)
     {
+        MLNetVersionCheck.EnsureCompatible();
         uint written = ctx.Header.ModelVerWritten, readable = ctx.Header.ModelVerReadable;
         if (readable > ours.VerWrittenCur || written < ours.VerWeCanReadBack)
             throw new InvalidDataException(
