@@ -542,7 +542,29 @@ void test_memory() {
 
 }  // namespace
 
+#if defined(PEER_TESTS_WITH_OPENMP)
+#include <link.h>
+#include <omp.h>
+
+int count_libgomp(struct dl_phdr_info* info, size_t, void* data) {
+  if (info->dlpi_name && std::strstr(info->dlpi_name, "libgomp")) ++*static_cast<int*>(data);
+  return 0;
+}
+#endif
+
 int main(int argc, char** argv) {
+#if defined(PEER_TESTS_WITH_OPENMP)
+  // Start the OpenMP team first, as libtorch has before any kernel runs in the .NET process.
+  int team = 0;
+#pragma omp parallel
+  {
+#pragma omp atomic
+    ++team;
+  }
+  int loaded = 0;
+  dl_iterate_phdr(count_libgomp, &loaded);
+  expect(loaded > 0, "libgomp is loaded in this process (team of " + std::to_string(team) + ")");
+#endif
   const std::map<std::string, void (*)()> families = {
       {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
       {"optimizer", test_optimizer}, {"validation", test_validation}, {"determinism", test_determinism},
