@@ -128,6 +128,14 @@ internal static class MemoryProbe
 
     public static long? PeakResidentBytes() => StatusKilobytes("VmHWM:") * 1024;
 
+    /// <summary>Anonymous memory of this process held in transparent huge pages (AnonHugePages of /proc/self/smaps_rollup).</summary>
+    public static long? AnonHugePageBytes()
+    {
+        if (!File.Exists("/proc/self/smaps_rollup")) return null;
+        var line = File.ReadLines("/proc/self/smaps_rollup").FirstOrDefault(l => l.StartsWith("AnonHugePages:", StringComparison.Ordinal));
+        return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+    }
+
     public static long? ResidentBytes() => StatusKilobytes("VmRSS:") * 1024;
 
     public static long? TotalMemoryBytes()

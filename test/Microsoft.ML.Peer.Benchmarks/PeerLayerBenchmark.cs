@@ -77,6 +77,7 @@ internal static class PeerLayerBenchmark
             var samples = variants.ToDictionary(v => v, v => new StepSamples(v.Name));
             var routerForward = new Samples("  router forward alone (projection + BN + retrieval + softmax)");
             var kernelForward = new Samples("  expert forward kernel alone (peer_expert_forward_f32)");
+            var kernelForwardIdle = new Samples("  same kernel after 100 ms idle (no torch op just before)");
             Console.WriteLine($"timing {settings.Steps} interleaved steps ...");
             Console.WriteLine();
             for (int step = 0; step < settings.Steps; step++)
@@ -93,6 +94,11 @@ internal static class PeerLayerBenchmark
                     long start = Stopwatch.GetTimestamp();
                     NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
                     kernelForward.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
+                    // Right after torch ops libtorch's OpenMP workers may still spin; after a pause they sleep.
+                    Thread.Sleep(100);
+                    start = Stopwatch.GetTimestamp();
+                    NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
+                    kernelForwardIdle.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
                 }
             }
 
@@ -130,7 +136,11 @@ internal static class PeerLayerBenchmark
             breakdown.Add(subjectSamples.Forward);
             breakdown.Add(routerForward);
             breakdown.Add($"  expert forward = layer forward - router forward (medians)", "", Table.Format(expertForwardDerived), "", "ms");
-            if (nativeAvailable) breakdown.Add(kernelForward);
+            if (nativeAvailable)
+            {
+                breakdown.Add(kernelForward);
+                breakdown.Add(kernelForwardIdle);
+            }
             breakdown.Add(subjectSamples.Backward);
             breakdown.Add(subjectSamples.Optimizer);
             breakdown.Print();
@@ -146,7 +156,9 @@ internal static class PeerLayerBenchmark
             metrics.Add("floor = FLOPs/sgemm + bytes/bandwidth", Table.Format(floorMs), "ms");
             if (kernelGbps is { } kg) metrics.Add("native expert forward kernel rate", Table.Format(kg), "GB/s");
             if (derivedGbps is { } dg) metrics.Add($"expert forward rate, derived ({subject.Kernels})", Table.Format(dg), "GB/s");
+            long? hugePageBytes = MemoryProbe.AnonHugePageBytes();
             metrics.Add("parameter bytes of the layer", Table.Format(parameterBytes / 1e9), "GB");
+            metrics.Add("process memory in transparent huge pages", Gigabytes(hugePageBytes), "GB");
             metrics.Add("RSS at start / before the measured step", $"{Gigabytes(residentAtStart)} / {Gigabytes(residentBefore)}", "GB");
             metrics.Add($"peak RSS of a {subject.Kernels} step", peakResident is { } pr ? Table.Format(pr / 1e9) : "n/a", "GB");
             metrics.Add("peak RSS / parameter bytes (target <= 3.5)", peakResident is { } p2 ? Table.Format((double)p2 / parameterBytes) : "n/a", "");
@@ -191,10 +203,11 @@ internal static class PeerLayerBenchmark
             breakdownJson["router_forward_ms"] = routerForward.ToJson();
             breakdownJson["expert_forward_derived_ms"] = Json.Round(expertForwardDerived);
             breakdownJson["expert_forward_kernel_ms"] = nativeAvailable ? kernelForward.ToJson() : null;
+            breakdownJson["expert_forward_kernel_after_idle_ms"] = nativeAvailable ? kernelForwardIdle.ToJson() : null;
             breakdownJson["sections"] =
                 "layer_forward: PeerLayer.forward (router + experts) with autograd; router_forward: Router.forward alone, timed separately with autograd on; " +
                 "expert_forward_derived: median layer_forward - median router_forward; expert_forward_kernel: peer_expert_forward_f32 called directly " +
-                "on a real retrieval (what FusedExpertFunction.forward runs); backward: (y*w).sum() and loss.backward() (router + experts); " +
+                "on a real retrieval (what FusedExpertFunction.forward runs), right after the router forward's torch ops; expert_forward_kernel_after_idle: the same call after a 100 ms sleep; backward: (y*w).sum() and loss.backward() (router + experts); " +
                 "optimizer: torch AdamW on the router + SparseRowAdamW on both tables.";
             report[nativeAvailable ? "native_breakdown_ms" : "managed_breakdown_ms"] = breakdownJson;
             report["layer_flops"] = layerFlops;
@@ -216,6 +229,7 @@ internal static class PeerLayerBenchmark
             report["native_expert_fwd_gbps"] = Json.Number(kernelGbps);
             report["native_expert_fwd_gbps_counting"] = "T*h*k*2*d*4 bytes of expert rows read / median time of a direct peer_expert_forward_f32 call";
             report["expert_fwd_derived_gbps"] = Json.Number(derivedGbps);
+            report["anon_huge_page_bytes"] = hugePageBytes;
             report["peak_rss_bytes"] = peakResident;
             report["peak_rss_kernels"] = subject.Kernels.ToString();
             report["rss_at_start_bytes"] = residentAtStart;

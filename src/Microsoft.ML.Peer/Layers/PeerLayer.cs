@@ -38,6 +38,13 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
             expert_down.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
             expert_up.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
         }
+        // The native kernels read the tables' rows at random addresses; huge pages cut the TLB misses of those reads
+        // (docs/performance.md). Not asked for the managed kernels, which must not load the library.
+        if (_options.Kernels != PeerKernels.Managed && PeerNativeLibrary.IsAvailable)
+        {
+            PeerNativeLibrary.AdviseHugePages(expert_down.weight!);
+            PeerNativeLibrary.AdviseHugePages(expert_up.weight!);
+        }
         RegisterComponents();
     }
 

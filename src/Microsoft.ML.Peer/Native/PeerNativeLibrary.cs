@@ -10,7 +10,7 @@ namespace Microsoft.ML.Peer.Native;
 public static class PeerNativeLibrary
 {
     /// <summary>ABI version this assembly was written against.</summary>
-    public const int ExpectedAbiVersion = 1;
+    public const int ExpectedAbiVersion = 2;
 
     private static readonly Lazy<(bool Available, string Reason)> State = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -77,6 +77,22 @@ public static class PeerNativeLibrary
         throw status == 1
             ? new ArgumentException($"{call}: {message}")
             : new InvalidOperationException($"{call} failed with status {status}: {message}");
+    }
+
+    /// <summary>
+    /// Asks for transparent huge pages on the storage of <paramref name="table"/>, a large CPU tensor read at random rows
+    /// (peer_advise_hugepages): 1 KB rows at random addresses of a 1 GiB table otherwise miss the TLB on almost every
+    /// read. Advice only: returns the bytes advised, 0 where it does not apply (library unavailable, not a contiguous
+    /// CPU tensor, THP disabled, another system). Contents are unchanged.
+    /// </summary>
+    public static unsafe long AdviseHugePages(Tensor table)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        if (!IsAvailable || table.device_type != TorchSharp.DeviceType.CPU || !table.is_contiguous() || table.numel() == 0) return 0;
+        long advised = 0;
+        Check(PeerNativeMethods.AdviseHugePages((void*)PeerNativeMethods.TensorData(table.Handle), table.numel() * table.element_size(), &advised),
+            "peer_advise_hugepages");
+        return advised;
     }
 
     /// <summary>Raw data pointer of a contiguous CPU tensor of the expected type.</summary>

@@ -38,6 +38,9 @@ internal static unsafe class PeerNativeMethods
     public static extern int SparseAdamW(float* param, float* expAvg, float* expAvgSq, long* rowSteps, long experts, long dimension, long* rows, float* rowGrads, long count,
         float lr, float beta1, float beta2, float eps, float weightDecay, float gradScale);
 
+    [DllImport(Library, EntryPoint = "peer_advise_hugepages")]
+    public static extern int AdviseHugePages(void* pointer, long bytes, long* advisedBytes);
+
     // Exported by TorchSharp's native library: the data pointer of a tensor handle.
     [DllImport("LibTorchSharp", EntryPoint = "THSTensor_data")]
     public static extern IntPtr TensorData(IntPtr tensor);

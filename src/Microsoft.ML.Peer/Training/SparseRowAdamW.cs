@@ -35,9 +35,19 @@ public sealed class SparseRowAdamW : IDisposable
         foreach (var table in tables)
         {
             if (table.dim() != 2) throw new ArgumentException($"SparseRowAdamW updates 2-D tables; got a tensor of shape [{string.Join(", ", table.shape)}].", nameof(tables));
-            _state.Add((table, zeros_like(table).DetachFromDisposeScope(), zeros_like(table).DetachFromDisposeScope(),
-                zeros(table.shape[0], dtype: ScalarType.Int64).DetachFromDisposeScope()));
+            _state.Add((table, Moments(table), Moments(table), zeros(table.shape[0], dtype: ScalarType.Int64).DetachFromDisposeScope()));
         }
+    }
+
+    // A zero moment table like `table`. The native kernel reads the moments' rows at random addresses, like the
+    // table's, so they get the same huge-page advice, given before the zeros are written so the pages are faulted in
+    // as huge pages rather than collapsed afterwards.
+    private Tensor Moments(Tensor table)
+    {
+        var moments = empty_like(table).DetachFromDisposeScope();
+        if (_kernels != PeerKernels.Managed && table.device_type == DeviceType.CPU && table.dtype == ScalarType.Float32 && PeerNativeLibrary.IsAvailable)
+            PeerNativeLibrary.AdviseHugePages(moments);
+        return moments.zero_();
     }
 
     /// <summary>The tables this optimizer owns.</summary>

@@ -1,6 +1,6 @@
 // Internal helpers shared by the CPU kernels: error reporting, the exception boundary, argument checks and a small
-// std::thread parallel_for. Not OpenMP on purpose: libtorch in the same process ships its own libgomp, and two OpenMP
-// runtimes in one process oversubscribe or clash.
+// parallel_for. Not linked against OpenMP on purpose: libtorch in the same process ships its own libgomp, and two
+// OpenMP runtimes in one process oversubscribe or clash; parallel_for joins libtorch's when it is loaded.
 #pragma once
 
 #include <algorithm>
@@ -56,11 +56,22 @@ inline int worker_count(int64_t count, int64_t grain) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(max_threads(), chunks)));
 }
 
+// GOMP_parallel(fn, data, num_threads, flags) of a GNU OpenMP runtime that something else (libtorch) has already loaded
+// into this process, or null when there is none or PEER_NATIVE_OPENMP=0. See parallel_for.
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+GompParallel loaded_openmp_parallel();
+
 // Calls fn(lo, hi, worker) over [0, count) in chunks of `grain`, handed out dynamically to `workers` threads (the
 // caller is worker 0). Each chunk's result must not depend on which worker runs it, so results are the same for any
-// thread count; `worker` only selects per-thread scratch. Threads are started per call (a few tens of microseconds,
-// small next to these kernels) so nothing outlives the call or needs shutting down at process exit. If a thread
-// cannot be started the others pick up its chunks; the first exception is rethrown on the caller.
+// thread count; `worker` (unique per thread, < workers) only selects per-thread scratch. The first exception is
+// rethrown on the caller.
+//
+// Where libtorch's libgomp is loaded (the .NET process), the chunks run on its thread team: after each torch op its
+// workers spin-wait for the next parallel region (libgomp's default wait policy) and would otherwise keep a core from
+// threads of our own for milliseconds; joining the region they wait for puts them to work instead. This loads no
+// OpenMP runtime of its own, so there are never two in the process. Elsewhere threads are started per call (a few
+// tens of microseconds, small next to these kernels), so nothing outlives the call or needs shutting down at exit;
+// if a thread cannot be started the others pick up its chunks.
 template <class Fn>
 void parallel_for(int64_t count, int64_t grain, int workers, Fn&& fn) {
   if (count <= 0) return;
@@ -83,6 +94,23 @@ void parallel_for(int64_t count, int64_t grain, int workers, Fn&& fn) {
       next.store(count, std::memory_order_relaxed);  // stop handing out work
     }
   };
+  if (GompParallel gomp_parallel = loaded_openmp_parallel()) {
+    // The team may be smaller than asked for; ids come from a counter so each thread's is unique and < workers.
+    using Run = decltype(run);
+    struct Region {
+      Run* body;
+      std::atomic<int> next_worker;
+    } region{&run, {0}};
+    gomp_parallel(
+        [](void* data) {
+          auto* r = static_cast<Region*>(data);
+          (*r->body)(r->next_worker.fetch_add(1, std::memory_order_relaxed));
+        },
+        &region, static_cast<unsigned>(workers), 0);
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    return;
+  }
   std::vector<std::thread> threads;
   threads.reserve(static_cast<size_t>(workers - 1));
   for (int w = 1; w < workers; ++w) {

@@ -1,7 +1,10 @@
 // Checks the peer_native CPU kernels through their C ABI against the references in kernel_test_vectors.h.
 // Usage: peer_native_tests [runtime|retrieval|experts|optimizer|validation|determinism]... (none = all); CTest runs
 // one family per entry. Exit status 0 when every check passed.
+#include <algorithm>
 #include <array>
+#include <cstdint>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -38,7 +41,7 @@ void expect_ok(int status, const std::string& call) {
 // ---------------------------------------------------------------------------------------------------------------
 
 void test_runtime() {
-  expect(peer_abi_version() == 1, "peer_abi_version() == 1");
+  expect(peer_abi_version() == 2, "peer_abi_version() == 2");
   expect(std::strcmp(peer_last_error(), "") == 0, "peer_last_error() is empty before any failure");
 
   expect(peer_cartesian_topk_f32(nullptr, nullptr, 1, 1, 1, nullptr, nullptr) == PEER_INVALID_ARGUMENT,
@@ -469,13 +472,103 @@ void test_determinism() {
   peer_set_num_threads(0);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+
+// Bytes of anonymous huge pages this process holds (/proc/self/smaps_rollup), or -1 where that is not readable.
+int64_t anon_huge_bytes() {
+  std::FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (!f) return -1;
+  char line[256];
+  int64_t kb = -1;
+  while (std::fgets(line, sizeof(line), f))
+    if (std::sscanf(line, "AnonHugePages: %lld kB", reinterpret_cast<long long*>(&kb)) == 1) break;
+  std::fclose(f);
+  return kb < 0 ? -1 : kb * 1024;
+}
+
+void test_memory() {
+  const char* fn = "peer_advise_hugepages";
+  int64_t advised = -1;
+  expect_invalid(fn, "ptr is null", [&] { return peer_advise_hugepages(nullptr, 4096, &advised); });
+  std::vector<char> small(4096, 7);
+  expect_invalid(fn, "bytes must be non-negative, got -1", [&] { return peer_advise_hugepages(small.data(), -1, nullptr); });
+  expect_invalid(fn, "wraps around the address space",
+                 [&] { return peer_advise_hugepages(reinterpret_cast<void*>(UINTPTR_MAX - 4095), 8192, nullptr); });
+  expect_ok(peer_advise_hugepages(nullptr, 0, &advised), "advise an empty range");
+  expect(advised == 0, "an empty range advises 0 bytes");
+  advised = -1;
+  expect_ok(peer_advise_hugepages(small.data(), static_cast<int64_t>(small.size()), &advised), "advise 4 KiB");
+  expect(advised == 0, "a range holding no whole 2 MiB page advises 0 bytes, got " + std::to_string(advised));
+  expect(std::all_of(small.begin(), small.end(), [](char c) { return c == 7; }), "advice leaves 4 KiB unchanged");
+
+  // A table-like buffer, filled before the advice as the layer's tables are: contents must survive the collapse.
+  const int64_t floats = int64_t{3} << 20;  // 12 MiB: at least 5 whole huge pages at any alignment
+  std::vector<float> table(static_cast<size_t>(floats));
+  for (int64_t i = 0; i < floats; ++i) table[static_cast<size_t>(i)] = static_cast<float>(i % 1000003) * 0.5f;
+  const int64_t huge_before = anon_huge_bytes();
+  advised = -1;
+  expect_ok(peer_advise_hugepages(table.data(), floats * 4, &advised), "advise a 12 MiB table");
+  const int64_t huge_after = anon_huge_bytes();
+  bool same = true;
+  for (int64_t i = 0; i < floats; ++i) same &= table[static_cast<size_t>(i)] == static_cast<float>(i % 1000003) * 0.5f;
+  expect(same, "advice and collapse leave the table's contents unchanged");
+  const uintptr_t start = reinterpret_cast<uintptr_t>(table.data()), two_mib = uintptr_t{2} << 20;
+  const int64_t whole = static_cast<int64_t>((((start + floats * 4) & ~(two_mib - 1)) - ((start + two_mib - 1) & ~(two_mib - 1))));
+  expect(advised == 0 || advised == whole,
+         "advised bytes are 0 or the whole 2 MiB pages inside the range (" + std::to_string(whole) + "), got " +
+             std::to_string(advised));
+#if defined(__linux__)
+  std::FILE* mode = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  char text[128] = {};
+  if (mode) {
+    text[std::fread(text, 1, sizeof(text) - 1, mode)] = '\0';
+    std::fclose(mode);
+  }
+  const bool thp = mode && std::strstr(text, "[never]") == nullptr;
+  expect(!thp || advised == whole, "with THP allowed (" + std::string(text) + ") the whole pages are advised");
+  // Collapse may fail for lack of free huge pages on a busy machine, so this is reported rather than required.
+  if (thp && huge_before >= 0 && huge_after >= 0)
+    std::printf("memory: AnonHugePages %lld -> %lld kB after advising %lld bytes\n", (long long)(huge_before / 1024),
+                (long long)(huge_after / 1024), (long long)advised);
+#else
+  (void)huge_before;
+  (void)huge_after;
+  expect(advised == 0, "off Linux the advice is a no-op");
+#endif
+  advised = -1;
+  expect_ok(peer_advise_hugepages(table.data(), floats * 4, &advised), "advising the same range again");
+  expect_ok(peer_advise_hugepages(table.data() + 1, floats * 4 - 8, nullptr), "an unaligned range, no out-param");
+}
+
 }  // namespace
 
+#if defined(PEER_TESTS_WITH_OPENMP)
+#include <link.h>
+#include <omp.h>
+
+int count_libgomp(struct dl_phdr_info* info, size_t, void* data) {
+  if (info->dlpi_name && std::strstr(info->dlpi_name, "libgomp")) ++*static_cast<int*>(data);
+  return 0;
+}
+#endif
+
 int main(int argc, char** argv) {
+#if defined(PEER_TESTS_WITH_OPENMP)
+  // Start the OpenMP team first, as libtorch has before any kernel runs in the .NET process.
+  int team = 0;
+#pragma omp parallel
+  {
+#pragma omp atomic
+    ++team;
+  }
+  int loaded = 0;
+  dl_iterate_phdr(count_libgomp, &loaded);
+  expect(loaded > 0, "libgomp is loaded in this process (team of " + std::to_string(team) + ")");
+#endif
   const std::map<std::string, void (*)()> families = {
       {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
       {"optimizer", test_optimizer}, {"validation", test_validation}, {"determinism", test_determinism},
-      {"retrieval_backward", test_retrieval_backward},
+      {"retrieval_backward", test_retrieval_backward}, {"memory", test_memory},
   };
   std::vector<std::string> selected(argv + 1, argv + argc);
   if (selected.empty())

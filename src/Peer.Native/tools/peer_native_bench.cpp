@@ -92,6 +92,16 @@ int main(int argc, char** argv) {
       dy(kTokens * kDim);
   fill(U, 0.0625f);
   fill(V, 0.0625f);
+  // As the .NET layer does for its tables (PEER_BENCH_HUGEPAGES=0 leaves them in 4 KiB pages, for comparison).
+  const char* huge_setting = std::getenv("PEER_BENCH_HUGEPAGES");
+  const bool huge = !(huge_setting && std::strcmp(huge_setting, "0") == 0);
+  int64_t advised = 0, advised_v = 0;
+  if (huge) {
+    check(peer_advise_hugepages(U.data(), kExperts * kDim * 4, &advised), "peer_advise_hugepages");
+    check(peer_advise_hugepages(V.data(), kExperts * kDim * 4, &advised_v), "peer_advise_hugepages");
+  }
+  std::printf("expert tables: %s (%.2f GB advised)\n", huge ? "huge-page advice" : "no huge-page advice",
+              (advised + advised_v) / 1e9);
   fill(x, 1.0f);
   fill(gates, 1.0f);
   fill(dy, 1.0f);
@@ -130,6 +140,10 @@ int main(int argc, char** argv) {
   std::vector<float> exp_avg(kExperts * kDim), exp_avg_sq(kExperts * kDim);
   std::memset(exp_avg.data(), 0, exp_avg.size() * sizeof(float));
   std::memset(exp_avg_sq.data(), 0, exp_avg_sq.size() * sizeof(float));
+  if (huge) {
+    check(peer_advise_hugepages(exp_avg.data(), kExperts * kDim * 4, nullptr), "peer_advise_hugepages");
+    check(peer_advise_hugepages(exp_avg_sq.data(), kExperts * kDim * 4, nullptr), "peer_advise_hugepages");
+  }
   std::vector<int64_t> row_steps(kExperts, 0);
   const double adam_bytes = double(unique_count) * kDim * sizeof(float) * 7;  // p, m, v read+write, grad read
   report("sparse_adamw", time_ms([&] {

@@ -21,6 +21,24 @@ public sealed class NativeKernelEquivalenceTests
         Assert.IsTrue(PeerNativeLibrary.IsAvailable, $"libpeer_native should be built and copied next to the tests: {PeerNativeLibrary.UnavailableReason}");
 
     [TestMethod]
+    public void HugePageAdviceKeepsTheTableAndSkipsWhatItCannotAdvise()
+    {
+        manual_seed(5);
+        using var table = randn(4096, 1024);   // 16 MiB: whole 2 MiB pages at any alignment
+        using var copy = table.clone();
+        long advised = PeerNativeLibrary.AdviseHugePages(table);
+        Assert.IsTrue(advised == 0 || (advised >= 14L << 20 && advised <= 16L << 20 && advised % (2L << 20) == 0),
+            $"advised bytes are 0 (THP unavailable) or the whole 2 MiB pages of the table; got {advised}");
+        if (File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") && !File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]"))
+            Assert.IsTrue(advised > 0, "transparent huge pages are allowed here, so the table should have been advised");
+        Assert.IsTrue(table.eq(copy).all().item<bool>(), "the advice must not change the table");
+        using var small = ones(16, 16);
+        Assert.AreEqual(0L, PeerNativeLibrary.AdviseHugePages(small), "a table under 2 MiB holds no whole huge page");
+        using var strided = table.t();
+        Assert.AreEqual(0L, PeerNativeLibrary.AdviseHugePages(strided), "a non-contiguous view is not advised");
+    }
+
+    [TestMethod]
     [DataRow(false, ExpertActivation.Gelu, DisplayName = "dense gradients, GELU")]
     [DataRow(true, ExpertActivation.Gelu, DisplayName = "sparse gradients, GELU")]
     [DataRow(true, ExpertActivation.Relu, DisplayName = "sparse gradients, ReLU")]
