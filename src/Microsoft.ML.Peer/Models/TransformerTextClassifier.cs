@@ -10,7 +10,10 @@ namespace Microsoft.ML.Peer.Models;
 /// <summary>
 /// Transformer encoder text classifier: token + learned position embeddings, bidirectional pre-norm blocks
 /// (dense, MoE, PKM or PEER feed-forward, as <see cref="TransformerOptions.FeedForward"/> picks) with padding
-/// masked, a final LayerNorm, mean pooling over the real tokens and a linear head.
+/// masked, a final LayerNorm, mean pooling over the real tokens and a linear head. With no blocks
+/// (<see cref="TransformerOptions.Layers"/> = 0) it is a bag of embeddings whose mean passes through one pre-norm
+/// residual feed-forward of the chosen kind before the head: PEER then retrieves its experts once per text instead of
+/// once per token, which is what makes whole mails affordable on two CPU cores.
 /// </summary>
 /// <remarks>
 /// Padding (<see cref="TextClassifierOptions.PaddingId"/>) changes nothing for a text: it is hidden from attention,
@@ -25,6 +28,8 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
     private readonly Embedding position_embedding;
     private readonly ModuleList<TransformerBlock> blocks;
     private readonly LayerNorm final_norm;
+    private readonly LayerNorm? pooled_norm;
+    private readonly Module<Tensor, Tensor>? pooled_feed_forward;
     private readonly Linear head;
 
     public TransformerTextClassifier(TextClassifierOptions options) : base(nameof(TransformerTextClassifier))
@@ -44,6 +49,11 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
             .Select(i => new TransformerBlock(d, options.AttentionHeads, _options.CreateFeedForwardOfBlock(i), causal: false))
             .ToArray());
         final_norm = nn.LayerNorm(d);
+        if (options.Layers == 0)
+        {
+            pooled_norm = nn.LayerNorm(d);
+            pooled_feed_forward = _options.CreateFeedForward(_options.FeedForward);
+        }
         head = nn.Linear(d, options.ClassCount);
         RegisterComponents();
     }
@@ -54,10 +64,22 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
     public IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
 
     /// <summary>Every product-key router (PEER and PKM layers) with the index of its block.</summary>
-    public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters => TransformerBlock.ProductKeyRoutersOf(blocks);
+    /// <remarks>Without blocks, the feed-forward over the pooled text vector is reported as block 0.</remarks>
+    public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters => pooled_feed_forward switch
+    {
+        PeerLayer p => new[] { (0, p.Router) },
+        ProductKeyMemory m => new[] { (0, m.Router) },
+        _ => TransformerBlock.ProductKeyRoutersOf(blocks),
+    };
 
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
-    public IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
+    public IEnumerable<Parameter> SparseGradientTables() => pooled_feed_forward switch
+    {
+        PeerLayer p when p.Options.SparseGradients => new[] { p.DownWeights, p.UpWeights },
+        ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
+        null => TransformerBlock.SparseGradientTablesOf(blocks),
+        _ => Array.Empty<Parameter>(),
+    };
 
     /// <summary>Tokens [B, T] (int64, T ≤ context length, padded with PaddingId) → class logits [B, C].</summary>
     public override Tensor forward(Tensor tokens)
@@ -75,6 +97,7 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
         h = final_norm.forward(h);
         var weights = mask.unsqueeze(-1).to(h.dtype);
         var pooled = (h * weights).sum(1) / weights.sum(1);
+        if (pooled_feed_forward is not null) pooled = pooled + pooled_feed_forward.forward(pooled_norm!.forward(pooled));
         return head.forward(pooled).MoveToOuterDisposeScope();
     }
 

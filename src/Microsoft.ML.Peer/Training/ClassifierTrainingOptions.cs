@@ -2,7 +2,9 @@ namespace Microsoft.ML.Peer.Training;
 
 /// <summary>
 /// Settings of <see cref="TextClassifierTrainer"/>. The defaults are the recommended SpamAssassin configuration
-/// (with <c>TextClassifierOptions</c>' defaults; measured results in the trainer's remarks).
+/// (with <c>TextClassifierOptions</c>' defaults): SpamAssassin with the ML.NET 5.0.1 80/20 split (MLContext seed 1,
+/// split seed 7), 512-token mails and an 8192-token vocabulary reached 98.06% test accuracy (23 of 1,186 wrong); the fit took 19 s on an idle machine and 204 s on
+/// two CPU cores shared with a build (load average ≈ 7).
 /// </summary>
 public sealed class ClassifierTrainingOptions
 {
@@ -12,8 +14,8 @@ public sealed class ClassifierTrainingOptions
     /// <summary>Texts per step. Default 32.</summary>
     public int BatchSize { get; set; } = 32;
 
-    /// <summary>Peak AdamW learning rate. Default 2e-3.</summary>
-    public double LearningRate { get; set; } = 2e-3;
+    /// <summary>Peak AdamW learning rate. Default 5e-3.</summary>
+    public double LearningRate { get; set; } = 5e-3;
 
     /// <summary>The cosine schedule ends at this fraction of the peak. Default 0.1.</summary>
     public double MinLearningRateFraction { get; set; } = 0.1;
@@ -21,8 +23,8 @@ public sealed class ClassifierTrainingOptions
     /// <summary>Linear warm-up steps. Default 30.</summary>
     public int WarmupSteps { get; set; } = 30;
 
-    /// <summary>Passes over the training texts; the schedule spans them all. Default 3.</summary>
-    public int Epochs { get; set; } = 3;
+    /// <summary>Passes over the training texts; the schedule spans them all. Default 4.</summary>
+    public int Epochs { get; set; } = 4;
 
     /// <summary>
     /// Optional wall-clock budget for <see cref="TextClassifierTrainer.Train"/>, validation included. When set, the

@@ -23,12 +23,14 @@ public sealed class TransformerTextClassifierTests
     [DataRow(FeedForwardKind.MoE)]
     [DataRow(FeedForwardKind.ProductKeyMemory)]
     [DataRow(FeedForwardKind.Peer)]
-    public void PaddingDoesNotChangeATextsLogits(FeedForwardKind kind)
+    [DataRow(FeedForwardKind.Peer, 0)]
+    [DataRow(FeedForwardKind.Dense, 0)]
+    public void PaddingDoesNotChangeATextsLogits(FeedForwardKind kind, int layers = 2)
     {
         manual_seed(11);
         var options = TinyTextClassification.Options(kind);
-        options.Layers = 2;
-        options.SparseBlocks = new[] { 0, 1 };
+        options.Layers = layers;
+        if (layers > 0) options.SparseBlocks = Enumerable.Range(0, layers).ToArray();
         using var model = new TransformerTextClassifier(options);
         model.eval();
         using var noGrad = no_grad();
@@ -37,16 +39,20 @@ public sealed class TransformerTextClassifierTests
         var batched = model.forward(Padded(new[] { 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, text, new[] { 13 }));
         Assert.AreEqual(2L, alone.shape[1]);
         var difference = (alone[0] - batched[1]).abs().max().item<float>();
-        Assert.IsTrue(difference < 1e-5f, $"{kind}: alone {alone[0].str()} vs padded in a batch {batched[1].str()} differ by {difference}");
+        Assert.IsTrue(difference < 1e-5f, $"{kind}, {layers} layers: alone {alone[0].str()} vs padded in a batch {batched[1].str()} differ by {difference}");
     }
 
     [TestMethod]
-    public void PaddingDoesNotFeedTheQueryBatchNormInTraining()
+    [DataRow(1)]
+    [DataRow(0)]
+    public void PaddingDoesNotFeedTheQueryBatchNormInTraining(int layers)
     {
         float[] RunningMeanAfterOneForward(int padTo)
         {
             manual_seed(12);
-            using var model = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.Peer));
+            var options = TinyTextClassification.Options(FeedForwardKind.Peer);
+            options.Layers = layers;
+            using var model = new TransformerTextClassifier(options);
             model.train();
             var texts = new[] { new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new int[padTo].Select((_, i) => i < 3 ? 4 : TinyTextClassification.Padding).ToArray() };
             model.forward(Padded(texts));
@@ -73,13 +79,14 @@ public sealed class TransformerTextClassifierTests
     }
 
     [TestMethod]
-    public void WithoutBlocksItIsABagOfEmbeddings()
+    public void WithoutBlocksThePeerLayerRunsOnThePooledText()
     {
         var options = TinyTextClassification.Options(FeedForwardKind.Peer);
         options.Layers = 0;
         using var model = new TransformerTextClassifier(options);
         Assert.AreEqual(0, model.Blocks.Count);
-        Assert.AreEqual(0, model.ProductKeyRouters.Count());
+        Assert.AreEqual(0, model.ProductKeyRouters.Single().Block);
+        Assert.AreEqual(2, model.SparseGradientTables().Count());
         using var logits = model.forward(Padded(new[] { 1, 2, 3 }, new[] { 4 }));
         CollectionAssert.AreEqual(new long[] { 2, 2 }, logits.shape);
     }
@@ -148,6 +155,7 @@ public sealed class TransformerTextClassifierTests
         var options = TextClassifierOptions.Recommended(vocabularySize: 8192, classCount: 2, paddingId: 8191);
         options.Validate();
         Assert.AreEqual(FeedForwardKind.Peer, options.FeedForward);
+        Assert.AreEqual(TextClassifierOptions.RecommendedContextLength, options.ContextLength);
         var copy = options.Clone();
         copy.Peer.Experts = 4;
         Assert.AreNotEqual(4, options.Peer.Experts);

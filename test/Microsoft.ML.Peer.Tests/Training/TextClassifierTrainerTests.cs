@@ -10,17 +10,20 @@ public sealed class TextClassifierTrainerTests
     [TestMethod]
     [DataRow(FeedForwardKind.Dense)]
     [DataRow(FeedForwardKind.Peer)]
-    public void LearnsWhetherAMarkerTokenAppears(FeedForwardKind kind)
+    [DataRow(FeedForwardKind.Peer, 0)]
+    public void LearnsWhetherAMarkerTokenAppears(FeedForwardKind kind, int layers = 1)
     {
         var (train, trainLabels) = TinyTextClassification.Data(1200, seed: 1);
         var (test, testLabels) = TinyTextClassification.Data(400, seed: 2);
-        using var trainer = new TextClassifierTrainer(TinyTextClassification.Options(kind), TinyTextClassification.Training(epochs: 6));
+        var options = TinyTextClassification.Options(kind);
+        options.Layers = layers;
+        using var trainer = new TextClassifierTrainer(options, TinyTextClassification.Training(epochs: 6));
         var before = trainer.Evaluate(test, testLabels);
         var result = trainer.Train(train, trainLabels, test, testLabels);
         Assert.AreEqual(6, result.Epochs.Count);
         Assert.AreEqual(6 * 38, result.Steps, "1200 texts in batches of 32 give 38 steps an epoch");
         var last = result.Epochs[^1];
-        Assert.IsTrue(last.ValidationAccuracy >= 0.95, $"{kind}: validation accuracy {before.Accuracy:P1} → {last.ValidationAccuracy:P1}, loss {last.ValidationLoss:F3}");
+        Assert.IsTrue(last.ValidationAccuracy >= 0.95, $"{kind}, {layers} layers: validation accuracy {before.Accuracy:P1} → {last.ValidationAccuracy:P1}, loss {last.ValidationLoss:F3}");
         Assert.AreEqual(last.ValidationAccuracy!.Value, trainer.Evaluate(test, testLabels).Accuracy, 1e-12, "the report is the model's accuracy");
         Assert.IsTrue(last.TrainLoss < result.Epochs[0].TrainLoss);
         var probabilities = trainer.PredictProbabilities(test);
