@@ -15,8 +15,8 @@ namespace Microsoft.ML.Peer;
 /// <summary>
 /// A trained PEER text classifier as an ML.NET transformer: adds <c>Score</c> (vector of float: the probability of each
 /// class, in key order, with the class names as slot names) and <c>PredictedLabel</c> (the most probable class, a key of
-/// the label's type with its key values). A text longer than the model's context is truncated to its first tokens; an
-/// empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
+/// the label's type with its key values). A text longer than the model's context is truncated as it was in training
+/// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
 /// its own buffers; the model is only read).
 /// </summary>
 public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveModel, IDisposable
@@ -31,7 +31,7 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
     private readonly LabelKeyValues? _keyValues;
 
     internal PeerTextClassificationTransformer(IHostEnvironment env, TransformerTextClassifier model, CompactTokenizer tokenizer, LabelKeyValues? keyValues,
-        string textColumnName, string scoreColumnName, string predictedLabelColumnName)
+        TextTruncation truncation, string textColumnName, string scoreColumnName, string predictedLabelColumnName)
     {
         _host = env.Register(nameof(PeerTextClassificationTransformer));
         _model = model;
@@ -39,6 +39,7 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
         _modelOptions = model.Options;
         _tokenizer = tokenizer;
         _keyValues = keyValues;
+        Truncation = truncation;
         TextColumnName = textColumnName;
         ScoreColumnName = scoreColumnName;
         PredictedLabelColumnName = predictedLabelColumnName;
@@ -52,6 +53,9 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
 
     /// <summary>The predicted-class column added.</summary>
     public string PredictedLabelColumnName { get; }
+
+    /// <summary>Which tokens of a long text the model reads.</summary>
+    public TextTruncation Truncation { get; }
 
     /// <summary>Number of classes.</summary>
     public int ClassCount => _modelOptions.ClassCount;
@@ -80,7 +84,7 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
     /// <summary>Class probabilities of one text (null or empty allowed), in key order.</summary>
     public float[] PredictProbabilities(string? text)
     {
-        var ids = PeerTextClassificationTrainer.Encode(_tokenizer, text ?? "", _modelOptions.ContextLength);
+        var ids = PeerTextClassificationTrainer.Encode(_tokenizer, text ?? "", _modelOptions.ContextLength, Truncation);
         // An empty text is one padding token, which the model scores as a text with no words.
         long[] row = ids.Length == 0 ? new long[] { _modelOptions.PaddingId } : ids.Select(i => (long)i).ToArray();
         using var noGrad = no_grad();
@@ -165,7 +169,7 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
 
     // *** Binary format (version 0x00010001) ***
     // string: text column; string: score column; string: predicted-label column
-    // bool: has key values; [key values: tag, count, strings]
+    // bool: has key values; [key values: tag, count, strings]; int: TextTruncation
     // streams: PeerOptions.json (TextClassifierOptions), PeerTokenizer.bin, PeerWeights.bin
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "PEERTCXF",
@@ -185,6 +189,7 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
         ctx.SaveNonEmptyString(PredictedLabelColumnName);
         ctx.Writer.Write(_keyValues is not null);
         _keyValues?.Save(ctx.Writer);
+        ctx.Writer.Write((int)Truncation);
         PeerModelPersistence.SaveJson(ctx, _modelOptions);
         PeerModelPersistence.SaveTokenizer(ctx, _tokenizer);
         PeerModelPersistence.SaveWeights(ctx, _model);
@@ -198,17 +203,20 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
         PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
         string text, score, predicted;
         LabelKeyValues? keyValues;
+        TextTruncation truncation;
         try
         {
             text = ctx.LoadNonEmptyString();
             score = ctx.LoadNonEmptyString();
             predicted = ctx.LoadNonEmptyString();
             keyValues = ctx.Reader.ReadBoolean() ? LabelKeyValues.Load(ctx.Reader) : null;
+            truncation = (TextTruncation)ctx.Reader.ReadInt32();
         }
         catch (EndOfStreamException e)
         {
             throw new InvalidDataException($"The {What}'s header is truncated.", e);
         }
+        if (!Enum.IsDefined(truncation)) throw new InvalidDataException($"The {What}'s header names an unknown truncation mode {(int)truncation}.");
         var options = PeerModelPersistence.LoadJson<TextClassifierOptions>(ctx, What);
         var tokenizer = PeerModelPersistence.LoadTokenizer(ctx, What);
         if (tokenizer.VocabularySize != options.VocabularySize)
@@ -219,7 +227,7 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
         try
         {
             PeerModelPersistence.LoadWeights(ctx, model, What);
-            return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, text, score, predicted);
+            return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, truncation, text, score, predicted);
         }
         catch
         {

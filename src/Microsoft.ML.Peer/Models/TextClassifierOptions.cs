@@ -26,6 +26,15 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// <summary>The recommended vocabulary for <c>CompactTokenizer.Build</c> over the training texts: 8192 (16384 was not better).</summary>
     public const int RecommendedVocabularySize = 8192;
 
+    /// <summary>
+    /// Fraction of a text's tokens hidden from the model at random in each training step (never in evaluation): a bag
+    /// of tokens otherwise memorises the few tokens that identify each training text. Default 0.
+    /// </summary>
+    public double TokenDropout { get; set; }
+
+    /// <summary>Label smoothing of the training cross-entropy (0 = none). Default 0.</summary>
+    public double LabelSmoothing { get; set; }
+
     /// <summary>Number of classes C; labels are 0..C−1. Required, at least 2.</summary>
     public int ClassCount { get; set; }
 
@@ -61,6 +70,10 @@ public sealed class TextClassifierOptions : TransformerOptions
         ValidateTransformer(minimumLayers: 0);
         if (ClassCount < 2)
             throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, $"{nameof(ClassCount)} must be at least 2; got {ClassCount}.");
+        if (TokenDropout is < 0 or >= 1 || double.IsNaN(TokenDropout))
+            throw new ArgumentOutOfRangeException(nameof(TokenDropout), TokenDropout, $"{nameof(TokenDropout)} must be in [0, 1); got {TokenDropout}.");
+        if (LabelSmoothing is < 0 or >= 1 || double.IsNaN(LabelSmoothing))
+            throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing, $"{nameof(LabelSmoothing)} must be in [0, 1); got {LabelSmoothing}.");
         if (PaddingId < 0 || PaddingId >= VocabularySize)
             throw new ArgumentOutOfRangeException(nameof(PaddingId), PaddingId, $"{nameof(PaddingId)} must be a token id in 0..{nameof(VocabularySize)} − 1 ({VocabularySize - 1}); got {PaddingId}.");
     }

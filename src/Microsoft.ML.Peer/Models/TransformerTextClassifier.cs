@@ -90,6 +90,8 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
             throw new ArgumentException($"Sequence length {time} exceeds the model's context length {_options.ContextLength}; truncate the texts first.", nameof(tokens));
         using var scope = NewDisposeScope();
         var mask = tokens.ne(_options.PaddingId);
+        if (training && _options.TokenDropout > 0)
+            mask = mask.logical_and(rand(mask.shape, device: tokens.device).ge(_options.TokenDropout));
         mask.index_fill_(1, tensor(new long[] { 0 }, device: tokens.device), true);
         var positions = arange(time, dtype: ScalarType.Int64, device: tokens.device);
         var h = token_embedding.forward(tokens) + position_embedding.forward(positions);
@@ -113,6 +115,7 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
         var loss = crossEntropy;
         if (training)
         {
+            if (_options.LabelSmoothing > 0) loss = F.cross_entropy(logits, labels, label_smoothing: _options.LabelSmoothing);
             foreach (var block in blocks)
                 if (block.FeedForward is IAuxiliaryLossSource { AuxiliaryLoss: { } aux })
                     loss = loss + aux * _options.MoeLoadBalancingWeight;

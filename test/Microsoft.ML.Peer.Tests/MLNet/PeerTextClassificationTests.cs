@@ -90,15 +90,28 @@ public sealed class PeerTextClassificationTests
     }
 
     [TestMethod]
-    public void TextsLongerThanMaxSequenceLengthAreTruncated()
+    public void TextsLongerThanMaxSequenceLengthKeepTheirStartAndEnd()
     {
-        // Both share their first MaxSequenceLength tokens; what follows must not change the scores.
-        string start = string.Join(' ', Enumerable.Repeat("cat dog horse", 40));
-        var a = Classifier.PredictProbabilities(start + " bread cheese soup rice cake apple");
-        var b = Classifier.PredictProbabilities(start + " train car boat plane bus bike");
+        // MaxSequenceLength 32: the first 16 and the last 16 tokens are read; what lies between must not change the scores.
+        string start = string.Join(' ', Enumerable.Repeat("cat dog horse", 20));
+        string end = string.Join(' ', Enumerable.Repeat("today we talked", 20));
+        var a = Classifier.PredictProbabilities($"{start} bread cheese soup rice cake apple {end}");
+        var b = Classifier.PredictProbabilities($"{start} train car boat plane bus bike {end}");
         CollectionAssert.AreEqual(a, b);
-        var shortText = Classifier.PredictProbabilities("bread cheese soup");
-        CollectionAssert.AreNotEqual(a, shortText);
+        Assert.AreEqual(TextTruncation.KeepStartAndEnd, Classifier.Truncation);
+        CollectionAssert.AreNotEqual(a, Classifier.PredictProbabilities($"{start} {string.Join(' ', Enumerable.Repeat("bread cheese soup", 20))}"));
+    }
+
+    [TestMethod]
+    public void TruncationModesPickTheDocumentedTokens()
+    {
+        var tokenizer = Microsoft.ML.Peer.Data.CompactTokenizer.Build(new[] { "a b c d e f g h i j" }, 300);
+        string text = "a b c d e f g h i j";
+        var all = tokenizer.Encode(text);
+        Assert.IsTrue(all.Length >= 10);
+        CollectionAssert.AreEqual(all[..5], PeerTextClassificationTrainer.Encode(tokenizer, text, 5, TextTruncation.KeepStart));
+        CollectionAssert.AreEqual(all[..3].Concat(all[^2..]).ToArray(), PeerTextClassificationTrainer.Encode(tokenizer, text, 5, TextTruncation.KeepStartAndEnd));
+        CollectionAssert.AreEqual(all, PeerTextClassificationTrainer.Encode(tokenizer, text, all.Length, TextTruncation.KeepStartAndEnd));
     }
 
     [TestMethod]
