@@ -1,0 +1,143 @@
+using Microsoft.ML.Peer.Layers;
+
+namespace Microsoft.ML.Peer.Models;
+
+/// <summary>
+/// Forward FLOPs per token of a <see cref="TransformerLanguageModel"/>, split by part, for isoFLOP comparisons.
+/// </summary>
+/// <param name="Attention">All blocks' attention: QKV and output projections, QKᵀ and the weighted sum of V.</param>
+/// <param name="DenseFeedForward">The dense FFW blocks.</param>
+/// <param name="SparseFeedForward">The sparse blocks' experts: MoE expert MLPs, PKM value sums, PEER single-neuron experts.</param>
+/// <param name="Routing">MoE router; PKM/PEER query projection, sub-key scoring and the k² candidate sums of each head.</param>
+/// <param name="Selection">Top-k selection, one operation per comparison: h·(2n + k²) per product-key layer, E per MoE layer.</param>
+/// <param name="OutputHead">The tied output projection 2·d·V.</param>
+public sealed record FlopBreakdown(long Attention, long DenseFeedForward, long SparseFeedForward, long Routing, long Selection, long OutputHead)
+{
+    /// <summary>Everything above (selection included).</summary>
+    public long Total => Attention + DenseFeedForward + SparseFeedForward + Routing + Selection + OutputHead;
+}
+
+/// <summary>
+/// Counts forward FLOPs per token (a multiply-add is 2 FLOPs) and parameters of a <see cref="LanguageModelOptions"/>
+/// without building the model. Matrix products only, plus the top-k comparisons of retrieval; token/position
+/// lookups, layer norms, batch norm, activations and softmaxes are elementwise and not counted. Attention scores are
+/// counted over the full context T for every token (no causal halving), as Kaplan et al. (2020) do. Training costs
+/// 3× forward (backward ≈ 2× forward).
+/// </summary>
+public static class FlopCounter
+{
+    /// <summary>Forward FLOPs per token of the whole model.</summary>
+    public static FlopBreakdown ForwardPerToken(LanguageModelOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        int d = options.ModelDimension;
+        long attention = options.Layers * AttentionFlops(d, options.ContextLength);
+        long dense = 0, sparse = 0, routing = 0, selection = 0;
+        var sparseBlocks = options.EffectiveSparseBlocks;
+        for (int block = 0; block < options.Layers; block++)
+        {
+            if (!sparseBlocks.Contains(block)) { dense += DenseFlops(d, options.EffectiveDenseHidden); continue; }
+            switch (options.FeedForward)
+            {
+                case FeedForwardKind.MoE:
+                    sparse += (long)options.MoeTopK * DenseFlops(d, options.EffectiveMoeHidden);
+                    routing += 2L * d * options.MoeExperts;
+                    selection += options.MoeExperts;
+                    break;
+                case FeedForwardKind.ProductKeyMemory:
+                    sparse += 2L * options.ProductKeyMemory.Heads * options.ProductKeyMemory.TopK * d;
+                    routing += RoutingFlops(d, options.ProductKeyMemory);
+                    selection += SelectionOperations(options.ProductKeyMemory);
+                    break;
+                case FeedForwardKind.Peer:
+                    sparse += 4L * options.Peer.Heads * options.Peer.TopK * d;
+                    routing += RoutingFlops(d, options.Peer);
+                    selection += SelectionOperations(options.Peer);
+                    break;
+                default:
+                    throw new InvalidOperationException($"Unknown feed-forward kind {options.FeedForward}.");
+            }
+        }
+        return new FlopBreakdown(attention, dense, sparse, routing, selection, 2L * d * options.VocabularySize);
+    }
+
+    /// <summary>Training FLOPs for <paramref name="tokens"/> tokens: 3 × forward FLOPs per token × tokens.</summary>
+    public static double TrainingFlops(LanguageModelOptions options, long tokens) => 3.0 * ForwardPerToken(options).Total * tokens;
+
+    /// <summary>One block's attention: 2·d·3d (QKV) + 2·d·d (output) + 2·T·d (QKᵀ) + 2·T·d (weights × V).</summary>
+    public static long AttentionFlops(int dimension, int context) => 8L * dimension * dimension + 4L * context * dimension;
+
+    /// <summary>A dense FFW d → H → d: 2·d·H + 2·H·d.</summary>
+    public static long DenseFlops(int dimension, int hidden) => 4L * dimension * hidden;
+
+    /// <summary>
+    /// Product-key routing: query projection 2·d·(h·d_key), scoring both halves of each head's query against the n
+    /// sub-keys of its half 2·h·2·n·(d_key/2), and the k² candidate sums h·k².
+    /// </summary>
+    public static long RoutingFlops(int dimension, ProductKeyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        long h = options.Heads, n = options.SubKeys, k = options.TopK, key = options.KeyDimension;
+        return 2L * dimension * h * key + 2L * h * 2 * n * (key / 2) + h * k * k;
+    }
+
+    /// <summary>Top-k comparisons of product-key retrieval: h·(2n + k²) (the top-k of each half, then of the k² candidates).</summary>
+    public static long SelectionOperations(ProductKeyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        long h = options.Heads, n = options.SubKeys, k = options.TopK;
+        return h * (2 * n + k * k);
+    }
+
+    /// <summary>Trainable parameters of the model <paramref name="options"/> describes (what <c>parameters()</c> holds; BN running statistics are buffers).</summary>
+    public static long TotalParameters(LanguageModelOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        long d = options.ModelDimension;
+        long total = (long)options.VocabularySize * d + (long)options.ContextLength * d + 2 * d;   // embeddings (tied head), final LN
+        long attention = 3 * d * d + 3 * d + d * d + d;
+        var sparseBlocks = options.EffectiveSparseBlocks;
+        for (int block = 0; block < options.Layers; block++)
+        {
+            total += 4 * d + attention;                                                            // two LNs, attention
+            if (!sparseBlocks.Contains(block)) { total += DenseParameters(d, options.EffectiveDenseHidden); continue; }
+            total += options.FeedForward switch
+            {
+                FeedForwardKind.MoE => d * options.MoeExperts + options.MoeExperts * DenseParameters(d, options.EffectiveMoeHidden),
+                FeedForwardKind.ProductKeyMemory => RouterParameters(d, options.ProductKeyMemory) + options.ProductKeyMemory.Experts * d,
+                FeedForwardKind.Peer => RouterParameters(d, options.Peer) + 2L * options.Peer.Experts * d,
+                _ => throw new InvalidOperationException($"Unknown feed-forward kind {options.FeedForward}."),
+            };
+        }
+        return total;
+    }
+
+    /// <summary>
+    /// Parameters one token uses: all but the experts it does not reach, i.e. the total less (E − k) MoE experts,
+    /// less (N − h·k) PKM value rows or PEER expert pairs (u_i, v_i) per sparse block.
+    /// </summary>
+    public static long ActiveParameters(LanguageModelOptions options)
+    {
+        long total = TotalParameters(options);
+        long d = options.ModelDimension;
+        long blocks = options.EffectiveSparseBlocks.Length;
+        long inactive = options.FeedForward switch
+        {
+            FeedForwardKind.MoE => (long)(options.MoeExperts - options.MoeTopK) * DenseParameters(d, options.EffectiveMoeHidden),
+            FeedForwardKind.ProductKeyMemory => Math.Max(0, options.ProductKeyMemory.Experts - (long)options.ProductKeyMemory.Heads * options.ProductKeyMemory.TopK) * d,
+            FeedForwardKind.Peer => Math.Max(0, options.Peer.Experts - (long)options.Peer.Heads * options.Peer.TopK) * 2 * d,
+            _ => 0,
+        };
+        return total - blocks * inactive;
+    }
+
+    private static long DenseParameters(long d, long hidden) => d * hidden + hidden + hidden * d + d;
+
+    private static long RouterParameters(long d, ProductKeyOptions options)
+    {
+        long query = (long)options.Heads * options.KeyDimension;
+        return d * query + query + (options.QueryBatchNorm ? 2 * query : 0) + (long)options.SubKeys * options.KeyDimension;
+    }
+}
