@@ -1,0 +1,145 @@
+using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Training;
+
+namespace PaperReproduction;
+
+/// <summary>
+/// Model and compute size of one budget. Every run trains for the same FLOPs: those of the reference run
+/// (PEER, N = 1024², h = 8, k = 16, query BN) for <see cref="ReferenceSteps"/> steps of
+/// <see cref="BatchSize"/>×<see cref="SequenceLength"/> tokens; a run whose forward pass costs F FLOPs per token gets
+/// round(ReferenceSteps · F_reference / F) steps.
+/// </summary>
+/// <param name="AssumedSecondsPerStep">
+/// Seconds per training step assumed for the time estimate printed before the runs, by run name; a run not listed
+/// uses <paramref name="DefaultSecondsPerStep"/>.
+/// </param>
+public sealed record Budget(string Name, int Dimension, int Layers, int AttentionHeads, int KeyDimension, int BatchSize, int SequenceLength,
+    int ReferenceSteps, int WarmupSteps, int EvaluationTokens, double LearningRate,
+    IReadOnlyDictionary<string, double> AssumedSecondsPerStep, double DefaultSecondsPerStep, double AssumedEvaluationSecondsPerRun)
+{
+    public const int Vocabulary = 8192;
+    public const int Seed = 1;
+
+    // Assumed seconds per step of 16×128 tokens at d = 128 on the 2-core machine when it is quiet, scaled by FLOPs from
+    // docs/performance.md's quiet LM steps at d = 256 (batch 8: PEER 1024² 318 ms, dense 158 ms). PKM is assumed slower
+    // than PEER: its value sum runs on composed TorchSharp ops, not the native kernel. The tiny run (docs/paper-reproduction.md)
+    // ran beside another job (load ≈ 6) and measured 1.0–3.4 s per step for every kind, too noisy to calibrate from.
+    private static readonly Dictionary<string, double> SmallStepSeconds = new()
+    {
+        ["dense"] = 0.15,
+        ["moe-8e-top2"] = 0.20,
+        ["pkm-1024sq-h8-k32"] = 0.50,
+        ["peer-1024sq-h8-k16"] = 0.30,
+        ["peer-1024sq-h8-k16-nobn"] = 0.30,
+        ["peer-512sq-h8-k16"] = 0.25,
+        ["peer-512sq-h8-k16-nobn"] = 0.25,
+        ["peer-128sq-h8-k16"] = 0.20,
+        ["peer-128sq-h8-k16-nobn"] = 0.20,
+        ["peer-256sq-h16-k8"] = 0.25,
+    };
+
+    /// <summary>
+    /// small: d = 128, 4 blocks, d_key = 64, batches of 16×128 tokens, 350 reference steps (0.72 M tokens for the
+    /// reference run, about 0.55 of an epoch of Brown's training split; 350–440 steps per run), 32,768 evaluation
+    /// tokens. With the step times assumed below, the 14 runs take ≈ 24 min plus ≈ 5 s per run to build, evaluate and
+    /// free the model.
+    /// </summary>
+    public static Budget Small { get; } = new("small", Dimension: 128, Layers: 4, AttentionHeads: 2, KeyDimension: 64, BatchSize: 16, SequenceLength: 128,
+        ReferenceSteps: 350, WarmupSteps: 30, EvaluationTokens: 32_768, LearningRate: 3e-3,
+        AssumedSecondsPerStep: SmallStepSeconds, DefaultSecondsPerStep: 0.22, AssumedEvaluationSecondsPerRun: 5);
+
+    /// <summary>full (a bigger machine): d = 256, d_key = 128 (the paper's), 4 blocks, 1,200 reference steps: ≈ 10× small's FLOPs.</summary>
+    public static Budget Full { get; } = new("full", Dimension: 256, Layers: 4, AttentionHeads: 4, KeyDimension: 128, BatchSize: 16, SequenceLength: 128,
+        ReferenceSteps: 1200, WarmupSteps: 60, EvaluationTokens: 65_536, LearningRate: 2e-3,
+        AssumedSecondsPerStep: new Dictionary<string, double>(), DefaultSecondsPerStep: 1.2, AssumedEvaluationSecondsPerRun: 40);
+
+    /// <summary>tiny: small's models for 8 reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 2–3 min).</summary>
+    public static Budget Tiny { get; } = Small with
+    {
+        Name = "tiny", ReferenceSteps = 8, WarmupSteps = 2, EvaluationTokens = 4_096, AssumedEvaluationSecondsPerRun = 1,
+    };
+
+    public static Budget Parse(string name) => name.ToLowerInvariant() switch
+    {
+        "small" => Small,
+        "full" => Full,
+        "tiny" => Tiny,
+        _ => throw new FormatException($"--budget must be small, full or tiny; got '{name}'."),
+    };
+
+    public TrainingOptions Training(int steps) => new()
+    {
+        Seed = Seed,
+        BatchSize = BatchSize,
+        SequenceLength = SequenceLength,
+        LearningRate = LearningRate,
+        WarmupSteps = Math.Min(WarmupSteps, Math.Max(0, steps - 1)),
+        MaxSteps = steps,
+    };
+}
+
+/// <summary>One training run: the feed-forward kind of the middle block and its sparse-layer settings.</summary>
+public sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true)
+{
+    public const string IsoFlop = "isoflop";
+    public const string QueryBn = "query-bn";
+    public const string Granularity = "granularity";
+
+    /// <summary>MoE: E experts, top-k, each expert a d → 2d → d MLP, so the active FFW FLOPs equal the dense 4d FFW's.</summary>
+    public const int MoeExperts = 8, MoeTopK = 2, MoeHiddenMultiple = 2;
+
+    public LanguageModelOptions ModelOptions(Budget budget)
+    {
+        var options = new LanguageModelOptions
+        {
+            VocabularySize = Budget.Vocabulary,
+            ContextLength = budget.SequenceLength,
+            ModelDimension = budget.Dimension,
+            Layers = budget.Layers,
+            AttentionHeads = budget.AttentionHeads,
+            FeedForward = Kind,
+            MoeExperts = MoeExperts,
+            MoeTopK = MoeTopK,
+            MoeHiddenDimension = MoeHiddenMultiple * budget.Dimension,
+        };
+        if (Kind == FeedForwardKind.Peer)
+            options.Peer = new PeerOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
+        if (Kind == FeedForwardKind.ProductKeyMemory)
+            options.ProductKeyMemory = new ProductKeyOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
+        return options;
+    }
+
+    private static RunSpec Peer(int n, int h, int k, bool bn, params string[] experiments) =>
+        new($"peer-{n}sq-h{h}-k{k}{(bn ? "" : "-nobn")}", experiments, FeedForwardKind.Peer, n * n, h, k, bn);
+
+    /// <summary>The reference run whose FLOPs fix every budget.</summary>
+    public static RunSpec Reference { get; } = Peer(1024, 8, 16, true, IsoFlop, QueryBn);
+
+    /// <summary>Every run, once: a run that belongs to several experiments (e.g. PEER 1024² with BN) is trained once.</summary>
+    public static IReadOnlyList<RunSpec> All { get; } = new[]
+    {
+        // 1. IsoFLOP comparison.
+        new RunSpec("dense", new[] { IsoFlop }, FeedForwardKind.Dense),
+        new RunSpec("moe-8e-top2", new[] { IsoFlop }, FeedForwardKind.MoE),
+        new RunSpec("pkm-1024sq-h8-k32", new[] { IsoFlop }, FeedForwardKind.ProductKeyMemory, 1024 * 1024, 8, 32, true),
+        Reference,
+        Peer(256, 8, 16, true, IsoFlop, QueryBn, Granularity),
+        // 2. Query batch-norm ablation (1024² and 256² with BN above).
+        Peer(1024, 8, 16, false, QueryBn),
+        Peer(512, 8, 16, true, QueryBn),
+        Peer(512, 8, 16, false, QueryBn),
+        Peer(256, 8, 16, false, QueryBn),
+        Peer(128, 8, 16, true, QueryBn),
+        Peer(128, 8, 16, false, QueryBn),
+        // 3. Granularity at h·k = 128, N = 256² (h = 8, k = 16 above).
+        Peer(256, 2, 64, true, Granularity),
+        Peer(256, 4, 32, true, Granularity),
+        Peer(256, 16, 8, true, Granularity),
+    };
+
+    /// <summary>Training steps that give this run the reference run's training FLOPs.</summary>
+    public int Steps(Budget budget) =>
+        Math.Max(1, (int)Math.Round(budget.ReferenceSteps * (double)FlopCounter.ForwardPerToken(Reference.ModelOptions(budget)).Total
+                                    / FlopCounter.ForwardPerToken(ModelOptions(budget)).Total));
+}

@@ -1,0 +1,113 @@
+using ScottPlot;
+
+namespace PaperReproduction;
+
+/// <summary>The PNG plots of the reproduction (ScottPlot), each with labelled axes, a legend and a title.</summary>
+public static class ResultPlots
+{
+    private const int Width = 1100, Height = 550;
+
+    private static string Save(Plot plot, string folder, string file)
+    {
+        string path = Path.GetFullPath(Path.Combine(folder, file));
+        plot.ShowLegend(Edge.Right);   // beside the data, never over a point
+        plot.SavePng(path, Width, Height);
+        return path;
+    }
+
+    /// <summary>Ticks at powers of two on an axis whose coordinates are log2 of the value.</summary>
+    private static void Log2Ticks(IAxis axis, IEnumerable<double> values, Func<double, string> label)
+    {
+        var positions = values.Select(Math.Log2).Distinct().Order().ToArray();
+        axis.SetTicks(positions, positions.Select(p => label(Math.Pow(2, p))).ToArray());
+    }
+
+    /// <summary>Validation perplexity against total parameters, one series per FFN kind, for the isoFLOP runs.</summary>
+    public static string PerplexityVersusParameters(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
+    {
+        var plot = new Plot();
+        var iso = runs.Where(r => r.Experiments.Contains(RunSpec.IsoFlop)).ToList();
+        foreach (var kind in iso.GroupBy(r => r.FfnKind))
+        {
+            var series = plot.Add.Scatter(kind.Select(r => Math.Log10(r.TotalParams)).ToArray(), kind.Select(r => r.ValPerplexity).ToArray());
+            series.LegendText = kind.Key;
+            series.LineWidth = 0;
+            series.MarkerSize = 10;
+            foreach (var r in kind) plot.Add.Text(r.Name, Math.Log10(r.TotalParams), r.ValPerplexity).LabelFontSize = 11;
+        }
+        var decades = iso.Select(r => Math.Log10(r.TotalParams)).ToList();
+        if (decades.Count > 0)
+        {
+            var ticks = Enumerable.Range((int)Math.Floor(decades.Min() * 4), (int)Math.Ceiling(decades.Max() * 4) - (int)Math.Floor(decades.Min() * 4) + 1)
+                .Select(i => i / 4.0).ToArray();
+            plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => $"{Math.Pow(10, t) / 1e6:0.#} M").ToArray());
+            plot.Axes.SetLimitsX(decades.Min() - 0.15, decades.Max() + 0.35);
+        }
+        plot.Title($"IsoFLOP comparison on Brown ({setup.TrainingFlopsPerRun:0.00e0} training FLOPs per run, budget {setup.Budget})");
+        plot.XLabel("total parameters (log scale)");
+        plot.YLabel($"validation perplexity ({setup.EvalTokens:N0} tokens)");
+        return Save(plot, folder, "perplexity-vs-parameters.png");
+    }
+
+    /// <summary>Expert usage (or its unevenness) against N, with and without query batch norm.</summary>
+    public static string UsageVersusExperts(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup, bool unevenness)
+    {
+        var plot = new Plot();
+        var bn = runs.Where(r => r.Experiments.Contains(RunSpec.QueryBn) && r.ExpertUsage is not null).ToList();
+        foreach (var withBn in new[] { false, true })
+        {
+            var points = bn.Where(r => r.QueryBn == withBn).OrderBy(r => r.Experts).ToList();
+            if (points.Count == 0) continue;
+            var series = plot.Add.Scatter(points.Select(r => Math.Log2(r.Experts)).ToArray(),
+                points.Select(r => unevenness ? r.UsageKl!.Value : 100 * r.ExpertUsage!.Value).ToArray());
+            series.LegendText = withBn ? "with query BN" : "without query BN";
+            series.MarkerSize = 8;
+        }
+        Log2Ticks(plot.Axes.Bottom, bn.Select(r => (double)r.Experts), v => $"{Math.Sqrt(v):0}² = {v / 1024:0}k");
+        plot.Title(unevenness
+            ? "Unevenness of expert usage, KL(z ‖ uniform), PEER h = 8, k = 16"
+            : "Expert usage: experts retrieved at least once, PEER h = 8, k = 16");
+        plot.XLabel($"experts N (log scale); usage over {setup.EvalTokens:N0} validation tokens");
+        plot.YLabel(unevenness ? "KL divergence from uniform (nats)" : "experts used (% of N)");
+        if (!unevenness) plot.Axes.SetLimitsY(0, 105);
+        return Save(plot, folder, unevenness ? "usage-kl-vs-experts.png" : "usage-vs-experts.png");
+    }
+
+    /// <summary>Training loss against step for the isoFLOP runs (moving mean over 10 steps).</summary>
+    public static string TrainingCurves(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
+    {
+        var plot = new Plot();
+        foreach (var r in runs.Where(r => r.Experiments.Contains(RunSpec.IsoFlop)))
+        {
+            int window = Math.Min(10, Math.Max(1, r.TrainingLoss.Count));
+            var smoothed = Enumerable.Range(0, r.TrainingLoss.Count)
+                .Select(i => r.TrainingLoss.Skip(Math.Max(0, i - window + 1)).Take(Math.Min(window, i + 1)).Average()).ToArray();
+            var series = plot.Add.Scatter(Enumerable.Range(1, smoothed.Length).Select(i => (double)i).ToArray(), smoothed);
+            series.LegendText = $"{r.Name} ({r.Steps} steps)";
+            series.MarkerSize = 0;
+            series.LineWidth = 2;
+        }
+        plot.Title($"Training loss of the isoFLOP runs (batch {setup.BatchSize}×{setup.ContextLength} tokens, mean of the last 10 steps)");
+        plot.XLabel("optimizer step");
+        plot.YLabel("training loss (cross-entropy, nats/token)");
+        return Save(plot, folder, "training-curves.png");
+    }
+
+    /// <summary>Validation perplexity against heads h at fixed h·k.</summary>
+    public static string Granularity(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
+    {
+        var plot = new Plot();
+        var points = runs.Where(r => r.Experiments.Contains(RunSpec.Granularity)).OrderBy(r => r.Heads).ToList();
+        if (points.Count > 0)
+        {
+            var series = plot.Add.Scatter(points.Select(r => Math.Log2(r.Heads)).ToArray(), points.Select(r => r.ValPerplexity).ToArray());
+            series.LegendText = $"PEER N = {Math.Sqrt(points[0].Experts):0}², h·k = {points[0].Heads * points[0].TopK}";
+            series.MarkerSize = 8;
+            Log2Ticks(plot.Axes.Bottom, points.Select(r => (double)r.Heads), h => $"h = {h:0}, k = {points[0].Heads * points[0].TopK / h:0}");
+        }
+        plot.Title("Granularity: same active experts h·k, split into more or fewer heads");
+        plot.XLabel("retrieval heads h (log scale), top-k per head k = 128 / h");
+        plot.YLabel($"validation perplexity ({setup.EvalTokens:N0} tokens)");
+        return Save(plot, folder, "granularity.png");
+    }
+}
