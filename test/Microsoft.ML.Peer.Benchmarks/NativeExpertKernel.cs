@@ -21,7 +21,7 @@ internal static class NativeExpertKernel
 
     // The library reads tensor storage the same way (Native/PeerNativeMethods.cs).
     [DllImport("LibTorchSharp", EntryPoint = "THSTensor_data")]
-    private static extern IntPtr TensorData(IntPtr tensor);
+    internal static extern IntPtr TensorData(IntPtr tensor);
 
     /// <summary>y, hidden ← experts(x; gates, indices). All tensors contiguous float32 / int64 on the CPU.</summary>
     public static void Forward(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, Tensor y, Tensor hidden)

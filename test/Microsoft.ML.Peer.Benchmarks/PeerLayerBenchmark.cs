@@ -78,6 +78,7 @@ internal static class PeerLayerBenchmark
             var routerForward = new Samples("  router forward alone (projection + BN + retrieval + softmax)");
             var kernelForward = new Samples("  expert forward kernel alone (peer_expert_forward_f32)");
             var kernelForwardIdle = new Samples("  same kernel after 100 ms idle (no torch op just before)");
+            var rowReadProbe = new Samples("  reading the same u, v rows and nothing else (RandomRowReadProbe)");
             Console.WriteLine($"timing {settings.Steps} interleaved steps ...");
             Console.WriteLine();
             for (int step = 0; step < settings.Steps; step++)
@@ -100,6 +101,9 @@ internal static class PeerLayerBenchmark
                     NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
                     kernelForwardIdle.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
                 }
+                long probeStart = Stopwatch.GetTimestamp();
+                RandomRowReadProbe.Read(indices, subject.Layer.DownWeights, subject.Layer.UpWeights);
+                rowReadProbe.Add(Samples.Milliseconds(probeStart, Stopwatch.GetTimestamp()));
             }
 
             // FLOPs per step, forward + backward counted as 3× the forward (backward takes two products per forward one).
@@ -122,6 +126,7 @@ internal static class PeerLayerBenchmark
             double? nativeMedian = nativeSamples?.Step.Median;
             double expertForwardDerived = subjectSamples.Forward.Median - routerForward.Median;
             double? kernelGbps = nativeAvailable ? forwardBytes / (kernelForward.Median / 1e3) / 1e9 : null;
+            double rowReadGbps = forwardBytes / (rowReadProbe.Median / 1e3) / 1e9;
             double? derivedGbps = expertForwardDerived > 0 ? forwardBytes / (expertForwardDerived / 1e3) / 1e9 : null;
 
             var table = new Table("training step", "min ms", "median ms", "max ms", "");
@@ -140,6 +145,7 @@ internal static class PeerLayerBenchmark
             {
                 breakdown.Add(kernelForward);
                 breakdown.Add(kernelForwardIdle);
+                breakdown.Add(rowReadProbe);
             }
             breakdown.Add(subjectSamples.Backward);
             breakdown.Add(subjectSamples.Optimizer);
@@ -150,6 +156,7 @@ internal static class PeerLayerBenchmark
             metrics.Add("sgemm (torch.mm 2048²), median", Table.Format(rates.SgemmGflops), "GFLOP/s");
             metrics.Add("bandwidth: copy / add_ 512 MiB, median", $"{Table.Format(rates.CopyGbps)} / {Table.Format(rates.AddGbps)}", "GB/s");
             metrics.Add("stream_gbps (the larger)", Table.Format(rates.StreamGbps), "GB/s");
+            metrics.Add("random_row_read_gbps", Table.Format(rowReadGbps), "GB/s");
             metrics.Add("layer FLOPs per step (fwd+bwd)", Table.Format(layerFlops / 1e9), "GFLOP");
             metrics.Add("unique experts touched", uniqueRows.ToString("N0", CultureInfo.InvariantCulture), $"of {experts:N0}");
             metrics.Add("expert-row bytes per step", Table.Format(expertBytes / 1e9), "GB");
@@ -172,6 +179,8 @@ internal static class PeerLayerBenchmark
                 ratios.Add("native / floor", Table.Format(nm / floorMs));
                 ratios.Add("native / dense FFW", Table.Format(nm / denseSamples.Step.Median));
                 if (kernelGbps is { } kg2) ratios.Add("native expert fwd GB/s / stream GB/s", Table.Format(kg2 / rates.StreamGbps));
+                if (kernelGbps is { } kg3) ratios.Add("native expert fwd GB/s / random-row read GB/s", Table.Format(kg3 / rowReadGbps));
+                ratios.Add("random-row read GB/s / stream GB/s", Table.Format(rowReadGbps / rates.StreamGbps));
             }
             ratios.Add("composed / floor", Table.Format(composedSamples.Step.Median / floorMs));
             ratios.Add("composed / dense FFW", Table.Format(composedSamples.Step.Median / denseSamples.Step.Median));
@@ -204,6 +213,7 @@ internal static class PeerLayerBenchmark
             breakdownJson["expert_forward_derived_ms"] = Json.Round(expertForwardDerived);
             breakdownJson["expert_forward_kernel_ms"] = nativeAvailable ? kernelForward.ToJson() : null;
             breakdownJson["expert_forward_kernel_after_idle_ms"] = nativeAvailable ? kernelForwardIdle.ToJson() : null;
+            breakdownJson["random_row_read_probe_ms"] = rowReadProbe.ToJson();
             breakdownJson["sections"] =
                 "layer_forward: PeerLayer.forward (router + experts) with autograd; router_forward: Router.forward alone, timed separately with autograd on; " +
                 "expert_forward_derived: median layer_forward - median router_forward; expert_forward_kernel: peer_expert_forward_f32 called directly " +
@@ -227,6 +237,8 @@ internal static class PeerLayerBenchmark
             report["stream_gbps"] = Json.Round(rates.StreamGbps);
             report["floor_ms"] = Json.Round(floorMs);
             report["native_expert_fwd_gbps"] = Json.Number(kernelGbps);
+            report["random_row_read_gbps"] = Json.Round(rowReadGbps);
+            report["random_row_read_counting"] = "the same T*h*k*2*d*4 bytes read by RandomRowReadProbe (same indices and tables, one thread per core, prefetch 4 slots ahead, rows summed)";
             report["native_expert_fwd_gbps_counting"] = "T*h*k*2*d*4 bytes of expert rows read / median time of a direct peer_expert_forward_f32 call";
             report["expert_fwd_derived_gbps"] = Json.Number(derivedGbps);
             report["anon_huge_page_bytes"] = hugePageBytes;
@@ -245,6 +257,8 @@ internal static class PeerLayerBenchmark
                 ["native_over_floor"] = Json.Number(nativeMedian / floorMs),
                 ["native_over_dense_ffw"] = Json.Number(nativeMedian / denseSamples.Step.Median),
                 ["native_expert_fwd_over_stream"] = Json.Number(kernelGbps / rates.StreamGbps),
+                ["native_expert_fwd_over_random_row_read"] = Json.Number(kernelGbps / rowReadGbps),
+                ["random_row_read_over_stream"] = Json.Number(rowReadGbps / rates.StreamGbps),
                 ["composed_over_floor"] = Json.Number(composedSamples.Step.Median / floorMs),
                 ["composed_over_dense_ffw"] = Json.Number(composedSamples.Step.Median / denseSamples.Step.Median),
             };
