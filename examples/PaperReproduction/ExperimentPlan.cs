@@ -21,10 +21,10 @@ public sealed record Budget(string Name, int Dimension, int Layers, int Attentio
     public const int Vocabulary = 8192;
     public const int Seed = 1;
 
-    // Assumed seconds per step of 16×128 tokens at d = 128 on the 2-core machine when it is quiet, scaled by FLOPs from
-    // docs/performance.md's quiet LM steps at d = 256 (batch 8: PEER 1024² 318 ms, dense 158 ms). PKM is assumed slower
-    // than PEER: its value sum runs on composed TorchSharp ops, not the native kernel. The tiny run (docs/paper-reproduction.md)
-    // ran beside another job (load ≈ 6) and measured 1.0–3.4 s per step for every kind, too noisy to calibrate from.
+    // Assumed seconds per step of 16×128 tokens at d = 128 on the 2-core machine when it is quiet: dense as measured
+    // at the start of a small run, the others in the ratios of docs/performance.md's LM steps (PEER 1024² ≈ 2× dense).
+    // PKM is assumed slower than PEER: its value sum runs on composed TorchSharp ops, not the native kernel. Only the
+    // printed estimate and the budget's size depend on them; each run's step count comes from the FLOP budget.
     private static readonly Dictionary<string, double> SmallStepSeconds = new()
     {
         // Dense measured 0.28–0.31 s per step on a quiet machine (2026-12-01); the others scaled from it.
@@ -41,10 +41,10 @@ public sealed record Budget(string Name, int Dimension, int Layers, int Attentio
     };
 
     /// <summary>
-    /// small: d = 128, 4 blocks, d_key = 64, batches of 16×128 tokens, 350 reference steps (0.72 M tokens for the
-    /// reference run, about 0.55 of an epoch of Brown's training split; 350–440 steps per run), 32,768 evaluation
-    /// tokens. With the step times assumed below, the 14 runs take ≈ 24 min plus ≈ 5 s per run to build, evaluate and
-    /// free the model.
+    /// small: d = 128, 4 blocks, d_key = 64, batches of 16×128 tokens, 180 reference steps (0.37 M tokens for the
+    /// reference run, about 0.28 of an epoch of Brown's training split; 180–230 steps per run), 32,768 evaluation
+    /// tokens. With the step times assumed below (measured for dense, scaled for the rest), the 14 runs take ≈ 24 min
+    /// plus ≈ 5 s per run to build, evaluate and free the model.
     /// </summary>
     public static Budget Small { get; } = new("small", Dimension: 128, Layers: 4, AttentionHeads: 2, KeyDimension: 64, BatchSize: 16, SequenceLength: 128,
         ReferenceSteps: 180, WarmupSteps: 30, EvaluationTokens: 32_768, LearningRate: 3e-3,

@@ -13,7 +13,7 @@ using PaperReproduction;
 var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/PaperReproduction -- [options]",
     new Dictionary<string, string>
     {
-        ["budget"] = "small (default, ≈25–30 min on 2 cores), full (≈10× the FLOPs, a bigger machine) or tiny (≈2–3 min smoke test)",
+        ["budget"] = "small (default, ≈20 min on 2 cores), full (≈10× the FLOPs, a bigger machine) or tiny (≈2–3 min smoke test)",
         ["output"] = "folder for results.json, results.md and the plots (default artifacts/paper)",
         ["only"] = "comma-separated run names to train (default: all); the plots and tables cover the runs trained",
     });
