@@ -14,38 +14,28 @@ using F = TorchSharp.torch.nn.functional;
 namespace Microsoft.ML.Peer;
 
 /// <summary>
-/// A trained PEER language model as an ML.NET transformer. <see cref="Transform"/> adds the perplexity of each row's
+/// A trained PEER language model as an ML.NET transformer. <c>Transform</c> adds the perplexity of each row's
 /// text (float; NaN for an empty or missing text) and the number of tokens scored (int). Each text is scored as a
 /// document of its own, after the end-of-text id, in windows of the model's context length (a text longer than one
 /// window is scored window by window, each window seeing only its own tokens). <see cref="Generate"/> samples text.
 /// Safe to use from several threads at once.
 /// </summary>
-public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, IDisposable
+public sealed class PeerLanguageModelTransformer : PeerTransformerBase<TransformerLanguageModel>
 {
     internal const string LoaderSignature = "PeerLanguageModel";
     private const string What = "PEER language model";
 
-    private readonly IHost _host;
-    private readonly TransformerLanguageModel _model;
-    private readonly CompactTokenizer _tokenizer;
     private readonly LanguageModelOptions _modelOptions;
     private readonly object _evaluationLock = new();
 
     internal PeerLanguageModelTransformer(IHostEnvironment env, TransformerLanguageModel model, CompactTokenizer tokenizer, LanguageModelOptions modelOptions,
         string textColumnName, string perplexityColumnName, string tokenCountColumnName)
+        : base(env, nameof(PeerLanguageModelTransformer), model, tokenizer, textColumnName)
     {
-        _host = env.Register(nameof(PeerLanguageModelTransformer));
-        _model = model;
-        _model.eval();
-        _tokenizer = tokenizer;
         _modelOptions = modelOptions.Clone();
-        TextColumnName = textColumnName;
         PerplexityColumnName = perplexityColumnName;
         TokenCountColumnName = tokenCountColumnName;
     }
-
-    /// <summary>The input text column.</summary>
-    public string TextColumnName { get; }
 
     /// <summary>The perplexity column added.</summary>
     public string PerplexityColumnName { get; }
@@ -55,12 +45,6 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
 
     /// <summary>The model's shape and feed-forward settings.</summary>
     public LanguageModelOptions ModelOptions => _modelOptions.Clone();
-
-    /// <summary>The underlying TorchSharp model (evaluation mode). Owned by this transformer.</summary>
-    public TransformerLanguageModel Model => _model;
-
-    /// <summary>The tokenizer the model was trained with (built from the training texts).</summary>
-    public CompactTokenizer Tokenizer => _tokenizer;
 
     /// <summary>
     /// Perplexity of the documents of <paramref name="data"/>'s text column taken as one stream (each document followed by
@@ -72,38 +56,26 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
         ArgumentNullException.ThrowIfNull(data);
         var column = SchemaChecks.TextColumn(data.Schema, TextColumnName);
         var tokens = new List<int>();
-        foreach (var text in DataViewReading.Texts(data, column, _host))
+        foreach (var text in DataViewReading.Texts(data, column, Host))
         {
             if (text.Length == 0) continue;
-            tokens.AddRange(_tokenizer.Encode(text));
-            tokens.Add(_tokenizer.EndOfTextId);
+            tokens.AddRange(Tokenizer.Encode(text));
+            tokens.Add(Tokenizer.EndOfTextId);
         }
         if (tokens.Count < 2) throw new ArgumentException($"The texts of column '{TextColumnName}' hold fewer than two tokens; nothing to evaluate.", nameof(data));
         // Usage counters live in the model's routers, so evaluations take turns (scoring rows concurrently is unaffected).
         lock (_evaluationLock)
         {
-            var result = Training.LanguageModelEvaluation.Evaluate(_model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16);
+            var result = Training.LanguageModelEvaluation.Evaluate(Model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16);
             return new PeerLanguageModelMetrics(result.Perplexity, result.Loss, result.Tokens, result.ExpertUsage);
         }
-    }
-
-    public bool IsRowToRowMapper => true;
-
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => MakeMapper(inputSchema).OutputSchema;
-
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => MakeMapper(inputSchema);
-
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        return new ColumnAppendingDataView(input, MakeMapper(input.Schema));
     }
 
     /// <summary>Perplexity and token count of one text (NaN and 0 for an empty text).</summary>
     public (float Perplexity, int TokenCount) Score(string? text)
     {
         if (string.IsNullOrEmpty(text)) return (float.NaN, 0);
-        var tokens = _tokenizer.Encode(text);
+        var tokens = Tokenizer.Encode(text);
         int context = _modelOptions.ContextLength;
         double total = 0;
         using var noGrad = no_grad();
@@ -113,13 +85,13 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
             int length = Math.Min(context, tokens.Length - start);
             var inputs = new long[length];
             var targets = new long[length];
-            inputs[0] = start == 0 ? _tokenizer.EndOfTextId : tokens[start - 1];
+            inputs[0] = start == 0 ? Tokenizer.EndOfTextId : tokens[start - 1];
             for (int t = 0; t < length; t++)
             {
                 if (t > 0) inputs[t] = tokens[start + t - 1];
                 targets[t] = tokens[start + t];
             }
-            var logits = _model.forward(tensor(inputs, new long[] { 1, length }));
+            var logits = Model.forward(tensor(inputs, new long[] { 1, length }));
             total += F.cross_entropy(logits.reshape(length, -1), tensor(targets), reduction: nn.Reduction.Sum).item<float>();
         }
         return ((float)Math.Exp(total / tokens.Length), tokens.Length);
@@ -134,18 +106,13 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
         ArgumentNullException.ThrowIfNull(prompt);
         if (maxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxNewTokens), maxNewTokens, $"{nameof(maxNewTokens)} must not be negative.");
         if (!(temperature >= 0) || float.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, $"{nameof(temperature)} must be a finite number ≥ 0.");
-        var context = new List<int> { _tokenizer.EndOfTextId };
-        context.AddRange(_tokenizer.Encode(prompt));
-        var generated = _model.Generate(context, maxNewTokens, temperature, seed, _tokenizer.EndOfTextId);
-        return _tokenizer.Decode(generated.Where(id => id != _tokenizer.EndOfTextId));
+        var context = new List<int> { Tokenizer.EndOfTextId };
+        context.AddRange(Tokenizer.Encode(prompt));
+        var generated = Model.Generate(context, maxNewTokens, temperature, seed, Tokenizer.EndOfTextId);
+        return Tokenizer.Decode(generated.Where(id => id != Tokenizer.EndOfTextId));
     }
 
-    private Mapper MakeMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        var text = SchemaChecks.TextColumn(inputSchema, TextColumnName);
-        return new Mapper(this, inputSchema, text.Index);
-    }
+    private protected override ColumnAppendingMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
 
     private sealed class Mapper : ColumnAppendingMapper
     {
@@ -195,17 +162,14 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(PeerLanguageModelTransformer).Assembly.FullName);
 
-    void ICanSaveModel.Save(ModelSaveContext ctx)
+    private protected override VersionInfo FormatVersion => GetVersionInfo();
+
+    private protected override object SavedOptions => _modelOptions;
+
+    private protected override void SaveHeader(ModelSaveContext ctx)
     {
-        ArgumentNullException.ThrowIfNull(ctx);
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
-        ctx.SaveNonEmptyString(TextColumnName);
         ctx.SaveNonEmptyString(PerplexityColumnName);
         ctx.SaveNonEmptyString(TokenCountColumnName);
-        PeerModelPersistence.SaveJson(ctx, _modelOptions);
-        PeerModelPersistence.SaveTokenizer(ctx, _tokenizer);
-        PeerModelPersistence.SaveWeights(ctx, _model);
     }
 
     // Called by ML.NET's model loader through the LoadableClass attribute above.
@@ -215,24 +179,9 @@ public sealed class PeerLanguageModelTransformer : ITransformer, ICanSaveModel, 
         ArgumentNullException.ThrowIfNull(ctx);
         PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
         string text = ctx.LoadNonEmptyString(), perplexity = ctx.LoadNonEmptyString(), tokenCount = ctx.LoadNonEmptyString();
-        var options = PeerModelPersistence.LoadJson<LanguageModelOptions>(ctx, What);
-        var tokenizer = PeerModelPersistence.LoadTokenizer(ctx, What);
-        if (tokenizer.VocabularySize != options.VocabularySize)
-            throw new InvalidDataException($"The {What}'s tokenizer has {tokenizer.VocabularySize} ids but its model expects {options.VocabularySize}: the file is inconsistent.");
-        var model = new TransformerLanguageModel(options);
-        try
-        {
-            PeerModelPersistence.LoadWeights(ctx, model, What);
-            return new PeerLanguageModelTransformer(env, model, tokenizer, options, text, perplexity, tokenCount);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, (LanguageModelOptions o) => new TransformerLanguageModel(o));
+        return new PeerLanguageModelTransformer(env, model, tokenizer, options, text, perplexity, tokenCount);
     }
-
-    public void Dispose() => _model.Dispose();
 }
 
 /// <summary>What <see cref="PeerLanguageModelTransformer.Evaluate"/> measures.</summary>

@@ -37,8 +37,33 @@ internal static class PeerModelPersistence
         ctx.CheckAtModel(ours);
     }
 
-    public static void SaveJson<T>(ModelSaveContext ctx, T value) =>
-        ctx.SaveBinaryStream(OptionsStream, w => w.Write(JsonSerializer.Serialize(value)));
+    public static void SaveJson(ModelSaveContext ctx, object value) =>
+        ctx.SaveBinaryStream(OptionsStream, w => w.Write(JsonSerializer.Serialize(value, value.GetType())));
+
+    /// <summary>
+    /// Reads the parts every PEER transformer saves after its header: the options, the tokenizer (checked against the
+    /// options' vocabulary) and the weights, loaded into the model <paramref name="create"/> builds from the options.
+    /// </summary>
+    public static (TOptions Options, CompactTokenizer Tokenizer, TModel Model) LoadModel<TOptions, TModel>(ModelLoadContext ctx, string what, Func<TOptions, TModel> create)
+        where TOptions : Models.TransformerOptions
+        where TModel : torch.nn.Module
+    {
+        var options = LoadJson<TOptions>(ctx, what);
+        var tokenizer = LoadTokenizer(ctx, what);
+        if (tokenizer.VocabularySize != options.VocabularySize)
+            throw new InvalidDataException($"The {what}'s tokenizer has {tokenizer.VocabularySize} ids but its model expects {options.VocabularySize}: the file is inconsistent.");
+        var model = create(options);
+        try
+        {
+            LoadWeights(ctx, model, what);
+            return (options, tokenizer, model);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     public static T LoadJson<T>(ModelLoadContext ctx, string what) where T : class
     {

@@ -19,34 +19,24 @@ namespace Microsoft.ML.Peer;
 /// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
 /// its own buffers; the model is only read).
 /// </summary>
-public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveModel, IDisposable
+public sealed class PeerTextClassificationTransformer : PeerTransformerBase<TransformerTextClassifier>
 {
     internal const string LoaderSignature = "PeerTextClassifier";
     private const string What = "PEER text classifier";
 
-    private readonly IHost _host;
-    private readonly TransformerTextClassifier _model;
-    private readonly CompactTokenizer _tokenizer;
     private readonly TextClassifierOptions _modelOptions;
     private readonly LabelKeyValues? _keyValues;
 
     internal PeerTextClassificationTransformer(IHostEnvironment env, TransformerTextClassifier model, CompactTokenizer tokenizer, LabelKeyValues? keyValues,
         TextTruncation truncation, string textColumnName, string scoreColumnName, string predictedLabelColumnName)
+        : base(env, nameof(PeerTextClassificationTransformer), model, tokenizer, textColumnName)
     {
-        _host = env.Register(nameof(PeerTextClassificationTransformer));
-        _model = model;
-        _model.eval();
         _modelOptions = model.Options;
-        _tokenizer = tokenizer;
         _keyValues = keyValues;
         Truncation = truncation;
-        TextColumnName = textColumnName;
         ScoreColumnName = scoreColumnName;
         PredictedLabelColumnName = predictedLabelColumnName;
     }
-
-    /// <summary>The input text column.</summary>
-    public string TextColumnName { get; }
 
     /// <summary>The class-probability column added.</summary>
     public string ScoreColumnName { get; }
@@ -66,39 +56,19 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
     /// <summary>The model's shape and feed-forward settings.</summary>
     public TextClassifierOptions ModelOptions => _modelOptions.Clone();
 
-    /// <summary>The underlying TorchSharp model (evaluation mode). Owned by this transformer.</summary>
-    public TransformerTextClassifier Model => _model;
-
-    public bool IsRowToRowMapper => true;
-
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => MakeMapper(inputSchema).OutputSchema;
-
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => MakeMapper(inputSchema);
-
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        return new ColumnAppendingDataView(input, MakeMapper(input.Schema));
-    }
-
     /// <summary>Class probabilities of one text (null or empty allowed), in key order.</summary>
     public float[] PredictProbabilities(string? text)
     {
-        var ids = PeerTextClassificationTrainer.Encode(_tokenizer, text ?? "", _modelOptions.ContextLength, Truncation);
+        var ids = PeerTextClassificationTrainer.Encode(Tokenizer, text ?? "", _modelOptions.ContextLength, Truncation);
         // An empty text is one padding token, which the model scores as a text with no words.
         long[] row = ids.Length == 0 ? new long[] { _modelOptions.PaddingId } : ids.Select(i => (long)i).ToArray();
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var probabilities = F.softmax(_model.forward(tensor(row, new long[] { 1, row.Length })), -1);
+        var probabilities = F.softmax(Model.forward(tensor(row, new long[] { 1, row.Length })), -1);
         return probabilities.data<float>().ToArray();
     }
 
-    private Mapper MakeMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        var text = SchemaChecks.TextColumn(inputSchema, TextColumnName);
-        return new Mapper(this, inputSchema, text.Index);
-    }
+    private protected override ColumnAppendingMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
 
     private sealed class Mapper : ColumnAppendingMapper
     {
@@ -179,20 +149,17 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(PeerTextClassificationTransformer).Assembly.FullName);
 
-    void ICanSaveModel.Save(ModelSaveContext ctx)
+    private protected override VersionInfo FormatVersion => GetVersionInfo();
+
+    private protected override object SavedOptions => _modelOptions;
+
+    private protected override void SaveHeader(ModelSaveContext ctx)
     {
-        ArgumentNullException.ThrowIfNull(ctx);
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
-        ctx.SaveNonEmptyString(TextColumnName);
         ctx.SaveNonEmptyString(ScoreColumnName);
         ctx.SaveNonEmptyString(PredictedLabelColumnName);
         ctx.Writer.Write(_keyValues is not null);
         _keyValues?.Save(ctx.Writer);
         ctx.Writer.Write((int)Truncation);
-        PeerModelPersistence.SaveJson(ctx, _modelOptions);
-        PeerModelPersistence.SaveTokenizer(ctx, _tokenizer);
-        PeerModelPersistence.SaveWeights(ctx, _model);
     }
 
     // Called by ML.NET's model loader through the LoadableClass attribute above.
@@ -217,24 +184,12 @@ public sealed class PeerTextClassificationTransformer : ITransformer, ICanSaveMo
             throw new InvalidDataException($"The {What}'s header is truncated.", e);
         }
         if (!Enum.IsDefined(truncation)) throw new InvalidDataException($"The {What}'s header names an unknown truncation mode {(int)truncation}.");
-        var options = PeerModelPersistence.LoadJson<TextClassifierOptions>(ctx, What);
-        var tokenizer = PeerModelPersistence.LoadTokenizer(ctx, What);
-        if (tokenizer.VocabularySize != options.VocabularySize)
-            throw new InvalidDataException($"The {What}'s tokenizer has {tokenizer.VocabularySize} ids but its model expects {options.VocabularySize}: the file is inconsistent.");
-        if (keyValues is not null && keyValues.Values.Length != options.ClassCount)
-            throw new InvalidDataException($"The {What} names {keyValues.Values.Length} classes but its model has {options.ClassCount}: the file is inconsistent.");
-        var model = new TransformerTextClassifier(options);
-        try
+        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, (TextClassifierOptions o) =>
         {
-            PeerModelPersistence.LoadWeights(ctx, model, What);
-            return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, truncation, text, score, predicted);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+            if (keyValues is not null && keyValues.Values.Length != o.ClassCount)
+                throw new InvalidDataException($"The {What} names {keyValues.Values.Length} classes but its model has {o.ClassCount}: the file is inconsistent.");
+            return new TransformerTextClassifier(o);
+        });
+        return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, truncation, text, score, predicted);
     }
-
-    public void Dispose() => _model.Dispose();
 }
