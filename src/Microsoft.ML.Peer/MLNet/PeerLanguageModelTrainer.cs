@@ -39,6 +39,8 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             Positive(LogEvery, nameof(LogEvery));
             if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
             if (EvaluationTokens < 0) throw new ArgumentOutOfRangeException(nameof(EvaluationTokens), EvaluationTokens, $"{nameof(EvaluationTokens)} must not be negative.");
+            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
+            ModelOptions(VocabularySize).Validate();
             if (string.IsNullOrWhiteSpace(PerplexityColumnName)) throw new ArgumentException($"{nameof(PerplexityColumnName)} must name a column.", nameof(PerplexityColumnName));
             if (string.IsNullOrWhiteSpace(TokenCountColumnName)) throw new ArgumentException($"{nameof(TokenCountColumnName)} must name a column.", nameof(TokenCountColumnName));
         }

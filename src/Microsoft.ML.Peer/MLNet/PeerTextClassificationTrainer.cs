@@ -69,6 +69,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             foreach (var (value, name) in new[] { (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
             if (!Enum.IsDefined(Truncation)) throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
+            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
+            ModelOptions(VocabularySize, classCount: 2, paddingId: 0);
             if (ScoreColumnName == PredictedLabelColumnName)
                 throw new ArgumentException($"{nameof(ScoreColumnName)} and {nameof(PredictedLabelColumnName)} are both '{ScoreColumnName}'.", nameof(PredictedLabelColumnName));
         }

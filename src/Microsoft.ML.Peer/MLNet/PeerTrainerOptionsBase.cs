@@ -82,8 +82,9 @@ public abstract class PeerTrainerOptionsBase
     public int? Seed;
 
     /// <summary>
-    /// The TorchSharp device to train and score on. Default "cpu", the only one the cpu backend package serves;
-    /// "cuda" needs the TorchSharp-cuda backend (build property TorchBackend) and a GPU.
+    /// The TorchSharp device to train and score on. Default "cpu". In this release the trainers run on the CPU only
+    /// (their batches, the native kernels and the row-sparse optimizer are CPU code): "cuda" is refused with a message
+    /// saying so, and so is "cuda" where no CUDA backend or GPU is present, rather than training silently on the CPU.
     /// </summary>
     public string Device = "cpu";
 
@@ -109,7 +110,8 @@ public abstract class PeerTrainerOptionsBase
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
         if (TimeBudget is { } budget && budget <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(TimeBudget), budget, $"{nameof(TimeBudget)} must be positive.");
         if (TimeBudget is not null && WarmupSteps < 2) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(TimeBudget)} needs at least 2 warm-up steps to measure the step time.");
-        TorchDevices.Parse(Device, nameof(Device));
+        if (TorchDevices.Parse(Device, nameof(Device)).type != TorchSharp.DeviceType.CPU)
+            throw new NotSupportedException($"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
     }
 
     internal static void Positive(int value, string name)

@@ -295,6 +295,25 @@ public sealed class PeerTextClassificationTests
         Assert.ThrowsExactly<OperationCanceledException>(() => new MLContext(1).Peer().TextClassification(options).Fit(train));
     }
 
+    [TestMethod]
+    public void InvalidOptionsAreNamedAtConstruction()
+    {
+        var options = PluginTestData.TinyClassifier();
+        options.Experts = 1000;
+        var experts = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options));
+        Assert.AreEqual("Experts", experts.ParamName);
+        options = PluginTestData.TinyClassifier();
+        options.Device = "tpu";
+        var device = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options));
+        StringAssert.Contains(device.Message, "Device");
+        options = PluginTestData.TinyClassifier();
+        options.Device = "cuda";
+        // No GPU here (and none supported by the trainers yet): either way a clear refusal, never a silent CPU run.
+        var cuda = Assert.Throws<Exception>(() => Ml.Peer().TextClassification(options));
+        Assert.IsTrue(cuda is ArgumentOutOfRangeException or NotSupportedException, cuda.ToString());
+        StringAssert.Contains(cuda.Message, "cuda");
+    }
+
     private sealed class Prediction
     {
         public float[]? Score { get; set; }
