@@ -29,6 +29,28 @@ internal abstract class ColumnAppendingMapper : IRowToRowMapper
 
     protected int AppendedCount { get; }
 
+    /// <summary>
+    /// The score of the current row's text, computed once per row however many appended columns read it (the PEER
+    /// transformers derive all their columns from one forward pass).
+    /// </summary>
+    protected static Func<T> ScorePerRow<T>(DataViewRow input, int textIndex, Func<string, T> score)
+    {
+        var textGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[textIndex]);
+        long scoredPosition = -1;
+        T value = default!;
+        ReadOnlyMemory<char> text = default;
+        return () =>
+        {
+            if (scoredPosition != input.Position)
+            {
+                textGetter(ref text);
+                value = score(text.ToString());
+                scoredPosition = input.Position;
+            }
+            return value;
+        };
+    }
+
     /// <summary>Getters for the appended columns (index 0 = first appended); null where <paramref name="isActive"/> is false.</summary>
     protected abstract Delegate?[] MakeGetters(DataViewRow input, Func<int, bool> isActive);
 

@@ -134,19 +134,9 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         {
             var getters = new Delegate?[AppendedCount];
             if (!isActive(0) && !isActive(1)) return getters;
-            var textGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[_textIndex]);
-            long scoredPosition = -1;
-            (float Perplexity, int TokenCount) score = default;
-            ReadOnlyMemory<char> text = default;
-            void Ensure()
-            {
-                if (scoredPosition == input.Position) return;
-                textGetter(ref text);
-                score = _parent.Score(text.ToString());
-                scoredPosition = input.Position;
-            }
-            if (isActive(0)) getters[0] = (ValueGetter<float>)((ref float value) => { Ensure(); value = score.Perplexity; });
-            if (isActive(1)) getters[1] = (ValueGetter<int>)((ref int value) => { Ensure(); value = score.TokenCount; });
+            var score = ScorePerRow(input, _textIndex, _parent.Score);
+            if (isActive(0)) getters[0] = (ValueGetter<float>)((ref float value) => value = score().Perplexity);
+            if (isActive(1)) getters[1] = (ValueGetter<int>)((ref int value) => value = score().TokenCount);
             return getters;
         }
     }
@@ -154,13 +144,7 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
     // *** Binary format (version 0x00010001) ***
     // string: text column; string: perplexity column; string: token-count column
     // streams: PeerOptions.json (LanguageModelOptions), PeerTokenizer.bin, PeerWeights.bin
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "PEERLMXF",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(PeerLanguageModelTransformer).Assembly.FullName);
+    private static VersionInfo GetVersionInfo() => PeerModelPersistence.FormatVersion("PEERLMXF", LoaderSignature);
 
     private protected override VersionInfo FormatVersion => GetVersionInfo();
 

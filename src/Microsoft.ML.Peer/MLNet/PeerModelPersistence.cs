@@ -21,6 +21,15 @@ internal static class PeerModelPersistence
         typeof(PeerModelPersistence).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
         ?? typeof(PeerModelPersistence).Assembly.GetName().Version?.ToString() ?? "unknown";
 
+    /// <summary>The format version every PEER transformer writes (0x00010001), under its own 8-character signature.</summary>
+    public static VersionInfo FormatVersion(string modelSignature, string loaderSignature) => new(
+        modelSignature: modelSignature,
+        verWrittenCur: 0x00010001,
+        verReadableCur: 0x00010001,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: loaderSignature,
+        loaderAssemblyName: typeof(PeerModelPersistence).Assembly.FullName);
+
     /// <summary>
     /// Checks the saved format version before ML.NET does, so the error names both versions and what to do
     /// (ML.NET's own check only says the model is unsupported).

@@ -102,24 +102,14 @@ public sealed class PeerTextClassificationTransformer : PeerTransformerBase<Tran
         {
             var getters = new Delegate?[AppendedCount];
             if (!isActive(0) && !isActive(1)) return getters;
-            var textGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[_textIndex]);
-            long scoredPosition = -1;
-            float[] probabilities = Array.Empty<float>();
-            ReadOnlyMemory<char> text = default;
-            void Ensure()
-            {
-                if (scoredPosition == input.Position) return;
-                textGetter(ref text);
-                probabilities = _parent.PredictProbabilities(text.ToString());
-                scoredPosition = input.Position;
-            }
+            var probabilities = ScorePerRow(input, _textIndex, _parent.PredictProbabilities);
             if (isActive(0))
             {
                 getters[0] = (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
                 {
-                    Ensure();
-                    var editor = VBufferEditor.Create(ref value, probabilities.Length);
-                    probabilities.AsSpan().CopyTo(editor.Values);
+                    var p = probabilities();
+                    var editor = VBufferEditor.Create(ref value, p.Length);
+                    p.AsSpan().CopyTo(editor.Values);
                     value = editor.Commit();
                 });
             }
@@ -127,9 +117,9 @@ public sealed class PeerTextClassificationTransformer : PeerTransformerBase<Tran
             {
                 getters[1] = (ValueGetter<uint>)((ref uint value) =>
                 {
-                    Ensure();
+                    var p = probabilities();
                     int best = 0;
-                    for (int c = 1; c < probabilities.Length; c++) if (probabilities[c] > probabilities[best]) best = c;
+                    for (int c = 1; c < p.Length; c++) if (p[c] > p[best]) best = c;
                     value = (uint)best + 1;  // keys are 1-based; 0 means missing
                 });
             }
@@ -141,13 +131,7 @@ public sealed class PeerTextClassificationTransformer : PeerTransformerBase<Tran
     // string: text column; string: score column; string: predicted-label column
     // bool: has key values; [key values: tag, count, strings]; int: TextTruncation
     // streams: PeerOptions.json (TextClassifierOptions), PeerTokenizer.bin, PeerWeights.bin
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "PEERTCXF",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(PeerTextClassificationTransformer).Assembly.FullName);
+    private static VersionInfo GetVersionInfo() => PeerModelPersistence.FormatVersion("PEERTCXF", LoaderSignature);
 
     private protected override VersionInfo FormatVersion => GetVersionInfo();
 
