@@ -7,7 +7,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Peer;
 using Microsoft.ML.Peer.Examples;
 using Microsoft.ML.Peer.Models;
-using Microsoft.ML.Peer.Training;
+using Microsoft.ML.Peer.Data;
 using BrownLanguageModel;
 using Spectre.Console;
 

@@ -14,7 +14,7 @@ namespace PaperReproduction;
 /// Seconds per training step assumed for the time estimate printed before the runs, by run name; a run not listed
 /// uses <paramref name="DefaultSecondsPerStep"/>.
 /// </param>
-public sealed record Budget(string Name, int Dimension, int Layers, int AttentionHeads, int KeyDimension, int BatchSize, int SequenceLength,
+internal sealed record Budget(string Name, int Dimension, int Layers, int AttentionHeads, int KeyDimension, int BatchSize, int SequenceLength,
     int ReferenceSteps, int WarmupSteps, int EvaluationTokens, double LearningRate,
     IReadOnlyDictionary<string, double> AssumedSecondsPerStep, double DefaultSecondsPerStep, double AssumedEvaluationSecondsPerRun)
 {
@@ -81,7 +81,7 @@ public sealed record Budget(string Name, int Dimension, int Layers, int Attentio
 }
 
 /// <summary>One training run: the feed-forward kind of the middle block and its sparse-layer settings.</summary>
-public sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true)
+internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true)
 {
     public const string IsoFlop = "isoflop";
     public const string QueryBn = "query-bn";

@@ -10,6 +10,8 @@ using Microsoft.ML.Peer.Native;
 using Microsoft.ML.Peer.Training;
 using PaperReproduction;
 
+TorchSharpRuntime.EnsureLoadable();  // this harness calls TorchSharp before any Microsoft.ML.Peer type would prepare it
+
 var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/PaperReproduction -- [options]",
     new Dictionary<string, string>
     {

@@ -3,7 +3,7 @@ using ScottPlot;
 namespace PaperReproduction;
 
 /// <summary>The PNG plots of the reproduction (ScottPlot), each with labelled axes, a legend and a title.</summary>
-public static class ResultPlots
+internal static class ResultPlots
 {
     private const int Width = 1100, Height = 550;
 

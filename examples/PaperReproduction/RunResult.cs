@@ -4,22 +4,22 @@ using System.Text;
 namespace PaperReproduction;
 
 /// <summary>What one run measured; written to results.json (snake_case).</summary>
-public sealed record RunResult(
+internal sealed record RunResult(
     string Name, string Experiment, IReadOnlyList<string> Experiments, string FfnKind, int Experts, int Heads, int TopK, bool QueryBn,
     long TotalParams, long ActiveParams, long FlopsPerToken, double TrainingFlops, int Steps, long TokensSeen,
     double ValLoss, double ValPerplexity, long EvalTokens, double? ExpertUsage, double? UsageKl,
     double TrainSeconds, double EvalSeconds, double WallSeconds, double MedianStepSeconds, IReadOnlyList<double> TrainingLoss);
 
 /// <summary>Shared settings of all runs; written to results.json beside the runs.</summary>
-public sealed record ExperimentSetup(
+internal sealed record ExperimentSetup(
     string Budget, int ModelDimension, int Layers, int AttentionHeads, int ContextLength, int BatchSize, int KeyDimension, int VocabularySize,
     int Seed, int ReferenceSteps, string ReferenceRun, double TrainingFlopsPerRun, long TrainTokens, long ValidationTokens, long EvalTokens,
     double UnigramPerplexityOnEvalTokens, string FlopCounting, bool NativeKernels, int TorchThreads, int ProcessorCount, string StartedUtc, double TotalWallSeconds);
 
-public sealed record ResultsFile(ExperimentSetup Setup, IReadOnlyList<RunResult> Runs);
+internal sealed record ResultsFile(ExperimentSetup Setup, IReadOnlyList<RunResult> Runs);
 
 /// <summary>The Markdown tables of results.md (and the console).</summary>
-public static class ResultTables
+internal static class ResultTables
 {
     private static string F(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
 

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Peer.Benchmarks;
 
+// The benchmarks call TorchSharp before any Microsoft.ML.Peer type would prepare it.
+Microsoft.ML.Peer.Native.TorchSharpRuntime.EnsureLoadable();
 return BenchmarkProgram.Run(args);
 
 namespace Microsoft.ML.Peer.Benchmarks

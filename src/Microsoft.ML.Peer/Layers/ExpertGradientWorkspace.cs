@@ -6,7 +6,7 @@ namespace Microsoft.ML.Peer.Layers;
 /// Row buffers for the expert tables' gradients, kept between steps: a fresh allocation of that size
 /// (hundreds of MB at N = 1024²) costs more in first-touch page faults than the backward kernel itself.
 /// </summary>
-public sealed class ExpertGradientWorkspace : IDisposable
+internal sealed class ExpertGradientWorkspace : IDisposable
 {
     private Tensor? _down;
     private Tensor? _up;

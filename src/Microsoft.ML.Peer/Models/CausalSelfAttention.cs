@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer.Models;
 /// (<c>causal: false</c>) with padding keys masked for the text classifier. One class, so both models share the
 /// projections and kernel call.
 /// </summary>
-public sealed class CausalSelfAttention : Module<Tensor, Tensor>
+internal sealed class CausalSelfAttention : Module<Tensor, Tensor>
 {
     private readonly int _heads;
     private readonly bool _causal;

@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer.Models;
 /// <param name="Routing">MoE router; PKM/PEER query projection, sub-key scoring and the k² candidate sums of each head.</param>
 /// <param name="Selection">Top-k selection, one operation per comparison: h·(2n + k²) per product-key layer, E per MoE layer.</param>
 /// <param name="OutputHead">The tied output projection 2·d·V.</param>
-public sealed record FlopBreakdown(long Attention, long DenseFeedForward, long SparseFeedForward, long Routing, long Selection, long OutputHead)
+internal sealed record FlopBreakdown(long Attention, long DenseFeedForward, long SparseFeedForward, long Routing, long Selection, long OutputHead)
 {
     /// <summary>Everything above (selection included).</summary>
     public long Total => Attention + DenseFeedForward + SparseFeedForward + Routing + Selection + OutputHead;
@@ -24,7 +24,7 @@ public sealed record FlopBreakdown(long Attention, long DenseFeedForward, long S
 /// counted over the full context T for every token (no causal halving), as Kaplan et al. (2020) do. Training costs
 /// 3× forward (backward ≈ 2× forward).
 /// </summary>
-public static class FlopCounter
+internal static class FlopCounter
 {
     /// <summary>Forward FLOPs per token of the whole model.</summary>
     public static FlopBreakdown ForwardPerToken(LanguageModelOptions options)

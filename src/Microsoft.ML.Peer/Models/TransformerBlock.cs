@@ -7,7 +7,7 @@ using static TorchSharp.torch.nn;
 namespace Microsoft.ML.Peer.Models;
 
 /// <summary>Pre-norm transformer block: x + Attn(LN(x)), then + FFN(LN(x)), FFN being any feed-forward kind.</summary>
-public sealed class TransformerBlock : Module<Tensor, Tensor>
+internal sealed class TransformerBlock : Module<Tensor, Tensor>
 {
     private readonly LayerNorm attention_norm;
     private readonly CausalSelfAttention attention;

@@ -43,7 +43,7 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
     public LanguageModelOptions Options => _options.Clone();
 
     /// <summary>The transformer blocks, in order.</summary>
-    public IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
+    internal IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
 
     /// <summary>Every product-key router (PEER and PKM layers) with the index of its block.</summary>
     public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters => TransformerBlock.ProductKeyRoutersOf(blocks);

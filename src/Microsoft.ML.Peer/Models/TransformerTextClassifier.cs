@@ -61,7 +61,7 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
     public TextClassifierOptions Options => _options.Clone();
 
     /// <summary>The transformer blocks, in order.</summary>
-    public IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
+    internal IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
 
     /// <summary>Every product-key router (PEER and PKM layers) with the index of its block.</summary>
     /// <remarks>Without blocks, the feed-forward over the pooled text vector is reported as block 0.</remarks>

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Peer.Native;
 public static class PeerNativeLibrary
 {
     /// <summary>ABI version this assembly was written against.</summary>
-    public const int ExpectedAbiVersion = 2;
+    internal const int ExpectedAbiVersion = 2;
 
     private static readonly Lazy<(bool Available, string Reason)> State = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -21,18 +21,45 @@ public static class PeerNativeLibrary
     public static string UnavailableReason => State.Value.Reason;
 
     /// <summary>Where the one fallback warning goes; defaults to standard error.</summary>
-    public static Action<string> Warn { get; set; } = message => Console.Error.WriteLine(message);
+    internal static Action<string> Warn { get; set; } = message => Console.Error.WriteLine(message);
 
     private static (bool, string) Probe() =>
-        Decide(PeerNativeMethods.AbiVersion, Environment.GetEnvironmentVariable("PEER_NATIVE"), Warn);
+        Decide(PeerNativeMethods.AbiVersion, Environment.GetEnvironmentVariable("PEER_NATIVE"), Warn, MissingCpuFeatures());
+
+    /// <summary>
+    /// The instruction-set features of x86-64-v3, which the shipped library is compiled for (src/Peer.Native/CMakeLists.txt),
+    /// that this CPU lacks; empty when it has them all or is not x86-64 (other systems build their own library).
+    /// </summary>
+    internal static string MissingCpuFeatures()
+    {
+        if (RuntimeInformation.ProcessArchitecture != Architecture.X64) return "";
+        var missing = new List<string>();
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) missing.Add("AVX2");
+        if (!System.Runtime.Intrinsics.X86.Fma.IsSupported) missing.Add("FMA");
+        if (!System.Runtime.Intrinsics.X86.Bmi1.IsSupported) missing.Add("BMI1");
+        if (!System.Runtime.Intrinsics.X86.Bmi2.IsSupported) missing.Add("BMI2");
+        if (!System.Runtime.Intrinsics.X86.Lzcnt.IsSupported) missing.Add("LZCNT");
+        if (System.Runtime.Intrinsics.X86.X86Base.IsSupported)
+        {
+            int ecx = System.Runtime.Intrinsics.X86.X86Base.CpuId(1, 0).Ecx;
+            if ((ecx & (1 << 22)) == 0) missing.Add("MOVBE");
+            if ((ecx & (1 << 29)) == 0) missing.Add("F16C");
+        }
+        return string.Join(", ", missing);
+    }
 
     /// <summary>The decision, with its inputs passed in so it can be tested without unloading anything.</summary>
-    internal static (bool Available, string Reason) Decide(Func<int> abiVersion, string? switchValue, Action<string> warn)
+    internal static (bool Available, string Reason) Decide(Func<int> abiVersion, string? switchValue, Action<string> warn, string missingCpuFeatures = "")
     {
         string reason;
         if (switchValue == "0")
         {
             reason = "PEER_NATIVE=0";
+        }
+        else if (missingCpuFeatures.Length > 0)
+        {
+            // Checked before loading: the library would stop the process with an illegal instruction.
+            reason = $"this CPU lacks {missingCpuFeatures}, which libpeer_native (built for x86-64-v3) needs";
         }
         else
         {
@@ -55,7 +82,7 @@ public static class PeerNativeLibrary
     /// Whether to run the native CPU kernels on <paramref name="tensors"/>: never for Managed; for Native, yes or a
     /// clear error; for Auto, when the library is loaded and every tensor is float32 on the CPU.
     /// </summary>
-    public static bool ShouldUse(Layers.PeerKernels kernels, params Tensor[] tensors)
+    internal static bool ShouldUse(Layers.PeerKernels kernels, params Tensor[] tensors)
     {
         if (kernels == Layers.PeerKernels.Managed) return false;
         var unsuitable = tensors.FirstOrDefault(t => t.dtype != ScalarType.Float32 || t.device_type != TorchSharp.DeviceType.CPU);
@@ -85,7 +112,7 @@ public static class PeerNativeLibrary
     /// read. Advice only: returns the bytes advised, 0 where it does not apply (library unavailable, not a contiguous
     /// CPU tensor, THP disabled, another system). Contents are unchanged.
     /// </summary>
-    public static unsafe long AdviseHugePages(Tensor table)
+    internal static unsafe long AdviseHugePages(Tensor table)
     {
         ArgumentNullException.ThrowIfNull(table);
         if (!IsAvailable || table.device_type != TorchSharp.DeviceType.CPU || !table.is_contiguous() || table.numel() == 0) return 0;

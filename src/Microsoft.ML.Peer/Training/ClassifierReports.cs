@@ -1,17 +1,17 @@
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Progress of a classifier run, reported every <see cref="ClassifierTrainingOptions.LogEvery"/> steps (Loss: mean since the last report; Epoch: 1-based).</summary>
-public sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed);
+internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>
 /// One pass over the training texts (Epoch: 1-based; Steps: optimizer steps so far). TrainLoss is the mean training
 /// cross-entropy of the pass; the validation fields are null without validation texts. TokensPerSecond counts real
 /// (unpadded) training tokens over the pass; Elapsed is the time since training began.
 /// </summary>
-public sealed record ClassifierEpochReport(int Epoch, int Steps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
+internal sealed record ClassifierEpochReport(int Epoch, int Steps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
-public sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
+internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
 
 /// <summary>What <see cref="TextClassifierTrainer.Train"/> did: one report per (possibly partial) pass, the steps taken and the time.</summary>
-public sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed);
+internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed);

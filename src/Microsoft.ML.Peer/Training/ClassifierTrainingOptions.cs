@@ -6,7 +6,7 @@ namespace Microsoft.ML.Peer.Training;
 /// split seed 7), 512-token mails and an 8192-token vocabulary reached 98.06% test accuracy (23 of 1,186 wrong); the fit took 19 s on an idle machine and 204 s on
 /// two CPU cores shared with a build (load average ≈ 7).
 /// </summary>
-public sealed class ClassifierTrainingOptions
+internal sealed class ClassifierTrainingOptions
 {
     /// <summary>Seed of weight initialisation and of the batch order. Default 1.</summary>
     public int Seed { get; set; } = 1;

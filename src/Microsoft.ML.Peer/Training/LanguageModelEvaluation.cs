@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Validation perplexity and expert usage of a language model over a token stream (used by the trainer and the ML.NET transformer).</summary>
-public static class LanguageModelEvaluation
+internal static class LanguageModelEvaluation
 {
     /// <summary>
     /// Mean cross-entropy and perplexity over consecutive, non-overlapping windows of <paramref name="tokens"/>

@@ -13,7 +13,7 @@ namespace Microsoft.ML.Peer.Training;
 /// Trains a <see cref="TransformerLanguageModel"/>: AdamW, warm-up + cosine schedule, gradient clipping,
 /// seeded batches, checkpoints that resume to the same loss curve, validation perplexity and expert usage.
 /// </summary>
-public sealed class LanguageModelTrainer : IDisposable
+internal sealed class LanguageModelTrainer : IDisposable
 {
     private const string CheckpointMagic = "PEER-LM-CHECKPOINT";
     private const int CheckpointVersion = 1;

@@ -1,7 +1,7 @@
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Linear warm-up to the peak, then cosine decay to a floor at the last step.</summary>
-public static class LearningRateSchedule
+internal static class LearningRateSchedule
 {
     /// <summary>The learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
     public static double At(int step, double peak, int warmupSteps, int totalSteps, double minFraction)

@@ -13,7 +13,7 @@ namespace Microsoft.ML.Peer.Training;
 /// momentum and decay their weights every step; here a row changes only in steps that touch it
 /// (as TensorFlow's LazyAdam and PyTorch's SparseAdam do). Runs the native kernel when it is loaded.
 /// </summary>
-public sealed class SparseRowAdamW : IDisposable
+internal sealed class SparseRowAdamW : IDisposable
 {
     private readonly List<(Parameter Table, Tensor ExpAvg, Tensor ExpAvgSq, Tensor RowSteps)> _state = new();
     private readonly double _beta1, _beta2, _eps, _weightDecay;

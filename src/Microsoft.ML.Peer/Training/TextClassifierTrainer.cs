@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer.Training;
 /// warm-up + cosine schedule, global clipping, seeded length-grouped batches, an optional time budget, and a
 /// validation pass after every epoch. The same seed and data give the same model.
 /// </summary>
-public sealed class TextClassifierTrainer : IDisposable
+internal sealed class TextClassifierTrainer : IDisposable
 {
     // Batches are cut from pools of this many batches' worth of shuffled texts sorted by length: similar lengths
     // share a batch (less padding, the cost of attention and of the PEER experts follows real tokens) while the

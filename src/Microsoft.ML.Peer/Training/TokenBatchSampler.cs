@@ -6,7 +6,7 @@ namespace Microsoft.ML.Peer.Training;
 /// Draws training windows from one token stream. The batch of step s depends only on (seed, s), so a run
 /// resumed from a checkpoint sees exactly the batches the uninterrupted run would have seen.
 /// </summary>
-public sealed class TokenBatchSampler
+internal sealed class TokenBatchSampler
 {
     private readonly int[] _tokens;
     private readonly int _batchSize;

@@ -1,7 +1,7 @@
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Settings of <see cref="LanguageModelTrainer"/>. Defaults suit a small model on a laptop.</summary>
-public sealed class TrainingOptions
+internal sealed class TrainingOptions
 {
     /// <summary>Seed of weight initialisation and of the batch order. Default 1.</summary>
     public int Seed { get; set; } = 1;

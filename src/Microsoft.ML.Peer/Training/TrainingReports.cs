@@ -3,10 +3,10 @@ using Microsoft.ML.Peer.Layers;
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Progress of a training run, reported every <see cref="TrainingOptions.LogEvery"/> steps.</summary>
-public sealed record TrainingProgress(int Step, int MaxSteps, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed, EvaluationResult? Evaluation);
+internal sealed record TrainingProgress(int Step, int MaxSteps, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed, EvaluationResult? Evaluation);
 
 /// <summary>Validation loss, perplexity and the expert usage of every product-key layer (keyed by block index).</summary>
-public sealed record EvaluationResult(double Loss, double Perplexity, long Tokens, IReadOnlyDictionary<int, ExpertUsage> ExpertUsage);
+internal sealed record EvaluationResult(double Loss, double Perplexity, long Tokens, IReadOnlyDictionary<int, ExpertUsage> ExpertUsage);
 
 /// <summary>One logged training loss.</summary>
-public sealed record LossPoint(int Step, double Loss);
+internal sealed record LossPoint(int Step, double Loss);

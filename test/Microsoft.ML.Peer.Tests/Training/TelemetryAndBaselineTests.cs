@@ -1,4 +1,5 @@
 using Microsoft.ML.Peer.Layers;
+using Microsoft.ML.Peer.Data;
 using Microsoft.ML.Peer.Training;
 using static TorchSharp.torch;
 

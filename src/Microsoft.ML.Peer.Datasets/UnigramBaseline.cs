@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Peer.Training;
+namespace Microsoft.ML.Peer.Data;
 
 /// <summary>
 /// The perplexity a model that ignores context would get: token frequencies of the training split
