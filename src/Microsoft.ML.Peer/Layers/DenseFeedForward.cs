@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -12,7 +13,7 @@ public sealed class DenseFeedForward : Module<Tensor, Tensor>
     private readonly Linear up;
     private readonly Linear down;
 
-    public DenseFeedForward(int dimension, int hiddenDimension) : base(nameof(DenseFeedForward))
+    public DenseFeedForward(int dimension, int hiddenDimension) : base(TorchSharpRuntime.Prepared(nameof(DenseFeedForward)))
     {
         if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), dimension, "The model dimension must be positive.");
         if (hiddenDimension <= 0) throw new ArgumentOutOfRangeException(nameof(hiddenDimension), hiddenDimension, "The hidden dimension must be positive.");

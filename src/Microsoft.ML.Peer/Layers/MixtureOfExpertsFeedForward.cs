@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -20,7 +21,7 @@ public sealed class MixtureOfExpertsFeedForward : Module<Tensor, Tensor>, IAuxil
     private readonly ModuleList<DenseFeedForward> experts;
     private Tensor? _auxiliaryLoss;
 
-    public MixtureOfExpertsFeedForward(int dimension, int hiddenDimension, int experts, int topK) : base(nameof(MixtureOfExpertsFeedForward))
+    public MixtureOfExpertsFeedForward(int dimension, int hiddenDimension, int experts, int topK) : base(TorchSharpRuntime.Prepared(nameof(MixtureOfExpertsFeedForward)))
     {
         if (experts <= 0) throw new ArgumentOutOfRangeException(nameof(experts), experts, "The number of MoE experts must be positive.");
         if (topK <= 0 || topK > experts)

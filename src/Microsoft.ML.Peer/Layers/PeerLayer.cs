@@ -22,7 +22,7 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     private readonly Embedding expert_up;     // v_i, [N, d]
     private readonly ExpertGradientWorkspace _workspace = new();
 
-    public PeerLayer(int dimension, PeerOptions options) : base(nameof(PeerLayer))
+    public PeerLayer(int dimension, PeerOptions options) : base(TorchSharpRuntime.Prepared(nameof(PeerLayer)))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,7 +18,7 @@ public sealed class ProductKeyMemory : Module<Tensor, Tensor>
     private readonly ProductKeyRouter router;
     private readonly Embedding values;
 
-    public ProductKeyMemory(int dimension, ProductKeyOptions options) : base(nameof(ProductKeyMemory))
+    public ProductKeyMemory(int dimension, ProductKeyOptions options) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyMemory)))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();

@@ -27,7 +27,7 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
     /// <param name="keyDimension">Query and key dimension (even).</param>
     /// <param name="topK">Keys retrieved per query, at most n.</param>
     /// <param name="kernels">Native: Peer.Native's exact top-k selects the keys; Managed: torch top-k over the sub-key scores.</param>
-    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto) : base(nameof(ProductKeyRetriever))
+    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRetriever)))
     {
         if (subKeys <= 0) throw new ArgumentOutOfRangeException(nameof(subKeys), subKeys, "The number of sub-keys must be positive.");
         if (keyDimension <= 0 || keyDimension % 2 != 0)

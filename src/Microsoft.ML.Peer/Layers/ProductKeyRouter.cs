@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -17,7 +18,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     private readonly BatchNorm1d? query_norm;
     private readonly ProductKeyRetriever retriever;
 
-    public ProductKeyRouter(int inputDimension, ProductKeyOptions options) : base(nameof(ProductKeyRouter))
+    public ProductKeyRouter(int inputDimension, ProductKeyOptions options) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRouter)))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();

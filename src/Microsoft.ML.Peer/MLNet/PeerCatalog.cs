@@ -28,6 +28,7 @@ namespace Microsoft.ML.Peer
         internal PeerCatalog(IHostEnvironment env)
         {
             MLNetVersionCheck.EnsureCompatible();
+            Native.TorchSharpRuntime.EnsureLoadable();
             _env = env;
         }
 

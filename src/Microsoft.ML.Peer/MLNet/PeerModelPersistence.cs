@@ -37,6 +37,7 @@ internal static class PeerModelPersistence
     public static void CheckVersion(ModelLoadContext ctx, VersionInfo ours, string what)
     {
         MLNetVersionCheck.EnsureCompatible();
+        Native.TorchSharpRuntime.EnsureLoadable();
         uint written = ctx.Header.ModelVerWritten, readable = ctx.Header.ModelVerReadable;
         if (readable > ours.VerWrittenCur || written < ours.VerWeCanReadBack)
             throw new InvalidDataException(

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using Microsoft.ML.Peer.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -20,7 +21,7 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
     private readonly ModuleList<TransformerBlock> blocks;
     private readonly LayerNorm final_norm;
 
-    public TransformerLanguageModel(LanguageModelOptions options) : base(nameof(TransformerLanguageModel))
+    public TransformerLanguageModel(LanguageModelOptions options) : base(TorchSharpRuntime.Prepared(nameof(TransformerLanguageModel)))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using Microsoft.ML.Peer.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -32,7 +33,7 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
     private readonly Module<Tensor, Tensor>? pooled_feed_forward;
     private readonly Linear head;
 
-    public TransformerTextClassifier(TextClassifierOptions options) : base(nameof(TransformerTextClassifier))
+    public TransformerTextClassifier(TextClassifierOptions options) : base(TorchSharpRuntime.Prepared(nameof(TransformerTextClassifier)))
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();

@@ -34,7 +34,16 @@ public static class TorchSharpRuntime
     /// </summary>
     public static void EnsureLoadable()
     {
-        if (State.Value is { } failure) throw new InvalidOperationException(failure.Message, failure);
+        // A new exception each time (one thrown object would collect every caller's stack); the cause, when there is
+        // one beyond our own message, stays inside.
+        if (State.Value is { } failure) throw new InvalidOperationException(failure.Message, failure.InnerException);
+    }
+
+    /// <summary>For the public modules' constructors: prepares TorchSharp before the TorchSharp base constructor runs.</summary>
+    internal static string Prepared(string moduleName)
+    {
+        EnsureLoadable();
+        return moduleName;
     }
 
     /// <summary>The patched copy in use, or null where TorchSharp's own library loads (or on another system).</summary>
