@@ -48,7 +48,10 @@ public static class ClassifierWalkthrough
     public static void DescribeModel(PeerTextClassificationTrainer.Options options) =>
         AnsiConsole.WriteLine($"  model: {options.FeedForward} feed-forward" +
             (options.FeedForward == FeedForwardKind.Peer ? $" with N = {options.Experts:N0} experts, h = {options.Heads}, k = {options.TopK}" : "") +
-            $", d = {options.ModelDimension}, {options.Layers} block(s), first {options.MaxSequenceLength} tokens of each text");
+            $", d = {options.ModelDimension}, {options.Layers} block(s), " +
+            (options.Truncation == TextTruncation.KeepStartAndEnd
+                ? $"the first and last {options.MaxSequenceLength / 2} tokens of each longer text"
+                : $"the first {options.MaxSequenceLength} tokens of each text"));
 
     /// <summary>Fits <paramref name="retrain"/> under a progress bar, saves the model and evaluates it on <paramref name="test"/>.</summary>
     public static TrainedClassifier TrainAndEvaluate(MLContext mlContext, PeerTextClassificationTrainer.Options options, IDataView train, IDataView test,

@@ -188,9 +188,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         try
         {
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);
-            int plannedSteps = 0;
-            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => { plannedSteps = p.TotalSteps; Report(ch, p, clock.Elapsed); }, cancellation.Token,
-                epoch => ReportEpoch(ch, epoch, Math.Max(plannedSteps, epoch.Steps)));
+            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed), cancellation.Token,
+                epoch => ReportEpoch(ch, epoch));
             cancellation.ThrowIfCancelled();
             ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
             var model = trainer.ReleaseModel();
@@ -212,18 +211,24 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         return [.. ids[..start], .. ids[^end..]];
     }
 
-    private void ReportEpoch(IChannel ch, ClassifierEpochReport epoch, int totalSteps)
+    private void ReportEpoch(IChannel ch, ClassifierEpochReport epoch)
     {
+        int totalSteps = Math.Max(epoch.PlannedSteps, epoch.Steps);
         string validation = epoch.ValidationAccuracy is { } accuracy ? $", validation loss {epoch.ValidationLoss:F4}, accuracy {accuracy:P2}" : "";
         ch.Info($"epoch {epoch.Epoch}: train loss {epoch.TrainLoss:F4}{validation}, {epoch.TokensPerSecond:N0} tokens/s, elapsed {epoch.Elapsed:hh\\:mm\\:ss}");
-        _options.Progress?.Report(new PeerTrainingProgress(epoch.Epoch, epoch.Steps, totalSteps, epoch.TrainLoss, epoch.TokensPerSecond, epoch.Elapsed, TimeSpan.Zero, epoch.ValidationAccuracy));
+        _options.Progress?.Report(new PeerTrainingProgress(epoch.Epoch, epoch.Steps, totalSteps, epoch.TrainLoss, epoch.TokensPerSecond, epoch.Elapsed,
+            Remaining(epoch.Elapsed, epoch.Steps, totalSteps), epoch.ValidationAccuracy));
     }
+
+    /// <summary>Time left for the whole fit (every epoch), at the pace so far.</summary>
+    internal static TimeSpan Remaining(TimeSpan elapsed, int step, int totalSteps) =>
+        step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / step * Math.Max(0, totalSteps - step)) : TimeSpan.Zero;
 
     private static string ClassName(LabelKeyValues? keyValues, int label) => keyValues is null ? $"key {label + 1}" : $"'{keyValues.Values[label]}'";
 
     private void Report(IChannel ch, ClassifierProgress p, TimeSpan elapsed)
     {
-        var remaining = p.Step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / p.Step * Math.Max(0, p.TotalSteps - p.Step)) : TimeSpan.Zero;
+        var remaining = Remaining(elapsed, p.Step, p.TotalSteps);
         ch.Info($"epoch {p.Epoch}, step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {remaining:hh\\:mm\\:ss}");
         _options.Progress?.Report(new PeerTrainingProgress(p.Epoch, p.Step, p.TotalSteps, p.Loss, p.TokensPerSecond, elapsed, remaining, null));
     }

@@ -4,11 +4,12 @@ namespace Microsoft.ML.Peer.Training;
 internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>
-/// One pass over the training texts (Epoch: 1-based; Steps: optimizer steps so far). TrainLoss is the mean training
+/// One pass over the training texts (Epoch: 1-based; Steps: optimizer steps so far; PlannedSteps: the step the whole fit
+/// is planned to end at, so progress can count the time left for every epoch). TrainLoss is the mean training
 /// cross-entropy of the pass; the validation fields are null without validation texts. TokensPerSecond counts real
 /// (unpadded) training tokens over the pass; Elapsed is the time since training began.
 /// </summary>
-internal sealed record ClassifierEpochReport(int Epoch, int Steps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
+internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSteps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
 internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);

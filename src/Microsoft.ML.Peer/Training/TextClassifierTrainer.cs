@@ -114,7 +114,7 @@ internal sealed class TextClassifierTrainer : IDisposable
             }
             double tokensPerSecond = epochTokens / epochClock.Elapsed.TotalSeconds;
             var validation = validationTokens is null ? null : Evaluate(validationTokens, validationLabels!);
-            reports.Add(new ClassifierEpochReport(epoch + 1, Step, epochLoss / Math.Max(1, epochSteps), validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
+            reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps), validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
             epochCompleted?.Invoke(reports[^1]);
         }
         return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed);

@@ -68,6 +68,29 @@ public sealed class PeerTextClassificationTests
     }
 
     [TestMethod]
+    public void ProgressCountsTheTimeLeftForTheWholeFit()
+    {
+        var reports = new List<PeerTrainingProgress>();
+        var options = PluginTestData.TinyClassifier();
+        options.Epochs = 3;
+        options.Progress = new SynchronousProgress(reports.Add);
+        var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(120, seed: 3, classes: 2));
+        Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(options)).Fit(train);
+
+        var epochEnds = reports.GroupBy(r => r.Epoch).Select(g => g.Last()).ToList();
+        Assert.AreEqual(3, epochEnds.Count);
+        foreach (var r in epochEnds.SkipLast(1))
+            Assert.IsTrue(r.Remaining > TimeSpan.Zero, $"epoch {r.Epoch} of 3 ended at step {r.Step}/{r.TotalSteps} with ETA {r.Remaining}: epochs remain");
+        Assert.AreEqual(TimeSpan.Zero, epochEnds[^1].Remaining, "nothing remains after the last epoch");
+        Assert.AreEqual(epochEnds[^1].TotalSteps, epochEnds[^1].Step);
+    }
+
+    private sealed class SynchronousProgress(Action<PeerTrainingProgress> report) : IProgress<PeerTrainingProgress>
+    {
+        public void Report(PeerTrainingProgress value) => report(value);
+    }
+
+    [TestMethod]
     public void ABinaryLabelWorks()
     {
         var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(300, seed: 3, classes: 2));

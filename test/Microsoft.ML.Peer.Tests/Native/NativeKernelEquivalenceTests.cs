@@ -114,6 +114,22 @@ public sealed class NativeKernelEquivalenceTests
         warnings.Clear();
         (available, _) = PeerNativeLibrary.Decide(() => PeerNativeLibrary.ExpectedAbiVersion, "0", warnings.Add);
         Assert.IsFalse(available, "PEER_NATIVE=0 turns the native kernels off");
+
+        warnings.Clear();
+        int loads = 0;
+        (available, reason) = PeerNativeLibrary.Decide(() => { loads++; return PeerNativeLibrary.ExpectedAbiVersion; }, null, warnings.Add, "AVX2, FMA");
+        Assert.IsFalse(available, "a CPU without x86-64-v3 must not run the library built for it");
+        Assert.AreEqual(0, loads, "the library must not even be loaded on such a CPU");
+        StringAssert.Contains(reason, "AVX2, FMA");
+        Assert.AreEqual(1, warnings.Count);
+    }
+
+    [TestMethod]
+    public void ThisCpuRunsTheShippedLibrary()
+    {
+        // The CI and development machines have x86-64-v3; the check itself must not refuse them.
+        Assert.AreEqual("", PeerNativeLibrary.MissingCpuFeatures());
+        Assert.IsTrue(PeerNativeLibrary.IsAvailable, PeerNativeLibrary.UnavailableReason);
     }
 
     [TestMethod]
