@@ -195,7 +195,21 @@ public static class TorchSharpRuntime
             int state = CompatLibrary.Patch(compat, Path.Combine(staging, LibTorchSharpFile), Path.Combine(staging, CompatFile));
             if (state != CompatLibrary.Patched)
                 throw new InvalidDataException($"{original}: the patch left it in state {state}, not patched.");
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);  // incomplete: a file was removed
+            // Complete folders only ever appear by rename, so one that is there but incomplete lost a file afterwards: move
+            // it aside (atomic, so a concurrent caller never deletes a copy another has just put in place) and replace it.
+            if (Directory.Exists(folder) && !IsComplete(folder))
+            {
+                string broken = Path.Combine(cacheRoot, $".{key}.broken.{Guid.NewGuid():N}");
+                try
+                {
+                    Directory.Move(folder, broken);
+                    Directory.Delete(broken, recursive: true);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Another caller moved it first.
+                }
+            }
             Directory.Move(staging, folder);
         }
         catch (IOException) when (IsComplete(folder))
