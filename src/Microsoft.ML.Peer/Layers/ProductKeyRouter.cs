@@ -51,7 +51,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     {
         using var scope = NewDisposeScope();
         var q = query.forward(tokens);
-        if (query_norm is not null) q = query_norm.forward(q);
+        if (query_norm is not null) q = NormalizeQueries(query_norm, q);
         q = q.view(tokens.shape[0], _options.Heads, _options.KeyDimension);
         var (scores, indices) = retriever.forward(q);
         var gates = _options.ScoreActivation switch
@@ -62,6 +62,25 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         };
         Usage.Add(indices, gates);
         return (gates.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Query batch norm. A training batch of one row (a bag-of-embeddings classifier's last batch of one text, a TorchSharp
+    /// user's single example) has no variance to measure, and BN's unbiased running variance would become 0/0 = NaN and
+    /// poison every later evaluation; such a batch is normalised with the running statistics and leaves them unchanged.
+    /// </summary>
+    private static Tensor NormalizeQueries(BatchNorm1d norm, Tensor q)
+    {
+        if (!norm.training || q.shape[0] > 1) return norm.forward(q);
+        norm.eval();
+        try
+        {
+            return norm.forward(q);
+        }
+        finally
+        {
+            norm.train();
+        }
     }
 
     protected override void Dispose(bool disposing)

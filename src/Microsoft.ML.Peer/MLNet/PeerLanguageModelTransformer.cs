@@ -64,6 +64,7 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         }
         if (tokens.Count < 2) throw new ArgumentException($"The texts of column '{TextColumnName}' hold fewer than two tokens; nothing to evaluate.", nameof(data));
         // Usage counters live in the model's routers, so evaluations take turns (scoring rows concurrently is unaffected).
+        using var call = UseModel();
         lock (_evaluationLock)
         {
             var result = Training.LanguageModelEvaluation.Evaluate(Model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16);
@@ -78,6 +79,7 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         var tokens = Tokenizer.Encode(text);
         int context = _modelOptions.ContextLength;
         double total = 0;
+        using var call = UseModel();
         using var noGrad = no_grad();
         for (int start = 0; start < tokens.Length; start += context)
         {
@@ -108,6 +110,7 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         if (!(temperature >= 0) || float.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, $"{nameof(temperature)} must be a finite number ≥ 0.");
         var context = new List<int> { Tokenizer.EndOfTextId };
         context.AddRange(Tokenizer.Encode(prompt));
+        using var call = UseModel();
         var generated = Model.Generate(context, maxNewTokens, temperature, seed, Tokenizer.EndOfTextId);
         return Tokenizer.Decode(generated.Where(id => id != Tokenizer.EndOfTextId));
     }

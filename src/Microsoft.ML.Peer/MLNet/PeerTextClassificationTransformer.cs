@@ -62,6 +62,7 @@ public sealed class PeerTextClassificationTransformer : PeerTransformerBase<Tran
         var ids = PeerTextClassificationTrainer.Encode(Tokenizer, text ?? "", _modelOptions.ContextLength, Truncation);
         // An empty text is one padding token, which the model scores as a text with no words.
         long[] row = ids.Length == 0 ? new long[] { _modelOptions.PaddingId } : ids.Select(i => (long)i).ToArray();
+        using var call = UseModel();
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var probabilities = F.softmax(Model.forward(tensor(row, new long[] { 1, row.Length })), -1);

@@ -45,6 +45,36 @@ public abstract class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel,
         return new ColumnAppendingDataView(input, MakeMapper(input.Schema));
     }
 
+    private readonly object _lifetime = new();
+    private int _callsInFlight;
+    private bool _disposed;
+
+    /// <summary>
+    /// Marks a call that runs the model, until the returned scope is disposed. <see cref="Dispose()"/> waits for every such
+    /// call to end before it frees the native model, and none starts after it (ObjectDisposedException): scoring threads
+    /// and Dispose can never meet inside libtorch.
+    /// </summary>
+    private protected ModelCall UseModel()
+    {
+        lock (_lifetime)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _callsInFlight++;
+        }
+        return new ModelCall(this);
+    }
+
+    private protected readonly struct ModelCall(PeerTransformerBase<TModel> owner) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (owner._lifetime)
+            {
+                if (--owner._callsInFlight == 0) Monitor.PulseAll(owner._lifetime);
+            }
+        }
+    }
+
     /// <summary>The mapping that appends this transformer's columns to rows whose text is input column <paramref name="textIndex"/>.</summary>
     private protected abstract ColumnAppendingMapper CreateMapper(DataViewSchema inputSchema, int textIndex);
 
@@ -60,6 +90,9 @@ public abstract class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel,
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         ArgumentNullException.ThrowIfNull(ctx);
+        // A disposed model has no weights left to write: saving it would replace a good file with an empty model.
+        using var call = UseModel();
+        Training.FiniteWeights.Ensure(Model, "at save");
         ctx.CheckAtModel();
         ctx.SetVersionInfo(FormatVersion);
         ctx.SaveNonEmptyString(TextColumnName);
@@ -77,12 +110,20 @@ public abstract class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel,
 
     protected virtual void Dispose(bool disposing)
     {
-        if (disposing) Model.Dispose();
+        if (!disposing) return;
+        lock (_lifetime)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            while (_callsInFlight > 0) Monitor.Wait(_lifetime);
+        }
+        Model.Dispose();
     }
 
     private ColumnAppendingMapper MakeMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        lock (_lifetime) ObjectDisposedException.ThrowIf(_disposed, this);
         return CreateMapper(inputSchema, SchemaChecks.TextColumn(inputSchema, TextColumnName).Index);
     }
 }

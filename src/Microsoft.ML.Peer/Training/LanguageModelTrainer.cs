@@ -60,11 +60,12 @@ internal sealed class LanguageModelTrainer : IDisposable
         var (inputs, targets) = sampler.Batch(Step);
         _optimizer.ZeroGrad();
         var (loss, crossEntropy) = Model.Loss(inputs, targets);
+        double value = crossEntropy.item<float>();
+        // Checked before the update, so a diverged step never reaches the weights; training fails rather than going on.
+        if (!double.IsFinite(value))
+            throw new InvalidOperationException($"Training diverged at step {Step}: the loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
         loss.backward();
         _optimizer.Step(lr, _options.GradientClipNorm);
-        double value = crossEntropy.item<float>();
-        if (!double.IsFinite(value))
-            throw new InvalidOperationException($"Training diverged at step {Step}: loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
         _history.Add(new LossPoint(Step, value));
         Step++;
         return value;
@@ -221,6 +222,7 @@ internal sealed class LanguageModelTrainer : IDisposable
     public TransformerLanguageModel ReleaseModel()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        FiniteWeights.Ensure(Model, "after training");
         _modelReleased = true;
         Dispose();
         return Model;

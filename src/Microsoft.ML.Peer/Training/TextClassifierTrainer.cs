@@ -98,7 +98,7 @@ internal sealed class TextClassifierTrainer : IDisposable
                 double lr = LearningRateSchedule.At(relative, _options.LearningRate, _options.WarmupSteps, _totalSteps, _options.MinLearningRateFraction);
                 bool timed = _options.TimeBudget is not null && relative >= _options.WarmupSteps / 2 && relative < _options.WarmupSteps;
                 if (timed) warmupClock.Start();
-                double loss = TrainStep(tokens, labels, batch, lr);
+                double loss = TrainStep(tokens, labels, batch, lr, epoch + 1);
                 if (timed) { warmupClock.Stop(); warmupTimedTokens += PaddedTokens(lengths, batch); }
                 long real = batch.Sum(i => (long)lengths[i]);
                 epochLoss += loss; epochSteps++; epochTokens += real;
@@ -120,17 +120,18 @@ internal sealed class TextClassifierTrainer : IDisposable
         return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed);
     }
 
-    private double TrainStep(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels, int[] batch, double lr)
+    private double TrainStep(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels, int[] batch, double lr, int epoch)
     {
         using var scope = NewDisposeScope();
         Model.train();
         _optimizer.ZeroGrad();
         var (loss, crossEntropy, _) = Model.Loss(BatchTensor(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
+        double value = crossEntropy.item<float>();
+        // Checked before the update, so a diverged step never reaches the weights; the fit fails rather than going on.
+        if (!double.IsFinite(value))
+            throw new InvalidOperationException($"Training diverged at step {Step} (epoch {epoch}): the loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
         loss.backward();
         _optimizer.Step(lr, _options.GradientClipNorm);
-        double value = crossEntropy.item<float>();
-        if (!double.IsFinite(value))
-            throw new InvalidOperationException($"Training diverged at step {Step}: loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
         Step++;
         return value;
     }
@@ -265,6 +266,7 @@ internal sealed class TextClassifierTrainer : IDisposable
     public TransformerTextClassifier ReleaseModel()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        FiniteWeights.Ensure(Model, "after training");
         _modelReleased = true;
         Dispose();
         return Model;
