@@ -6,16 +6,16 @@ namespace Microsoft.ML.Peer.Layers;
 /// </summary>
 public class ProductKeyOptions
 {
-    /// <summary>Number of experts (memory slots) N. Must be a perfect square n²; default 1,048,576 = 1024².</summary>
+    /// <summary>Number of experts (memory slots) N. Must be a perfect square n²; default 1,048,576 = 1024², at most 8192².</summary>
     public int Experts { get; set; } = 1024 * 1024;
 
-    /// <summary>Retrieval heads h; each retrieves its own top-k from the one shared pool. Default 8.</summary>
+    /// <summary>Retrieval heads h; each retrieves its own top-k from the one shared pool. Default 8; at most 1,024.</summary>
     public int Heads { get; set; } = 8;
 
     /// <summary>Experts retrieved per head, k ≤ sqrt(N). Default 16.</summary>
     public int TopK { get; set; } = 16;
 
-    /// <summary>Query (and product key) dimension; even, since it is split into two halves. Default 128.</summary>
+    /// <summary>Query (and product key) dimension; even, since it is split into two halves. Default 128; at most 16,384.</summary>
     public int KeyDimension { get; set; } = 128;
 
     /// <summary>
@@ -52,18 +52,21 @@ public class ProductKeyOptions
     {
         if (Experts <= 0)
             throw new ArgumentOutOfRangeException(nameof(Experts), Experts, $"{nameof(Experts)} must be positive; got {Experts}.");
+        Models.ModelLimits.AtMost(Experts, Models.ModelLimits.Experts, nameof(Experts));
         long n = (long)Math.Round(Math.Sqrt(Experts));
         if (n * n != Experts)
             throw new ArgumentOutOfRangeException(nameof(Experts), Experts,
                 $"{nameof(Experts)} must be a perfect square (N = n², e.g. {n * n} or {(n + 1) * (n + 1)}); got {Experts}.");
         if (Heads <= 0)
             throw new ArgumentOutOfRangeException(nameof(Heads), Heads, $"{nameof(Heads)} must be at least 1; got {Heads}.");
+        Models.ModelLimits.AtMost(Heads, Models.ModelLimits.RetrievalHeads, nameof(Heads));
         if (TopK <= 0 || TopK > n)
             throw new ArgumentOutOfRangeException(nameof(TopK), TopK,
                 $"{nameof(TopK)} must be between 1 and sqrt({nameof(Experts)}) = {n}; got {TopK}.");
         if (KeyDimension <= 0 || KeyDimension % 2 != 0)
             throw new ArgumentOutOfRangeException(nameof(KeyDimension), KeyDimension,
                 $"{nameof(KeyDimension)} must be a positive even number (the query is split into two halves); got {KeyDimension}.");
+        Models.ModelLimits.AtMost(KeyDimension, Models.ModelLimits.KeyDimension, nameof(KeyDimension));
         if (!Enum.IsDefined(Kernels))
             throw new ArgumentOutOfRangeException(nameof(Kernels), Kernels, $"Unknown {nameof(Kernels)} {Kernels}.");
         if (!Enum.IsDefined(ScoreActivation))

@@ -63,11 +63,30 @@ internal sealed class LabelKeyValues
     public static LabelKeyValues Load(BinaryReader reader)
     {
         string tag = reader.ReadString();
-        if (Supported.All(s => s.Tag != tag)) throw new InvalidDataException($"Unknown label key-value type tag '{tag}'.");
-        var values = new string[reader.ReadInt32()];
-        for (int i = 0; i < values.Length; i++) values[i] = reader.ReadString();
+        if (Supported.All(s => s.Tag != tag)) throw new InvalidDataException($"unknown label key-value type tag '{tag}'.");
+        int count = reader.ReadInt32();
+        if (count < 0 || count > Models.ModelLimits.ClassCount)
+            throw new InvalidDataException($"the label key-value count {count} is outside 0..{Models.ModelLimits.ClassCount}.");
+        var values = new string[count];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = reader.ReadString();
+            if (!Parses(tag, values[i])) throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
+        }
         return new LabelKeyValues(tag, values);
     }
+
+    private static bool Parses(string tag, string value) => tag switch
+    {
+        "TX" => true,
+        "BL" => value is "True" or "False",
+        "R4" => float.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _),
+        "R8" => double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _),
+        "I4" => int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _),
+        "I8" => long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _),
+        "U4" => uint.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _),
+        _ => ulong.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _),
+    };
 
     /// <summary>The KeyValues annotation for a key column with these values.</summary>
     public DataViewSchema.Annotations KeyValuesAnnotation()

@@ -144,9 +144,9 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         }
     }
 
-    // *** Binary format (version 0x00010001) ***
+    // *** Binary format (version 0x00010002; 0x00010001 lacks PeerChecksums.json) ***
     // string: text column; string: perplexity column; string: token-count column
-    // streams: PeerOptions.json (LanguageModelOptions), PeerTokenizer.bin, PeerWeights.bin
+    // streams: PeerOptions.json (LanguageModelOptions), PeerTokenizer.bin, PeerWeights.bin, PeerChecksums.json
     private static VersionInfo GetVersionInfo() => PeerModelPersistence.FormatVersion("PEERLMXF", LoaderSignature);
 
     private protected override VersionInfo FormatVersion => GetVersionInfo();
@@ -159,14 +159,23 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         ctx.SaveNonEmptyString(TokenCountColumnName);
     }
 
+    private protected override string HeaderDigest => DigestOf(TextColumnName, PerplexityColumnName, TokenCountColumnName);
+
+    private static string DigestOf(string text, string perplexity, string tokenCount) => PeerModelPersistence.HeaderDigest(w =>
+    {
+        w.Write(text);
+        w.Write(perplexity);
+        w.Write(tokenCount);
+    });
+
     // Called by ML.NET's model loader through the LoadableClass attribute above.
     internal static PeerLanguageModelTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
         PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
-        string text = ctx.LoadNonEmptyString(), perplexity = ctx.LoadNonEmptyString(), tokenCount = ctx.LoadNonEmptyString();
-        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, (LanguageModelOptions o) => new TransformerLanguageModel(o));
+        var (text, perplexity, tokenCount) = PeerModelPersistence.ReadHeader(What, () => (ctx.LoadNonEmptyString(), ctx.LoadNonEmptyString(), ctx.LoadNonEmptyString()));
+        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, DigestOf(text, perplexity, tokenCount), (LanguageModelOptions o) => new TransformerLanguageModel(o));
         return new PeerLanguageModelTransformer(env, model, tokenizer, options, text, perplexity, tokenCount);
     }
 }

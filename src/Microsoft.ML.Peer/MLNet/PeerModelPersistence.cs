@@ -1,4 +1,6 @@
 using System.Reflection;
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using Microsoft.ML.Peer.Data;
 using TorchSharp;
@@ -7,8 +9,9 @@ namespace Microsoft.ML.Peer;
 
 /// <summary>
 /// How the PEER transformers live inside an ML.NET model zip: a small header in the transformer's own stream
-/// (written through ModelSaveContext), then named binary streams for the options (JSON), the tokenizer and the
-/// TorchSharp weights. Every failure to read one is an <see cref="InvalidDataException"/> that names the stream.
+/// (written through ModelSaveContext), then named binary streams for the options (JSON), the tokenizer, the
+/// TorchSharp weights and (from format 0x00010002) their checksums. Loading checks every part before it allocates
+/// the model; every failure to read one is an <see cref="InvalidDataException"/> that names the stream.
 /// </summary>
 internal static class PeerModelPersistence
 {
@@ -21,10 +24,19 @@ internal static class PeerModelPersistence
         typeof(PeerModelPersistence).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
         ?? typeof(PeerModelPersistence).Assembly.GetName().Version?.ToString() ?? "unknown";
 
-    /// <summary>The format version every PEER transformer writes (0x00010001), under its own 8-character signature.</summary>
+    /// <summary>The stream, added in format 0x00010002, that records the other streams' checksums and who wrote them.</summary>
+    public const string ChecksumsStream = "PeerChecksums.json";
+
+    /// <summary>The first format version whose files carry <see cref="ChecksumsStream"/>.</summary>
+    public const uint ChecksummedFormat = 0x00010002;
+
+    /// <summary>
+    /// The format version every PEER transformer writes (0x00010002), under its own 8-character signature. Files of
+    /// 0x00010001 (no checksums) still load; 0x00010001 readers can read 0x00010002 files, which only add a stream.
+    /// </summary>
     public static VersionInfo FormatVersion(string modelSignature, string loaderSignature) => new(
         modelSignature: modelSignature,
-        verWrittenCur: 0x00010001,
+        verWrittenCur: ChecksummedFormat,
         verReadableCur: 0x00010001,
         verWeCanReadBack: 0x00010001,
         loaderSignature: loaderSignature,
@@ -47,25 +59,100 @@ internal static class PeerModelPersistence
         ctx.CheckAtModel(ours);
     }
 
-    public static void SaveJson(ModelSaveContext ctx, object value) =>
-        ctx.SaveBinaryStream(OptionsStream, w => w.Write(JsonSerializer.Serialize(value, value.GetType())));
+    /// <summary>
+    /// Reads a transformer's own header fields; any failure (ML.NET's string table, a truncated or absurd field) becomes
+    /// an <see cref="InvalidDataException"/> naming the header stream.
+    /// </summary>
+    public static T ReadHeader<T>(string what, Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (Exception e) when (e is not InvalidDataException && IsReadFailure(e))
+        {
+            throw new InvalidDataException($"The {what}'s header (its Model.key stream) is truncated or corrupt: {e.GetType().Name}: {e.Message}", e);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"The {what}'s header (its Model.key stream) is invalid: {e.Message}", e);
+        }
+    }
+
+    /// <summary>The SHA-256 of a transformer's header fields as <paramref name="write"/> lays them out.</summary>
+    public static string HeaderDigest(Action<BinaryWriter> write)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) write(writer);
+        return Convert.ToHexStringLower(SHA256.HashData(buffer.ToArray()));
+    }
 
     /// <summary>
-    /// Reads the parts every PEER transformer saves after its header: the options, the tokenizer (checked against the
-    /// options' vocabulary) and the weights, loaded into the model <paramref name="create"/> builds from the options.
+    /// Writes what follows a transformer's header: the options (JSON), the tokenizer and the weights, each hashed as it
+    /// is written, then <see cref="ChecksumsStream"/> with their lengths and SHA-256 and the header's digest.
     /// </summary>
-    public static (TOptions Options, CompactTokenizer Tokenizer, TModel Model) LoadModel<TOptions, TModel>(ModelLoadContext ctx, string what, Func<TOptions, TModel> create)
+    public static void SaveModel(ModelSaveContext ctx, object options, CompactTokenizer tokenizer, torch.nn.Module model, string headerDigest)
+    {
+        var streams = new Dictionary<string, StreamChecksum>();
+        SaveStream(ctx, OptionsStream, streams, w => w.Write(JsonSerializer.Serialize(options, options.GetType())));
+        SaveStream(ctx, TokenizerStream, streams, w => tokenizer.Save(w.BaseStream));
+        SaveStream(ctx, WeightsStream, streams, w => model.save(w));
+        var checksums = new SavedChecksums(ProductVersion, headerDigest, streams);
+        ctx.SaveBinaryStream(ChecksumsStream, w => w.Write(JsonSerializer.Serialize(checksums)));
+    }
+
+    private static void SaveStream(ModelSaveContext ctx, string name, Dictionary<string, StreamChecksum> streams, Action<BinaryWriter> write) =>
+        ctx.SaveBinaryStream(name, w =>
+        {
+            w.Flush();
+            using var hashing = new ChecksumStream(w.BaseStream);
+            using (var writer = new BinaryWriter(hashing, Encoding.UTF8, leaveOpen: true)) write(writer);
+            streams[name] = new StreamChecksum(hashing.Count, hashing.Digest());
+        });
+
+    /// <summary>
+    /// Reads the parts every PEER transformer saves after its header, checking each before the next is trusted: the
+    /// checksums (format 0x00010002 on), the options (bounded by <see cref="Models.ModelLimits"/>), the tokenizer
+    /// (against the options' vocabulary) and the layout of the weights (against the tensors the options describe). Only
+    /// then is the model that <paramref name="create"/> builds from the options allocated and filled. Every failure is
+    /// an <see cref="InvalidDataException"/> naming the stream and, where there is one, the field or tensor.
+    /// </summary>
+    public static (TOptions Options, CompactTokenizer Tokenizer, TModel Model) LoadModel<TOptions, TModel>(
+        ModelLoadContext ctx, string what, string headerDigest, Func<TOptions, TModel> create)
         where TOptions : Models.TransformerOptions
         where TModel : torch.nn.Module
     {
-        var options = LoadJson<TOptions>(ctx, what);
-        var tokenizer = LoadTokenizer(ctx, what);
+        SavedChecksums? checksums = null;
+        if (ctx.Header.ModelVerWritten >= ChecksummedFormat)
+        {
+            checksums = LoadChecksums(ctx, what);
+            if (!string.Equals(checksums.Header, headerDigest, StringComparison.Ordinal))
+                throw new InvalidDataException($"The {what}'s header (its Model.key stream) does not match the checksum recorded in '{ChecksumsStream}' when {checksums.Writer} saved it: the file is corrupt.");
+        }
+
+        var options = LoadOptions<TOptions>(ctx, what, checksums);
+        var tokenizer = Load(ctx, TokenizerStream, what, checksums, s => CompactTokenizer.Load(s));
         if (tokenizer.VocabularySize != options.VocabularySize)
-            throw new InvalidDataException($"The {what}'s tokenizer has {tokenizer.VocabularySize} ids but its model expects {options.VocabularySize}: the file is inconsistent.");
+            throw new InvalidDataException($"The {what}'s '{TokenizerStream}' stream has {tokenizer.VocabularySize} ids but '{OptionsStream}' says VocabularySize = {options.VocabularySize}: the file is inconsistent.");
+
+        long expected = Models.FlopCounter.StateElements(options);
+        var layout = Load(ctx, WeightsStream, what, checksums, s => SavedStateDictionary.Read(s, expected));
+        long saved = layout.Sum(t => t.Elements);
+        if (saved != expected)
+            throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds {saved:N0} values but the model '{OptionsStream}' describes has {expected:N0}: the options or the weights are damaged.");
+
         var model = create(options);
         try
         {
-            LoadWeights(ctx, model, what);
+            CheckLayout(model, layout, what);
+            Load(ctx, WeightsStream, what, null, s =>
+            {
+                using var reader = new BinaryReader(s, Encoding.UTF8, leaveOpen: true);
+                model.load(reader, strict: true);
+                return true;
+            });
+            if (Training.FiniteWeights.FirstNonFinite(model) is { } name)
+                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds NaN or infinite values in tensor '{name}'.");
             return (options, tokenizer, model);
         }
         catch
@@ -75,41 +162,101 @@ internal static class PeerModelPersistence
         }
     }
 
-    public static T LoadJson<T>(ModelLoadContext ctx, string what) where T : class
+    /// <summary>The built model's tensors must be exactly the saved ones, by name, type and shape.</summary>
+    private static void CheckLayout(torch.nn.Module model, IReadOnlyList<SavedTensor> layout, string what)
     {
-        T? value = null;
-        Load(ctx, OptionsStream, what, r => value = JsonSerializer.Deserialize<T>(r.ReadString()));
-        return value ?? throw new InvalidDataException($"The {what}'s '{OptionsStream}' stream is empty.");
+        var saved = new Dictionary<string, SavedTensor>(StringComparer.Ordinal);
+        foreach (var tensor in layout)
+            if (!saved.TryAdd(tensor.Name, tensor))
+                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{tensor.Name}' twice.");
+        var state = model.state_dict();
+        foreach (var (name, tensor) in state)
+        {
+            if (!saved.Remove(name, out var found))
+                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream has no tensor '{name}', which the model '{OptionsStream}' describes needs.");
+            var want = new SavedTensor(name, tensor.dtype, tensor.shape);
+            if (found.Type != want.Type || !found.Shape.SequenceEqual(want.Shape))
+                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{name}' as {found.Describe()}; the model '{OptionsStream}' describes needs {want.Describe()}.");
+        }
+        if (saved.Count > 0)
+            throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{saved.Keys.First()}', which the model '{OptionsStream}' describes does not have.");
     }
 
-    public static void SaveTokenizer(ModelSaveContext ctx, CompactTokenizer tokenizer) =>
-        ctx.SaveBinaryStream(TokenizerStream, w => tokenizer.Save(w.BaseStream));
-
-    public static CompactTokenizer LoadTokenizer(ModelLoadContext ctx, string what)
+    private static SavedChecksums LoadChecksums(ModelLoadContext ctx, string what)
     {
-        CompactTokenizer? tokenizer = null;
-        Load(ctx, TokenizerStream, what, r => tokenizer = CompactTokenizer.Load(r.BaseStream));
-        return tokenizer!;
+        var checksums = Load(ctx, ChecksumsStream, what, null, s =>
+        {
+            using var reader = new BinaryReader(s, Encoding.UTF8, leaveOpen: true);
+            return JsonSerializer.Deserialize<SavedChecksums>(reader.ReadString());
+        });
+        if (checksums?.Streams is null || checksums.Header is null || checksums.Writer is null)
+            throw new InvalidDataException($"The {what}'s '{ChecksumsStream}' stream lacks its writer, header digest or stream list.");
+        return checksums;
     }
 
-    public static void SaveWeights(ModelSaveContext ctx, torch.nn.Module module) =>
-        ctx.SaveBinaryStream(WeightsStream, w => module.save(w));
-
-    public static void LoadWeights(ModelLoadContext ctx, torch.nn.Module module, string what) =>
-        Load(ctx, WeightsStream, what, r => module.load(r, strict: true));
-
-    private static void Load(ModelLoadContext ctx, string stream, string what, Action<BinaryReader> read)
+    private static TOptions LoadOptions<TOptions>(ModelLoadContext ctx, string what, SavedChecksums? checksums) where TOptions : Models.TransformerOptions
     {
+        var options = Load(ctx, OptionsStream, what, checksums, s =>
+        {
+            using var reader = new BinaryReader(s, Encoding.UTF8, leaveOpen: true);
+            return JsonSerializer.Deserialize<TOptions>(reader.ReadString());
+        }) ?? throw new InvalidDataException($"The {what}'s '{OptionsStream}' stream is empty (null).");
+        try
+        {
+            switch (options)
+            {
+                case Models.LanguageModelOptions lm: lm.Validate(); break;
+                case Models.TextClassifierOptions classifier: classifier.Validate(); break;
+                default: throw new InvalidOperationException($"Unknown model options {typeof(TOptions).Name}.");
+            }
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"The {what}'s '{OptionsStream}' stream has an invalid {e.ParamName}: {e.Message}", e);
+        }
+        return options;
+    }
+
+    /// <summary>
+    /// Opens <paramref name="stream"/> and parses it with <paramref name="read"/>; where <paramref name="checksums"/>
+    /// are given, the whole stream must then match its recorded length and SHA-256. Whatever goes wrong is an
+    /// <see cref="InvalidDataException"/> naming the stream.
+    /// </summary>
+    private static T Load<T>(ModelLoadContext ctx, string stream, string what, SavedChecksums? checksums, Func<Stream, T> read)
+    {
+        StreamChecksum? recorded = null;
+        if (checksums is not null && !checksums.Streams.TryGetValue(stream, out recorded))
+            throw new InvalidDataException($"The {what}'s '{ChecksumsStream}' stream records no checksum for '{stream}'.");
+        T result = default!;
         bool found;
         try
         {
-            found = ctx.TryLoadBinaryStream(stream, read);
+            found = ctx.TryLoadBinaryStream(stream, r =>
+            {
+                using var hashing = new ChecksumStream(r.BaseStream);
+                result = read(hashing);
+                hashing.Drain();
+                if (recorded is not null && (hashing.Count != recorded.Length || !string.Equals(hashing.Digest(), recorded.Sha256, StringComparison.Ordinal)))
+                    throw new InvalidDataException($"its content does not match the checksum recorded when it was saved ({hashing.Count:N0} bytes read, {recorded.Length:N0} written): the file is corrupt.");
+            });
         }
-        catch (Exception e) when (e is EndOfStreamException or InvalidDataException or JsonException or ArgumentException or InvalidOperationException or IOException)
+        catch (Exception e) when (IsReadFailure(e))
         {
             throw new InvalidDataException($"The {what}'s '{stream}' stream is truncated or corrupt: {e.Message}", e);
         }
         if (!found)
             throw new InvalidDataException($"The {what} has no '{stream}' stream: the model file is incomplete or was not written by Microsoft.ML.Peer.");
+        return result;
     }
+
+    /// <summary>What a damaged file can make parsing throw; a bug's exceptions (and fatal ones) pass through unchanged.</summary>
+    private static bool IsReadFailure(Exception e) => e is EndOfStreamException or InvalidDataException or JsonException
+        or ArgumentException or InvalidOperationException or IOException or FormatException or OverflowException
+        or NotSupportedException or DecoderFallbackException or System.Runtime.InteropServices.ExternalException;
 }
+
+/// <summary>The length and SHA-256 (lower-case hex) of one saved stream.</summary>
+internal sealed record StreamChecksum(long Length, string Sha256);
+
+/// <summary>The content of <see cref="PeerModelPersistence.ChecksumsStream"/>: who wrote the model, and what.</summary>
+internal sealed record SavedChecksums(string Writer, string Header, Dictionary<string, StreamChecksum> Streams);

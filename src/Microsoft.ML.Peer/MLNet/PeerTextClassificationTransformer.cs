@@ -128,10 +128,10 @@ public sealed class PeerTextClassificationTransformer : PeerTransformerBase<Tran
         }
     }
 
-    // *** Binary format (version 0x00010001) ***
+    // *** Binary format (version 0x00010002; 0x00010001 lacks PeerChecksums.json) ***
     // string: text column; string: score column; string: predicted-label column
     // bool: has key values; [key values: tag, count, strings]; int: TextTruncation
-    // streams: PeerOptions.json (TextClassifierOptions), PeerTokenizer.bin, PeerWeights.bin
+    // streams: PeerOptions.json (TextClassifierOptions), PeerTokenizer.bin, PeerWeights.bin, PeerChecksums.json
     private static VersionInfo GetVersionInfo() => PeerModelPersistence.FormatVersion("PEERTCXF", LoaderSignature);
 
     private protected override VersionInfo FormatVersion => GetVersionInfo();
@@ -147,32 +147,37 @@ public sealed class PeerTextClassificationTransformer : PeerTransformerBase<Tran
         ctx.Writer.Write((int)Truncation);
     }
 
+    private protected override string HeaderDigest => DigestOf(TextColumnName, ScoreColumnName, PredictedLabelColumnName, _keyValues, Truncation);
+
+    private static string DigestOf(string text, string score, string predicted, LabelKeyValues? keyValues, TextTruncation truncation) =>
+        PeerModelPersistence.HeaderDigest(w =>
+        {
+            w.Write(text);
+            w.Write(score);
+            w.Write(predicted);
+            w.Write(keyValues is not null);
+            keyValues?.Save(w);
+            w.Write((int)truncation);
+        });
+
     // Called by ML.NET's model loader through the LoadableClass attribute above.
     internal static PeerTextClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
         PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
-        string text, score, predicted;
-        LabelKeyValues? keyValues;
-        TextTruncation truncation;
-        try
+        var (text, score, predicted, keyValues, truncation) = PeerModelPersistence.ReadHeader(What, () =>
         {
-            text = ctx.LoadNonEmptyString();
-            score = ctx.LoadNonEmptyString();
-            predicted = ctx.LoadNonEmptyString();
-            keyValues = ctx.Reader.ReadBoolean() ? LabelKeyValues.Load(ctx.Reader) : null;
-            truncation = (TextTruncation)ctx.Reader.ReadInt32();
-        }
-        catch (EndOfStreamException e)
-        {
-            throw new InvalidDataException($"The {What}'s header is truncated.", e);
-        }
-        if (!Enum.IsDefined(truncation)) throw new InvalidDataException($"The {What}'s header names an unknown truncation mode {(int)truncation}.");
-        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, (TextClassifierOptions o) =>
+            string text = ctx.LoadNonEmptyString(), score = ctx.LoadNonEmptyString(), predicted = ctx.LoadNonEmptyString();
+            var keyValues = ctx.Reader.ReadBoolean() ? LabelKeyValues.Load(ctx.Reader) : null;
+            var truncation = (TextTruncation)ctx.Reader.ReadInt32();
+            if (!Enum.IsDefined(truncation)) throw new InvalidDataException($"it names an unknown truncation mode {(int)truncation}.");
+            return (text, score, predicted, keyValues, truncation);
+        });
+        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, DigestOf(text, score, predicted, keyValues, truncation), (TextClassifierOptions o) =>
         {
             if (keyValues is not null && keyValues.Values.Length != o.ClassCount)
-                throw new InvalidDataException($"The {What} names {keyValues.Values.Length} classes but its model has {o.ClassCount}: the file is inconsistent.");
+                throw new InvalidDataException($"The {What}'s header names {keyValues.Values.Length} classes but '{PeerModelPersistence.OptionsStream}' says ClassCount = {o.ClassCount}: the file is inconsistent.");
             return new TransformerTextClassifier(o);
         });
         return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, truncation, text, score, predicted);

@@ -87,6 +87,9 @@ public abstract class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel,
     /// <summary>Writes what follows the text column in the transformer's own stream.</summary>
     private protected abstract void SaveHeader(ModelSaveContext ctx);
 
+    /// <summary>The digest of the header fields (text column included), recorded with the streams' checksums.</summary>
+    private protected abstract string HeaderDigest { get; }
+
     void ICanSaveModel.Save(ModelSaveContext ctx)
     {
         ArgumentNullException.ThrowIfNull(ctx);
@@ -97,9 +100,7 @@ public abstract class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel,
         ctx.SetVersionInfo(FormatVersion);
         ctx.SaveNonEmptyString(TextColumnName);
         SaveHeader(ctx);
-        PeerModelPersistence.SaveJson(ctx, SavedOptions);
-        PeerModelPersistence.SaveTokenizer(ctx, Tokenizer);
-        PeerModelPersistence.SaveWeights(ctx, Model);
+        PeerModelPersistence.SaveModel(ctx, SavedOptions, Tokenizer, Model, HeaderDigest);
     }
 
     public void Dispose()

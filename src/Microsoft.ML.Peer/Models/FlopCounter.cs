@@ -18,7 +18,8 @@ internal sealed record FlopBreakdown(long Attention, long DenseFeedForward, long
 }
 
 /// <summary>
-/// Counts forward FLOPs per token (a multiply-add is 2 FLOPs) and parameters of a <see cref="LanguageModelOptions"/>
+/// Counts forward FLOPs per token (a multiply-add is 2 FLOPs) of a <see cref="LanguageModelOptions"/>, and parameters and
+/// state elements of either model,
 /// without building the model. Matrix products only, plus the top-k comparisons of retrieval; token/position
 /// lookups, layer norms, batch norm, activations and softmaxes are elementwise and not counted. Attention scores are
 /// counted over the full context T for every token (no causal halving), as Kaplan et al. (2020) do. Training costs
@@ -96,22 +97,72 @@ internal static class FlopCounter
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         long d = options.ModelDimension;
-        long total = (long)options.VocabularySize * d + (long)options.ContextLength * d + 2 * d;   // embeddings (tied head), final LN
+        // Embeddings (the output head is tied to the token embedding), the blocks, the final LN.
+        return EmbeddingParameters(options) + BlockParameters(options) + 2 * d;
+    }
+
+    /// <summary>Trainable parameters of the text classifier <paramref name="options"/> describes.</summary>
+    public static long TotalParameters(TextClassifierOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        long d = options.ModelDimension;
+        long total = EmbeddingParameters(options) + BlockParameters(options) + 2 * d;         // ... and the final LN
+        if (options.Layers == 0) total += 2 * d + FeedForwardParameters(options, options.FeedForward);   // pooled LN + FFW
+        return total + d * options.ClassCount + options.ClassCount;                           // untied linear head
+    }
+
+    /// <summary>
+    /// Every element of the model's <c>state_dict()</c>: its parameters plus the buffers, which are the query batch
+    /// norms' running mean and variance and their int64 batch counter. A saved model's weights stream must hold exactly
+    /// this many values, which lets loading check a file's options against its weights before it allocates anything.
+    /// </summary>
+    public static long StateElements(TransformerOptions options) => options switch
+    {
+        LanguageModelOptions lm => TotalParameters(lm) + BufferElements(lm),
+        TextClassifierOptions classifier => TotalParameters(classifier) + BufferElements(classifier),
+        null => throw new ArgumentNullException(nameof(options)),
+        _ => throw new ArgumentException($"Unknown model options {options.GetType().Name}.", nameof(options)),
+    };
+
+    private static long BufferElements(TransformerOptions options)
+    {
+        var kinds = options.EffectiveSparseBlocks.Select(_ => options.FeedForward).ToList();
+        if (options is TextClassifierOptions { Layers: 0 }) kinds.Add(options.FeedForward);
+        return kinds.Sum(kind => kind switch
+        {
+            FeedForwardKind.Peer when options.Peer.QueryBatchNorm => 2L * options.Peer.Heads * options.Peer.KeyDimension + 1,
+            FeedForwardKind.ProductKeyMemory when options.ProductKeyMemory.QueryBatchNorm => 2L * options.ProductKeyMemory.Heads * options.ProductKeyMemory.KeyDimension + 1,
+            _ => 0L,
+        });
+    }
+
+    private static long EmbeddingParameters(TransformerOptions options) =>
+        ((long)options.VocabularySize + options.ContextLength) * options.ModelDimension;
+
+    private static long BlockParameters(TransformerOptions options)
+    {
+        long d = options.ModelDimension;
         long attention = 3 * d * d + 3 * d + d * d + d;
         var sparseBlocks = options.EffectiveSparseBlocks;
+        long total = 0;
         for (int block = 0; block < options.Layers; block++)
-        {
-            total += 4 * d + attention;                                                            // two LNs, attention
-            if (!sparseBlocks.Contains(block)) { total += DenseParameters(d, options.EffectiveDenseHidden); continue; }
-            total += options.FeedForward switch
-            {
-                FeedForwardKind.MoE => d * options.MoeExperts + options.MoeExperts * DenseParameters(d, options.EffectiveMoeHidden),
-                FeedForwardKind.ProductKeyMemory => RouterParameters(d, options.ProductKeyMemory) + options.ProductKeyMemory.Experts * d,
-                FeedForwardKind.Peer => RouterParameters(d, options.Peer) + 2L * options.Peer.Experts * d,
-                _ => throw new InvalidOperationException($"Unknown feed-forward kind {options.FeedForward}."),
-            };
-        }
+            total += 4 * d + attention                                                                // two LNs, attention
+                + FeedForwardParameters(options, sparseBlocks.Contains(block) ? options.FeedForward : FeedForwardKind.Dense);
         return total;
+    }
+
+    private static long FeedForwardParameters(TransformerOptions options, FeedForwardKind kind)
+    {
+        long d = options.ModelDimension;
+        return kind switch
+        {
+            FeedForwardKind.Dense => DenseParameters(d, options.EffectiveDenseHidden),
+            FeedForwardKind.MoE => d * options.MoeExperts + options.MoeExperts * DenseParameters(d, options.EffectiveMoeHidden),
+            FeedForwardKind.ProductKeyMemory => RouterParameters(d, options.ProductKeyMemory) + (long)options.ProductKeyMemory.Experts * d,
+            FeedForwardKind.Peer => RouterParameters(d, options.Peer) + 2L * options.Peer.Experts * d,
+            _ => throw new InvalidOperationException($"Unknown feed-forward kind {kind}."),
+        };
     }
 
     /// <summary>

@@ -35,7 +35,7 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// <summary>Label smoothing of the training cross-entropy (0 = none). Default 0.</summary>
     public double LabelSmoothing { get; set; }
 
-    /// <summary>Number of classes C; labels are 0..C−1. Required, at least 2.</summary>
+    /// <summary>Number of classes C; labels are 0..C−1. Required, at least 2 and at most 65,536.</summary>
     public int ClassCount { get; set; }
 
     /// <summary>
@@ -70,6 +70,7 @@ public sealed class TextClassifierOptions : TransformerOptions
         ValidateTransformer(minimumLayers: 0);
         if (ClassCount < 2)
             throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, $"{nameof(ClassCount)} must be at least 2; got {ClassCount}.");
+        ModelLimits.AtMost(ClassCount, ModelLimits.ClassCount, nameof(ClassCount));
         if (TokenDropout is < 0 or >= 1 || double.IsNaN(TokenDropout))
             throw new ArgumentOutOfRangeException(nameof(TokenDropout), TokenDropout, $"{nameof(TokenDropout)} must be in [0, 1); got {TokenDropout}.");
         if (LabelSmoothing is < 0 or >= 1 || double.IsNaN(LabelSmoothing))

@@ -12,22 +12,22 @@ namespace Microsoft.ML.Peer.Models;
 /// </summary>
 public abstract class TransformerOptions
 {
-    /// <summary>Token vocabulary size. Required.</summary>
+    /// <summary>Token vocabulary size. Required; at most 1,048,576.</summary>
     public int VocabularySize { get; set; }
 
-    /// <summary>Longest sequence the model attends over (learned positions). Default 128.</summary>
+    /// <summary>Longest sequence the model attends over (learned positions). Default 128; at most 65,536.</summary>
     public int ContextLength { get; set; } = 128;
 
-    /// <summary>Residual width d. Default 256.</summary>
+    /// <summary>Residual width d. Default 256; at most 16,384.</summary>
     public int ModelDimension { get; set; } = 256;
 
-    /// <summary>Transformer blocks. Default 4.</summary>
+    /// <summary>Transformer blocks. Default 4; at most 256.</summary>
     public int Layers { get; set; } = 4;
 
     /// <summary>Self-attention heads; must divide <see cref="ModelDimension"/>. Default 4.</summary>
     public int AttentionHeads { get; set; } = 4;
 
-    /// <summary>Hidden width of the dense FFW blocks. Default 4·d (0 means 4·d).</summary>
+    /// <summary>Hidden width of the dense FFW blocks. Default 4·d (0 means 4·d); at most 262,144.</summary>
     public int DenseHiddenDimension { get; set; }
 
     /// <summary>The feed-forward kind of the sparse blocks. Default PEER.</summary>
@@ -45,7 +45,7 @@ public abstract class TransformerOptions
     /// <summary>PKM options (FeedForward = ProductKeyMemory). Default: N = 256², 8 heads, top-16, d_key 128.</summary>
     public ProductKeyOptions ProductKeyMemory { get; set; } = new() { Experts = 256 * 256 };
 
-    /// <summary>MoE experts E. Default 8.</summary>
+    /// <summary>MoE experts E. Default 8; at most 4,096.</summary>
     public int MoeExperts { get; set; } = 8;
 
     /// <summary>Experts each token is routed to. Default 2.</summary>
@@ -86,15 +86,22 @@ public abstract class TransformerOptions
     protected void ValidateTransformer(int minimumLayers)
     {
         Positive(VocabularySize, nameof(VocabularySize));
+        ModelLimits.AtMost(VocabularySize, ModelLimits.VocabularySize, nameof(VocabularySize));
         Positive(ContextLength, nameof(ContextLength));
+        ModelLimits.AtMost(ContextLength, ModelLimits.ContextLength, nameof(ContextLength));
         Positive(ModelDimension, nameof(ModelDimension));
+        ModelLimits.AtMost(ModelDimension, ModelLimits.ModelDimension, nameof(ModelDimension));
         if (Layers < minimumLayers)
             throw new ArgumentOutOfRangeException(nameof(Layers), Layers, $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
+        ModelLimits.AtMost(Layers, ModelLimits.Layers, nameof(Layers));
         Positive(AttentionHeads, nameof(AttentionHeads));
         if (ModelDimension % AttentionHeads != 0)
             throw new ArgumentOutOfRangeException(nameof(AttentionHeads), AttentionHeads,
                 $"{nameof(AttentionHeads)} ({AttentionHeads}) must divide {nameof(ModelDimension)} ({ModelDimension}).");
         if (DenseHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension, $"{nameof(DenseHiddenDimension)} must not be negative.");
+        ModelLimits.AtMost(EffectiveDenseHidden, ModelLimits.HiddenDimension, nameof(DenseHiddenDimension));
+        if (Peer is null) throw new ArgumentNullException(nameof(Peer), $"{nameof(Peer)} options are required.");
+        if (ProductKeyMemory is null) throw new ArgumentNullException(nameof(ProductKeyMemory), $"{nameof(ProductKeyMemory)} options are required.");
         if (!Enum.IsDefined(FeedForward)) throw new ArgumentOutOfRangeException(nameof(FeedForward), FeedForward, $"Unknown {nameof(FeedForward)} kind {FeedForward}.");
         foreach (var block in EffectiveSparseBlocks)
             if (block < 0 || block >= Layers)
@@ -105,6 +112,11 @@ public abstract class TransformerOptions
             case FeedForwardKind.ProductKeyMemory: ProductKeyMemory.Validate(); break;
             case FeedForwardKind.MoE:
                 Positive(MoeExperts, nameof(MoeExperts));
+                ModelLimits.AtMost(MoeExperts, ModelLimits.MoeExperts, nameof(MoeExperts));
+                if (MoeHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(MoeHiddenDimension), MoeHiddenDimension, $"{nameof(MoeHiddenDimension)} must not be negative.");
+                ModelLimits.AtMost(EffectiveMoeHidden, ModelLimits.HiddenDimension, nameof(MoeHiddenDimension));
+                if (!double.IsFinite(MoeLoadBalancingWeight) || MoeLoadBalancingWeight < 0)
+                    throw new ArgumentOutOfRangeException(nameof(MoeLoadBalancingWeight), MoeLoadBalancingWeight, $"{nameof(MoeLoadBalancingWeight)} must be finite and not negative; got {MoeLoadBalancingWeight}.");
                 if (MoeTopK <= 0 || MoeTopK > MoeExperts)
                     throw new ArgumentOutOfRangeException(nameof(MoeTopK), MoeTopK, $"{nameof(MoeTopK)} must be between 1 and {nameof(MoeExperts)} ({MoeExperts}); got {MoeTopK}.");
                 break;

@@ -80,4 +80,33 @@ public sealed class FlopCounterTests
         Assert.AreEqual(FlopCounter.TotalParameters(moe) - 2 * 280, FlopCounter.ActiveParameters(moe));
         Assert.AreEqual(FlopCounter.TotalParameters(Small(FeedForwardKind.Dense)), FlopCounter.ActiveParameters(Small(FeedForwardKind.Dense)));
     }
+
+    [TestMethod]
+    public void StateElementsMatchTheBuiltModelsStateDictionary()
+    {
+        // Loading refuses a weights stream whose size differs from StateElements before it builds the model, so the count
+        // must be exact for every feed-forward kind, with and without blocks and query batch norm, for both models.
+        foreach (var kind in Enum.GetValues<FeedForwardKind>())
+        {
+            foreach (bool batchNorm in new[] { true, false })
+            {
+                var lm = Small(kind);
+                lm.Peer.QueryBatchNorm = lm.ProductKeyMemory.QueryBatchNorm = batchNorm;
+                using (var model = new TransformerLanguageModel(lm))
+                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(lm), $"LM {kind} BN {batchNorm}");
+                foreach (int layers in new[] { 0, 2 })
+                {
+                    var classifier = new TextClassifierOptions
+                    {
+                        VocabularySize = 16, ClassCount = 3, ContextLength = 4, ModelDimension = 8, Layers = layers, AttentionHeads = 2,
+                        FeedForward = kind, Peer = lm.Peer.Clone(), ProductKeyMemory = lm.ProductKeyMemory.Clone(),
+                        MoeExperts = 4, MoeTopK = 2, MoeHiddenDimension = 16,
+                    };
+                    using var model = new TransformerTextClassifier(classifier);
+                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(classifier), $"classifier {kind} layers {layers}");
+                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(classifier), $"classifier {kind} layers {layers} BN {batchNorm}");
+                }
+            }
+        }
+    }
 }
