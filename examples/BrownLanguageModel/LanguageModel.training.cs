@@ -40,7 +40,7 @@ public partial class LanguageModel
     {
         var model = RetrainPipeline(mlContext, trainData, options);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputModelPath))!);
-        mlContext.Model.Save(model, trainData.Schema, outputModelPath);
+        mlContext.Model.SaveAtomically(model, trainData.Schema, outputModelPath);   // the old model survives a failed save
         return model;
     }
 

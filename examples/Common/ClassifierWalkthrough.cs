@@ -66,7 +66,7 @@ public static class ClassifierWalkthrough
         });
         var fitTime = clock.Elapsed;
         Directory.CreateDirectory(Path.GetDirectoryName(modelPath)!);
-        mlContext.Model.Save(model, train.Schema, modelPath);
+        mlContext.Model.SaveAtomically(model, train.Schema, modelPath);
 
         var metrics = mlContext.MulticlassClassification.Evaluate(model.Transform(test));
         AnsiConsole.WriteLine();

@@ -52,7 +52,7 @@ if (args[0] == "fit")
     model = pipeline.Fit(split.TrainSet);
     var metrics = ml.MulticlassClassification.Evaluate(model.Transform(split.TestSet));
     Console.WriteLine($"micro-accuracy {metrics.MicroAccuracy:F4}");
-    ml.Model.Save(model, data.Schema, args[1]);
+    ml.Model.SaveAtomically(model, data.Schema, args[1]);
 }
 else
 {
