@@ -62,23 +62,25 @@ public sealed class ModelServer : IDisposable
     /// <summary>Replaced models that requests still hold; each is disposed when its last request ends.</summary>
     public int RetiredModelsInUse => Volatile.Read(ref _retiredInUse);
 
-    /// <summary>Scores <paramref name="input"/> with the current model, which stays alive until the call returns.</summary>
-    public (ModelOutput Output, ServedModel Model) Predict(ModelInput input)
+    /// <summary>
+    /// The current model, kept alive (not disposed, even if replaced) until the lease is disposed. Every request scores
+    /// through one; a reload's old model is disposed when its last lease ends.
+    /// </summary>
+    public ModelLease Rent()
     {
         while (true)
         {
             var model = Current;
-            // Fails only if this model was replaced and released in between; the next read sees its successor.
-            if (!model.TryAcquire()) continue;
-            try
-            {
-                return (model.Predict(input), model);
-            }
-            finally
-            {
-                model.Release();
-            }
+            // Fails only if this model was replaced and its last lease ended in between; the next read sees its successor.
+            if (model.TryAcquire()) return new ModelLease(model);
         }
+    }
+
+    /// <summary>Scores <paramref name="input"/> with the current model.</summary>
+    public (ModelOutput Output, ServedModel Model) Predict(ModelInput input)
+    {
+        using var lease = Rent();
+        return (lease.Model.Predict(input), lease.Model);
     }
 
     /// <summary>
@@ -150,5 +152,20 @@ public sealed class ModelServer : IDisposable
     {
         // The host stops taking requests and waits for those in flight before it disposes its services.
         Interlocked.Exchange(ref _current, null)?.Release();
+    }
+}
+
+/// <summary>A reference to a <see cref="ServedModel"/> that keeps it from being disposed until this is disposed.</summary>
+public sealed class ModelLease : IDisposable
+{
+    private int _released;
+
+    internal ModelLease(ServedModel model) => Model = model;
+
+    public ServedModel Model { get; }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0) Model.Release();
     }
 }

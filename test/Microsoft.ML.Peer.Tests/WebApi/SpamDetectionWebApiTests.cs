@@ -4,6 +4,8 @@ using System.Net.Http.Json;
 using System.Text;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 using Microsoft.ML.Peer.Tests.MLNet;
 using SpamDetection;
 using SpamDetection.WebApi;
@@ -256,6 +258,35 @@ public sealed class SpamDetectionWebApiTests
         Assert.IsNull(health.LastReloadError);
         Assert.AreEqual(1, health.FailedReloads);
         foreach (string text in Texts) Assert.IsNull(Mismatch(await PredictAsync(client, text), _second, text));
+    }
+
+    [TestMethod]
+    public void AReplacedModelIsDisposedOnlyAfterItsLastRequest()
+    {
+        string served = ServedCopy(_first);
+        using var server = new ModelServer(Options.Create(new ModelServingOptions { ModelPath = served }), NullLogger<ModelServer>.Instance);
+        string text = Texts[0];
+        // A request that took the first model just before the swap, and has not scored yet.
+        var inFlight = server.Rent();
+        Ml.Model.SaveAtomically(_second.Model, _second.Schema, served);
+        Assert.IsTrue(server.Reload(), server.LastReloadError?.Message);
+        Assert.AreEqual(2, server.Current.Version);
+        Assert.AreEqual(1, server.RetiredModelsInUse);
+
+        // It still scores on the model it took, exactly as before the swap; new requests get the new model.
+        var old = inFlight.Model;
+        Assert.AreEqual(1, old.Version);
+        var answer = old.Predict(new SpamModel.ModelInput { Text = text });
+        Assert.AreEqual(_first.Expected[text].PredictedLabel, answer.PredictedLabel);
+        CollectionAssert.AreEqual(_first.Expected[text].Score, answer.Score);
+        Assert.AreEqual(_second.Expected[text].PredictedLabel, server.Predict(new SpamModel.ModelInput { Text = text }).Output.PredictedLabel);
+
+        // Its end releases the old model: disposed, so it can no longer score.
+        inFlight.Dispose();
+        inFlight.Dispose();  // a second Dispose gives nothing back twice
+        Assert.AreEqual(0, server.RetiredModelsInUse);
+        Assert.Throws<ObjectDisposedException>(() => old.Predict(new SpamModel.ModelInput { Text = text }));
+        Assert.AreEqual(2, server.Current.Version);
     }
 
     [TestMethod]
