@@ -3,10 +3,19 @@
 // and reloaded, without failing a request, when its file is replaced (mlContext.Model.SaveAtomically, or any rename).
 //   dotnet run -c Release --project examples/SpamDetection.WebApi -- --ModelPath artifacts/SpamDetection/SpamModel.mlnet
 using System.Text.Json;
+using Microsoft.Extensions.Configuration.Json;
 using SpamDetection;
 using SpamDetection.WebApi;
 
 var builder = WebApplication.CreateBuilder(args);
+// `dotnet run --project` from the repository root starts there (ModelPath is relative to it), not in this project's
+// folder: then the appsettings.json copied beside the program is read, below environment variables and arguments.
+if (!File.Exists(Path.Combine(builder.Environment.ContentRootPath, "appsettings.json")))
+{
+    var defaults = new JsonConfigurationSource { Path = Path.Combine(AppContext.BaseDirectory, "appsettings.json"), Optional = true };
+    defaults.ResolveFileProvider();
+    builder.Configuration.Sources.Insert(0, defaults);
+}
 builder.Services.Configure<ModelServingOptions>(builder.Configuration);
 builder.Services.AddSingleton<ModelServer>();
 builder.Services.AddHostedService<ModelFileWatcher>();
