@@ -10,6 +10,21 @@ internal static class PeakResidentMemory
         return Read("VmRSS:");
     }
 
+    /// <summary>
+    /// Collects the managed heap and hands glibc's free pages back to the kernel (malloc_trim), so that the next
+    /// measurement sees what an operation allocates rather than memory that earlier tests freed and the process kept.
+    /// </summary>
+    public static void ReleaseFreedMemory()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        malloc_trim(0);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int malloc_trim(nuint pad);
+
     /// <summary>The peak RSS in bytes since the last reset.</summary>
     public static long Peak() => Read("VmHWM:");
 

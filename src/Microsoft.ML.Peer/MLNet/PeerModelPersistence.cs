@@ -56,7 +56,14 @@ internal static class PeerModelPersistence
                 $"This {what} was saved in model format version 0x{written:X8} (readable by 0x{readable:X8} and later); " +
                 $"this Microsoft.ML.Peer ({ProductVersion}) reads versions 0x{ours.VerWeCanReadBack:X8} to 0x{ours.VerWrittenCur:X8}. " +
                 "Load it with the Microsoft.ML.Peer version that saved it, or retrain.");
-        ctx.CheckAtModel(ours);
+        try
+        {
+            ctx.CheckAtModel(ours);
+        }
+        catch (FormatException e)
+        {
+            throw new InvalidDataException($"The {what}'s header (its Model.key stream) is not a {ours.ModelSignature} header: {e.Message}", e);
+        }
     }
 
     /// <summary>

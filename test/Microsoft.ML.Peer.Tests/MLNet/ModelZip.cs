@@ -40,6 +40,10 @@ internal sealed class ModelZip
 
     public IEnumerable<string> Names => _entries.Select(e => e.Name);
 
+    /// <summary>Whether both hold the same entries with the same bytes (a mutation that changed nothing).</summary>
+    public bool SameContent(ModelZip other) =>
+        _entries.Count == other._entries.Count && _entries.Zip(other._entries).All(p => p.First.Name == p.Second.Name && p.First.Bytes.AsSpan().SequenceEqual(p.Second.Bytes));
+
     /// <summary>The full name of the entry whose name ends with <paramref name="stream"/> (the PEER transformer's one).</summary>
     public string Find(string stream) => _entries.Single(e => e.Name.EndsWith("/" + stream, StringComparison.Ordinal) || e.Name == stream).Name;
 

@@ -36,11 +36,22 @@ internal sealed class SavedModelMutator
         ("zip-flip", 3), ("zip-truncate", 1),
     };
 
+    /// <summary>The next mutation; one that happens to leave every byte as it was (a value set to itself) is drawn again.</summary>
     public MutatedModel Next()
     {
+        while (true)
+        {
+            var mutated = Draw(out var zip);
+            if (zip is null || !zip.SameContent(_original)) return mutated;
+        }
+    }
+
+    private MutatedModel Draw(out ModelZip? mutatedZip)
+    {
+        mutatedZip = null;
         int total = Kinds.Sum(k => k.Weight), pick = _random.Next(total);
         string kind = Kinds.First(k => (pick -= k.Weight) < 0).Kind;
-        var zip = _original.Clone();
+        var zip = mutatedZip = _original.Clone();
         bool reseal = _random.NextDouble() < 0.5;
         string what;
         switch (kind)
@@ -57,12 +68,16 @@ internal sealed class SavedModelMutator
             case "weights-append": zip["PeerWeights.bin"] = [.. zip["PeerWeights.bin"], .. RandomBytes(1 + _random.Next(64))]; what = "appended bytes"; break;
             case "tokenizer": what = _random.Next(3) switch { 0 => FlipBytes(zip, "PeerTokenizer.bin"), 1 => Truncate(zip, "PeerTokenizer.bin"), _ => SwapTokenizerIds(zip) }; break;
             case "header": return new MutatedModel(kind, FlipHeader(zip), zip.ToBytes(), MustFail: false);   // ML.NET's header has unused bytes
-            case "checksums": what = _random.Next(2) == 0 ? FlipBytes(zip, "PeerChecksums.json") : Truncate(zip, "PeerChecksums.json"); reseal = false; break;
+            case "checksums":
+                // The writer's version in it is informational, so a flip there may load: such files need not fail.
+                what = _random.Next(2) == 0 ? FlipBytes(zip, "PeerChecksums.json") : Truncate(zip, "PeerChecksums.json");
+                return new MutatedModel(kind, what, zip.ToBytes(), MustFail: false);
             case "stream-swap": what = SwapStreams(zip); break;
             case "stream-delete": { string s = PeerStreams[_random.Next(PeerStreams.Length)]; zip.Remove(s); what = $"deleted {s}"; reseal = false; break; }
-            case "zip-flip": return new MutatedModel(kind, FlipZip(out var flipped), flipped, MustFail: false);
+            case "zip-flip": mutatedZip = null; return new MutatedModel(kind, FlipZip(out var flipped), flipped, MustFail: false);
             default:
             {
+                mutatedZip = null;
                 int at = _random.Next(_originalBytes.Length);
                 return new MutatedModel(kind, $"cut at {at} of {_originalBytes.Length}", _originalBytes[..at], MustFail: true);
             }
