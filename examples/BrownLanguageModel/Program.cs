@@ -76,7 +76,7 @@ AnsiConsole.MarkupLine($"Validation perplexity: [green]{metrics.Perplexity:F2}[/
 var throughput = progress.Reports.Select(r => r.TokensPerSecond).Order().ToArray();
 if (throughput.Length > 0) AnsiConsole.WriteLine($"Training throughput: {throughput[throughput.Length / 2]:N0} tokens/s (median of {throughput.Length} reports)");
 foreach (var (block, usage) in metrics.ExpertUsage)
-    AnsiConsole.WriteLine($"Expert usage, block {block}: {usage.UsedFraction:P2} of {usage.Experts:N0} experts retrieved, unevenness KL(z‖uniform) = {usage.Unevenness:F3}");
+    AnsiConsole.WriteLine($"Expert usage, block {block}: {usage.UsedFraction:P2} of {usage.Experts:N0} experts retrieved, unevenness KL(z‖uniform) = {usage.Unevenness:F3}, the top 1% hold {usage.TopPercentShare:P1}, input rank {usage.InputEffectiveRank:F1}");
 
 // Reload the saved model as a consumer would and check that it scores and samples exactly like the trained one.
 var sampleRows = mlContext.Data.TakeRows(validation, 20);

@@ -96,10 +96,10 @@ foreach (var spec in specs)
         spec.Kind is FeedForwardKind.Peer or FeedForwardKind.ProductKeyMemory && spec.QueryBatchNorm,
         built, FlopCounter.ActiveParameters(modelOptions), flops.Total, FlopCounter.TrainingFlops(modelOptions, (long)steps * budget.BatchSize * budget.SequenceLength),
         steps, (long)steps * budget.BatchSize * budget.SequenceLength, evaluation.Loss, evaluation.Perplexity, evaluation.Tokens,
-        usage?.UsedFraction, usage?.Unevenness, trainSeconds, evalSeconds, runClock.Elapsed.TotalSeconds,
+        usage?.UsedFraction, usage?.Unevenness, usage?.TopPercentShare, usage?.InputEffectiveRank, usage?.QueryEffectiveRank, trainSeconds, evalSeconds, runClock.Elapsed.TotalSeconds,
         stepSeconds.Order().ElementAt(stepSeconds.Count / 2), trainer.History.Select(p => p.Loss).ToArray());
     results.Add(result);
-    Console.WriteLine($"    → perplexity {result.ValPerplexity:F2}" + (usage is null ? "" : $", usage {100 * usage.UsedFraction:F1}%, KL {usage.Unevenness:F3}") +
+    Console.WriteLine($"    → perplexity {result.ValPerplexity:F2}" + (usage is null ? "" : $", usage {100 * usage.UsedFraction:F1}%, KL {usage.Unevenness:F3}, top 1% hold {100 * usage.TopPercentShare:F1}%, input rank {usage.InputEffectiveRank:F1}, query rank {usage.QueryEffectiveRank:F1}") +
                       $"; train {trainSeconds:F0} s (median step {result.MedianStepSeconds * 1000:F0} ms), eval {evalSeconds:F1} s");
     trainer.Dispose();
     GC.Collect();

@@ -8,6 +8,7 @@ internal sealed record RunResult(
     string Name, string Experiment, IReadOnlyList<string> Experiments, string FfnKind, int Experts, int Heads, int TopK, bool QueryBn,
     long TotalParams, long ActiveParams, long FlopsPerToken, double TrainingFlops, int Steps, long TokensSeen,
     double ValLoss, double ValPerplexity, long EvalTokens, double? ExpertUsage, double? UsageKl,
+    double? TopPercentShare, double? InputRank, double? QueryRank,
     double TrainSeconds, double EvalSeconds, double WallSeconds, double MedianStepSeconds, IReadOnlyList<double> TrainingLoss);
 
 /// <summary>Shared settings of all runs; written to results.json beside the runs.</summary>

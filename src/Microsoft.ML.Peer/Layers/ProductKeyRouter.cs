@@ -60,7 +60,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
             ScoreActivation.Sigmoid => F.sigmoid(scores),
             _ => throw new InvalidOperationException($"Unknown score activation {_options.ScoreActivation}."),
         };
-        Usage.Add(indices, gates);
+        Usage.Add(tokens, q, indices, gates);
         return (gates.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
