@@ -80,7 +80,7 @@ public sealed class ExpertUsageAccumulator : IDisposable
             var x = rows.to(ScalarType.Float32);
             _sum ??= zeros(x.shape[1], dtype: ScalarType.Float64, device: x.device).DetachFromDisposeScope();
             _outer ??= zeros(x.shape[1], x.shape[1], dtype: ScalarType.Float64, device: x.device).DetachFromDisposeScope();
-            _sum.add_(x.sum(0).to(ScalarType.Float64));
+            _sum.add_(x.sum(dim: 0).to(ScalarType.Float64));
             _outer.add_(x.t().matmul(x).to(ScalarType.Float64));
             _count += x.shape[0];
         }

@@ -31,6 +31,17 @@ public sealed class TelemetryAndBaselineTests
         var spread = tensor(new float[] { 3, 0, -3, 0, 0, 1.7320508f, 0, -1.7320508f }, new long[] { 4, 2 });
         skewed.Add(spread, spread, tensor(new long[] { 0, 1, 2, 3 }), tensor(new float[] { 1, 1, 1, 1 }));
         Assert.AreEqual(Math.Exp(-(0.75 * Math.Log(0.75) + 0.25 * Math.Log(0.25))), skewed.Compute().InputEffectiveRank, 1e-6);
+
+        // The rank is of the covariance, so a mean far from the origin changes nothing: the same points shifted by (10, −5, 3)
+        // still lie on one line, and the spread ones still give 3:1. (An uncentred second moment would be dominated by the mean.)
+        using var shifted = new ExpertUsageAccumulator(4) { Enabled = true };
+        var offset = tensor(new float[] { 10, -5, 3 });
+        var line = tensor(new float[] { 1, 2, 0, 2, 4, 0, -1, -2, 0, 0, 0, 0 }, new long[] { 4, 3 }) + offset;
+        var plane = tensor(new float[] { 3, 0, 0, -3, 0, 0, 0, 1.7320508f, 0, 0, -1.7320508f, 0 }, new long[] { 4, 3 }) + offset;
+        shifted.Add(line, plane, tensor(new long[] { 0, 1, 2, 3 }), tensor(new float[] { 1, 1, 1, 1 }));
+        var centred = shifted.Compute();
+        Assert.AreEqual(1.0, centred.InputEffectiveRank, 1e-4);
+        Assert.AreEqual(Math.Exp(-(0.75 * Math.Log(0.75) + 0.25 * Math.Log(0.25))), centred.QueryEffectiveRank, 1e-4);
     }
 
     [TestMethod]
