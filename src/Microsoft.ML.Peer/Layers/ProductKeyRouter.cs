@@ -46,12 +46,25 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     /// <summary>The query batch norm, or null when <see cref="ProductKeyOptions.QueryBatchNorm"/> is off.</summary>
     public BatchNorm1d? QueryNorm => query_norm;
 
+    /// <summary>
+    /// Statistics that normalise the queries in evaluation mode (training always uses the batch's). Set by an evaluation
+    /// pass and restored after it.
+    /// </summary>
+    internal QueryNormStatistics EvaluationStatistics { get; set; } = QueryNormStatistics.Running;
+
+    /// <summary>While set, every forward pass adds its raw (pre-norm) queries; see <see cref="QueryMomentSums"/>.</summary>
+    internal QueryMomentSums? QueryMoments { get; set; }
+
     /// <summary>Tokens [T, d] → router weights [T, h, k] and expert indices [T, h, k].</summary>
     public override (Tensor Gates, Tensor Indices) forward(Tensor tokens)
     {
         using var scope = NewDisposeScope();
         var q = query.forward(tokens);
-        if (query_norm is not null) q = NormalizeQueries(query_norm, q);
+        QueryMoments?.Add(q);
+        if (query_norm is not null)
+            q = !query_norm.training && EvaluationStatistics == QueryNormStatistics.Batch && q.shape[0] > 1
+                ? NormalizeWithBatchStatistics(query_norm, q)
+                : NormalizeQueries(query_norm, q);
         q = q.view(tokens.shape[0], _options.Heads, _options.KeyDimension);
         var (scores, indices) = retriever.forward(q);
         var gates = _options.ScoreActivation switch
@@ -81,6 +94,30 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         {
             norm.train();
         }
+    }
+
+    // Batch norm with the batch's own (biased) variance, as training normalises, without touching the running statistics.
+    private static Tensor NormalizeWithBatchStatistics(BatchNorm1d norm, Tensor q)
+    {
+        var mean = q.mean(new long[] { 0 }, keepdim: true);
+        var variance = q.var(0, unbiased: false, keepdim: true);
+        var normalized = (q - mean) / (variance + norm.eps).sqrt();
+        return norm.weight is null ? normalized : normalized * norm.weight + norm.bias!;
+    }
+
+    /// <summary>
+    /// Replaces the query norm's running mean and variance with those of the queries summed in <paramref name="moments"/>
+    /// (the unbiased variance, as BN's running variance is); nothing happens without a query norm or without two rows.
+    /// </summary>
+    internal void SetQueryNormStatistics(QueryMomentSums moments)
+    {
+        ArgumentNullException.ThrowIfNull(moments);
+        if (query_norm is null || moments.Count < 2) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var (mean, variance) = moments.MeanAndVariance();
+        query_norm.running_mean!.copy_(mean.to(query_norm.running_mean.dtype));
+        query_norm.running_var!.copy_(variance.to(query_norm.running_var.dtype));
     }
 
     protected override void Dispose(bool disposing)

@@ -33,11 +33,20 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final one scores all. Default 16,384.</summary>
         public int EvaluationTokens = 16_384;
 
+        /// <summary>
+        /// Before each validation score (and before the model is handed over), replace every PEER/PKM query batch norm's running
+        /// mean and variance with the exact ones of the raw queries of this many of the latest training batches. BN's running
+        /// statistics are an exponential average that trails the queries while they still change, which makes early
+        /// evaluations understate expert usage. 0 (default) keeps BN's own running statistics, as the paper's layer does.
+        /// </summary>
+        public int ReestimateQueryNormBatches;
+
         internal override void Validate()
         {
             base.Validate();
             Positive(LogEvery, nameof(LogEvery));
             if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
+            if (ReestimateQueryNormBatches < 0) throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches, $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
             if (EvaluationTokens < 0) throw new ArgumentOutOfRangeException(nameof(EvaluationTokens), EvaluationTokens, $"{nameof(EvaluationTokens)} must not be negative.");
             // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
             ModelOptions(VocabularySize).Validate();
@@ -122,6 +131,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             LogEvery = _options.LogEvery,
             EvaluateEvery = _options.EvaluateEvery,
             EvaluationTokens = _options.EvaluationTokens,
+            ReestimateQueryNormBatches = _options.ReestimateQueryNormBatches,
         };
         var modelOptions = _options.ModelOptions(tokenizer.VocabularySize);
         ch.Info($"{trainTokens.Length:N0} training tokens from {texts.Count:N0} documents, vocabulary {tokenizer.VocabularySize:N0}; " +
@@ -133,6 +143,8 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);
             var result = trainer.Train(trainTokens, validationTokens, p => Report(ch, p, stepsPerEpoch, clock.Elapsed), cancellation.Token);
             cancellation.ThrowIfCancelled();
+            if (result is null && _options.ReestimateQueryNormBatches > 0)
+                trainer.ReestimateQueryNorm(new TokenBatchSampler(trainTokens, training.BatchSize, training.SequenceLength, seed), _options.ReestimateQueryNormBatches);
             if (result is not null)
                 ch.Info($"Validation perplexity {result.Perplexity:F2} over {result.Tokens:N0} tokens.");
             ch.Info($"Trained {trainer.Step} steps in {clock.Elapsed:hh\\:mm\\:ss}.");

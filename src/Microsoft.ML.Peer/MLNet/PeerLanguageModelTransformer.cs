@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peer;
 using Microsoft.ML.Peer.Data;
+using Microsoft.ML.Peer.Layers;
 using Microsoft.ML.Peer.Models;
 using Microsoft.ML.Runtime;
 using TorchSharp;
@@ -51,8 +52,16 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
     /// the end-of-text id, as in training), over consecutive windows of the context length, and the expert usage of each
     /// PEER/PKM layer over that pass (the paper's fraction of experts retrieved and KL divergence from uniform).
     /// </summary>
-    public PeerLanguageModelMetrics Evaluate(IDataView data)
+    public PeerLanguageModelMetrics Evaluate(IDataView data) => Evaluate(data, QueryNormStatistics.Running);
+
+    /// <summary>
+    /// As <see cref="Evaluate(IDataView)"/>, with the PEER/PKM query batch norms normalising by <paramref name="statistics"/>:
+    /// <see cref="QueryNormStatistics.Running"/> as scoring does, or <see cref="QueryNormStatistics.Batch"/>, each batch of
+    /// 16 windows by its own mean and variance as in training (the model's running statistics are not changed).
+    /// </summary>
+    public PeerLanguageModelMetrics Evaluate(IDataView data, QueryNormStatistics statistics)
     {
+        if (!Enum.IsDefined(statistics)) throw new ArgumentOutOfRangeException(nameof(statistics), statistics, $"{nameof(statistics)} must be Running or Batch.");
         ArgumentNullException.ThrowIfNull(data);
         var column = SchemaChecks.TextColumn(data.Schema, TextColumnName);
         var tokens = new List<int>();
@@ -67,7 +76,7 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         using var call = UseModel();
         lock (_evaluationLock)
         {
-            var result = Training.LanguageModelEvaluation.Evaluate(Model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16);
+            var result = Training.LanguageModelEvaluation.Evaluate(Model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16, statistics: statistics);
             return new PeerLanguageModelMetrics(result.Perplexity, result.Loss, result.Tokens, result.ExpertUsage);
         }
     }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Layers;
 using Microsoft.ML.Peer.Models;
 using static TorchSharp.torch;
 
@@ -15,7 +16,9 @@ internal static class LanguageModelEvaluation
     /// <param name="sequenceLength">Window length (at most the model's context).</param>
     /// <param name="batchSize">Windows per forward pass.</param>
     /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
-    public static EvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize, int maxTokens = 0)
+    /// <param name="statistics">What normalises the product-key queries: the running statistics or each batch's own.</param>
+    public static EvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize, int maxTokens = 0,
+        QueryNormStatistics statistics = QueryNormStatistics.Running)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokens);
@@ -28,7 +31,7 @@ internal static class LanguageModelEvaluation
         if (length < 1) throw new ArgumentException("At least two evaluation tokens are needed.", nameof(tokens));
         int windows = (tokens.Length - 1) / length;
         var routers = model.ProductKeyRouters.ToList();
-        foreach (var (_, router) in routers) { router.Usage.Reset(); router.Usage.Enabled = true; }
+        foreach (var (_, router) in routers) { router.Usage.Reset(); router.Usage.Enabled = true; router.EvaluationStatistics = statistics; }
         bool wasTraining = model.training;
         model.eval();
         double totalLoss = 0;
@@ -56,12 +59,51 @@ internal static class LanguageModelEvaluation
         }
         finally
         {
-            foreach (var (_, router) in routers) router.Usage.Enabled = false;
+            foreach (var (_, router) in routers) { router.Usage.Enabled = false; router.EvaluationStatistics = QueryNormStatistics.Running; }
             model.train(wasTraining);
         }
         var usage = routers.ToDictionary(r => r.Block, r => r.Router.Usage.Compute());
         foreach (var (_, router) in routers) router.Usage.Reset();
         double mean = totalLoss / count;
         return new EvaluationResult(mean, Math.Exp(mean), count, usage);
+    }
+
+    /// <summary>
+    /// Re-estimates every query batch norm's running mean and variance from the raw queries of <paramref name="batches"/>
+    /// (all their tokens pooled), normalising with each batch's own statistics during the pass as training does. BN's running
+    /// statistics are an exponential average that trails the queries while they still change (early in training, or
+    /// after a learning-rate change); this replaces them with the exact statistics of the given data. Returns the
+    /// routers re-estimated.
+    /// </summary>
+    /// <param name="model">The model; left in the mode it was in.</param>
+    /// <param name="batches">How many batches.</param>
+    /// <param name="batchAt">Token batch [B, T] (int64) number i; called inside the pass's dispose scope.</param>
+    public static int ReestimateQueryNorm(TransformerLanguageModel model, int batches, Func<int, Tensor> batchAt)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(batchAt);
+        if (batches <= 0) throw new ArgumentOutOfRangeException(nameof(batches), batches, $"{nameof(batches)} must be positive.");
+        var routers = model.ProductKeyRouters.Select(r => r.Router).Where(r => r.QueryNorm is not null).ToList();
+        if (routers.Count == 0) return 0;
+        var moments = routers.Select(_ => new QueryMomentSums()).ToList();
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            for (int i = 0; i < routers.Count; i++) { routers[i].QueryMoments = moments[i]; routers[i].EvaluationStatistics = QueryNormStatistics.Batch; }
+            using var noGrad = no_grad();
+            for (int i = 0; i < batches; i++)
+            {
+                using var scope = NewDisposeScope();
+                model.forward(batchAt(i));
+            }
+            for (int i = 0; i < routers.Count; i++) routers[i].SetQueryNormStatistics(moments[i]);
+            return routers.Count;
+        }
+        finally
+        {
+            for (int i = 0; i < routers.Count; i++) { routers[i].QueryMoments = null; routers[i].EvaluationStatistics = QueryNormStatistics.Running; moments[i].Dispose(); }
+            model.train(wasTraining);
+        }
     }
 }

@@ -101,11 +101,14 @@ internal sealed class LanguageModelTrainer : IDisposable
             if (_options.TimeBudget is { } budget && Step == _options.WarmupSteps && warmupTimedSteps > 0)
                 FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedSteps, validationTokens?.Length ?? 0);
             bool evaluate = validationTokens is not null && _options.EvaluateEvery > 0 && Step % _options.EvaluateEvery == 0;
+            bool diagnose = validationTokens is not null && _options.DiagnoseEvery > 0 && Step % _options.DiagnoseEvery == 0;
+            if ((evaluate || diagnose) && _options.ReestimateQueryNormBatches > 0) ReestimateQueryNorm(sampler, _options.ReestimateQueryNormBatches);
             EvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!, _options.EvaluationTokens) : null;
-            if (Step % _options.LogEvery == 0 || evaluation is not null)
+            UsageDiagnostics? diagnostics = diagnose ? Diagnose(validationTokens!, _options.EvaluationTokens, evaluation) : null;
+            if (Step % _options.LogEvery == 0 || evaluation is not null || diagnostics is not null)
             {
                 double tokensPerSecond = windowSteps * (double)_options.BatchSize * _options.SequenceLength / window.Elapsed.TotalSeconds;
-                progress?.Invoke(new TrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed, evaluation));
+                progress?.Invoke(new TrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed, evaluation, diagnostics));
                 window.Restart();
                 windowSteps = 0;
                 windowLoss = 0;
@@ -114,7 +117,9 @@ internal sealed class LanguageModelTrainer : IDisposable
                 SaveCheckpoint(_options.CheckpointPath);
         }
         if (_options.CheckpointPath is not null) SaveCheckpoint(_options.CheckpointPath);
-        return validationTokens is null ? null : Evaluate(validationTokens);
+        if (validationTokens is null) return null;
+        if (_options.ReestimateQueryNormBatches > 0) ReestimateQueryNorm(sampler, _options.ReestimateQueryNormBatches);
+        return Evaluate(validationTokens);
     }
 
     private void FitStepsToBudget(TimeSpan remaining, double secondsPerStep, int finalEvaluationTokens)
@@ -140,6 +145,30 @@ internal sealed class LanguageModelTrainer : IDisposable
     /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
     public EvaluationResult Evaluate(int[] tokens, int maxTokens = 0) =>
         LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens);
+
+    /// <summary>
+    /// Usage diagnostics at the current step: <paramref name="tokens"/> evaluated with the query norms' running statistics
+    /// and again with each batch's own (<see cref="UsageDiagnostics"/>).
+    /// </summary>
+    /// <param name="running">An evaluation already made at this step with the running statistics, to reuse; null makes one.</param>
+    public UsageDiagnostics Diagnose(int[] tokens, int maxTokens = 0, EvaluationResult? running = null)
+    {
+        running ??= Evaluate(tokens, maxTokens);
+        var batch = LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens, QueryNormStatistics.Batch);
+        return new UsageDiagnostics(Step, (long)Step * _options.BatchSize * _options.SequenceLength, running, batch);
+    }
+
+    /// <summary>
+    /// Re-estimates the query norms' running statistics from the batches of the last <paramref name="batches"/> steps taken
+    /// (training batches the model has seen; the first ones before any step). Returns the routers re-estimated.
+    /// </summary>
+    public int ReestimateQueryNorm(TokenBatchSampler sampler, int batches)
+    {
+        ArgumentNullException.ThrowIfNull(sampler);
+        if (batches <= 0) throw new ArgumentOutOfRangeException(nameof(batches), batches, $"{nameof(batches)} must be positive.");
+        int first = Math.Max(0, Step - batches);
+        return LanguageModelEvaluation.ReestimateQueryNorm(Model, batches, i => sampler.Batch(first + i).Inputs);
+    }
 
     /// <summary>
     /// Writes model weights, optimizer state, options, step and loss history. The file is written beside

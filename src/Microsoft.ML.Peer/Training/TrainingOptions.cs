@@ -57,6 +57,19 @@ internal sealed class TrainingOptions
     /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final evaluation scores all. Default 0.</summary>
     public int EvaluationTokens { get; set; }
 
+    /// <summary>
+    /// Before each evaluation, re-estimate every query batch norm's running statistics from this many of the latest training
+    /// batches (their exact mean and variance; see <see cref="LanguageModelEvaluation.ReestimateQueryNorm"/>); 0 (default)
+    /// evaluates with BN's own running statistics.
+    /// </summary>
+    public int ReestimateQueryNormBatches { get; set; }
+
+    /// <summary>
+    /// Every this many steps, also measure expert usage on the validation tokens with batch statistics beside the running
+    /// ones (<see cref="LanguageModelTrainer.Diagnose"/>), reported in <see cref="TrainingProgress.Diagnostics"/>; 0 (default) never.
+    /// </summary>
+    public int DiagnoseEvery { get; set; }
+
     /// <summary>Where <see cref="LanguageModelTrainer.Train"/> writes checkpoints; null writes none.</summary>
     public string? CheckpointPath { get; set; }
 
@@ -91,6 +104,8 @@ internal sealed class TrainingOptions
             throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(TimeBudget)} needs at least 2 warm-up steps to measure the step time.");
         if (LogEvery <= 0) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, $"{nameof(LogEvery)} must be positive.");
         if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
+        if (ReestimateQueryNormBatches < 0) throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches, $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
+        if (DiagnoseEvery < 0) throw new ArgumentOutOfRangeException(nameof(DiagnoseEvery), DiagnoseEvery, $"{nameof(DiagnoseEvery)} must not be negative.");
         if (CheckpointPath is not null && CheckpointEvery <= 0)
             throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, $"{nameof(CheckpointEvery)} must be positive when {nameof(CheckpointPath)} is set.");
     }

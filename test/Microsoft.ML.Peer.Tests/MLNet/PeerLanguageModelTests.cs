@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Peer.Layers;
 
 namespace Microsoft.ML.Peer.Tests.MLNet;
 
@@ -57,6 +58,37 @@ public sealed class PeerLanguageModelTests
         Assert.AreEqual(1, usage.Key);
         Assert.AreEqual(16 * 16, usage.Value.Experts);
         Assert.IsTrue(usage.Value.UsedFraction is > 0 and <= 1, $"used {usage.Value.UsedFraction}");
+    }
+
+    [TestMethod]
+    public void EvaluateWithBatchStatisticsLeavesTheModelAsItWas()
+    {
+        var heldOut = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(40, seed: 11));
+        var running = Model.Evaluate(heldOut);
+        var batch = Model.Evaluate(heldOut, QueryNormStatistics.Batch);
+        Assert.AreEqual(running.Tokens, batch.Tokens);
+        Assert.AreNotEqual(running.CrossEntropy, batch.CrossEntropy, "batch statistics normalise the queries differently");
+        Assert.IsTrue(batch.ExpertUsage.Single().Value.UsedFraction is > 0 and <= 1);
+        Assert.AreEqual(running.CrossEntropy, Model.Evaluate(heldOut).CrossEntropy, 1e-12, "the running statistics were changed");
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Model.Evaluate(heldOut, (QueryNormStatistics)7));
+    }
+
+    [TestMethod]
+    public void ReestimatingQueryNormStatisticsIsAnOptionOfTheTrainer()
+    {
+        var options = PluginTestData.TinyLanguageModel();
+        options.ReestimateQueryNormBatches = -1;
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => _ml.Peer().LanguageModel(options));
+        options = PluginTestData.TinyLanguageModel();
+        options.Epochs = 2;
+        options.ReestimateQueryNormBatches = 4;
+        var train = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(300, seed: 1));
+        using var reestimated = _ml.Peer().LanguageModel(options).Fit(train);
+        options.ReestimateQueryNormBatches = 0;
+        using var plain = _ml.Peer().LanguageModel(options).Fit(train);
+        var heldOut = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(40, seed: 11));
+        // Same seed, same steps: only the query norms' running statistics differ, so only the scores do.
+        Assert.AreNotEqual(plain.Evaluate(heldOut).CrossEntropy, reestimated.Evaluate(heldOut).CrossEntropy);
     }
 
     [TestMethod]
