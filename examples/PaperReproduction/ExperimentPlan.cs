@@ -14,9 +14,19 @@ namespace PaperReproduction;
 /// Seconds per training step assumed for the time estimate printed before the runs, by run name; a run not listed
 /// uses <paramref name="DefaultSecondsPerStep"/>.
 /// </param>
+/// <param name="LowReferenceSteps">
+/// Reference steps of the second, lower compute budget at which the isoFLOP runs are trained again (the paper's Figure 1 has
+/// one curve per budget); 0 trains them at one budget only.
+/// </param>
+/// <param name="EvaluationTokens">Validation tokens scored at the end of each run, from the start of the stream; 0 scores them all.</param>
+/// <param name="DiagnosticPoints">
+/// Steps (spread evenly in log scale, the last step included) at which each run measures validation perplexity and, for PEER
+/// and PKM, expert usage with running and batch statistics over <see cref="DiagnosticTokens"/> tokens: the usage_curve.
+/// </param>
 internal sealed record Budget(string Name, int Dimension, int Layers, int AttentionHeads, int KeyDimension, int BatchSize, int SequenceLength,
     int ReferenceSteps, int WarmupSteps, int EvaluationTokens, double LearningRate,
-    IReadOnlyDictionary<string, double> AssumedSecondsPerStep, double DefaultSecondsPerStep, double AssumedEvaluationSecondsPerRun)
+    IReadOnlyDictionary<string, double> AssumedSecondsPerStep, double DefaultSecondsPerStep, double AssumedEvaluationSecondsPerRun,
+    int LowReferenceSteps = 0, int DiagnosticPoints = 6, int DiagnosticTokens = 8_192)
 {
     public const int Vocabulary = 8192;
     public const int Seed = 1;
@@ -55,19 +65,46 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
         ReferenceSteps: 1200, WarmupSteps: 60, EvaluationTokens: 65_536, LearningRate: 2e-3,
         AssumedSecondsPerStep: new Dictionary<string, double>(), DefaultSecondsPerStep: 1.2, AssumedEvaluationSecondsPerRun: 40);
 
-    /// <summary>tiny: small's models for 8 reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 2–3 min).</summary>
+    /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3 min).</summary>
     public static Budget Tiny { get; } = Small with
     {
-        Name = "tiny", ReferenceSteps = 8, WarmupSteps = 2, EvaluationTokens = 4_096, AssumedEvaluationSecondsPerRun = 1,
+        Name = "tiny", ReferenceSteps = 8, LowReferenceSteps = 4, WarmupSteps = 2, EvaluationTokens = 4_096, AssumedEvaluationSecondsPerRun = 1,
+        DiagnosticPoints = 2, DiagnosticTokens = 2_048,
+    };
+
+    /// <summary>
+    /// medium: small's models for 1,000 reference steps (2.05 M tokens for the reference run, 1.56 epochs of Brown's
+    /// training split) and the isoFLOP runs again at 400; every validation token scored. The peak learning rate is the
+    /// one <c>--tune-lr</c> chose for dense on a held-out tenth of the training documents (docs/paper-reproduction.md).
+    /// </summary>
+    public static Budget Medium { get; } = Small with
+    {
+        Name = "medium", ReferenceSteps = 1000, LowReferenceSteps = 400, WarmupSteps = 60, EvaluationTokens = 0, LearningRate = 6e-3,
+        AssumedEvaluationSecondsPerRun = 40, DiagnosticPoints = 8, DiagnosticTokens = 16_384,
+    };
+
+    /// <summary>large (a bigger machine): medium's schedule at d = 256, 6 blocks, d_key = 128, 4,000 and 1,600 reference steps.</summary>
+    public static Budget Large { get; } = Medium with
+    {
+        Name = "large", Dimension = 256, Layers = 6, AttentionHeads = 4, KeyDimension = 128, ReferenceSteps = 4000, LowReferenceSteps = 1600,
+        WarmupSteps = 200, LearningRate = 2e-3, AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 1.5,
+        AssumedEvaluationSecondsPerRun = 120, DiagnosticPoints = 10,
     };
 
     public static Budget Parse(string name) => name.ToLowerInvariant() switch
     {
         "small" => Small,
+        "medium" => Medium,
+        "large" => Large,
         "full" => Full,
         "tiny" => Tiny,
-        _ => throw new FormatException($"--budget must be small, full or tiny; got '{name}'."),
+        _ => throw new FormatException($"--budget must be tiny, small, medium, large or full; got '{name}'."),
     };
+
+    /// <summary>Steps at which a run of <paramref name="steps"/> steps records its usage_curve point.</summary>
+    public IReadOnlyList<int> DiagnosticSteps(int steps) =>
+        Enumerable.Range(1, DiagnosticPoints).Select(i => (int)Math.Round(Math.Pow(steps, (double)i / DiagnosticPoints))).Prepend(0)
+            .Where(s => s >= 0 && s <= steps).Distinct().ToList();
 
     public TrainingOptions Training(int steps) => new()
     {
@@ -81,9 +118,12 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 }
 
 /// <summary>One training run: the feed-forward kind of the middle block and its sparse-layer settings.</summary>
-internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true)
+/// <param name="LowCompute">Trained for the budget's lower compute level (<see cref="Budget.LowReferenceSteps"/>).</param>
+internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true,
+    bool LowCompute = false)
 {
     public const string IsoFlop = "isoflop";
+    public const string IsoFlopLow = "isoflop-low";
     public const string QueryBn = "query-bn";
     public const string Granularity = "granularity";
 
@@ -117,15 +157,30 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
     /// <summary>The reference run whose FLOPs fix every budget.</summary>
     public static RunSpec Reference { get; } = Peer(1024, 8, 16, true, IsoFlop, QueryBn);
 
-    /// <summary>Every run, once: a run that belongs to several experiments (e.g. PEER 1024² with BN) is trained once.</summary>
-    public static IReadOnlyList<RunSpec> All { get; } = new[]
+    private static readonly RunSpec[] IsoFlopRuns =
     {
-        // 1. IsoFLOP comparison.
         new RunSpec("dense", new[] { IsoFlop }, FeedForwardKind.Dense),
         new RunSpec("moe-8e-top2", new[] { IsoFlop }, FeedForwardKind.MoE),
         new RunSpec("pkm-1024sq-h8-k32", new[] { IsoFlop }, FeedForwardKind.ProductKeyMemory, 1024 * 1024, 8, 32, true),
         Reference,
         Peer(256, 8, 16, true, IsoFlop, QueryBn, Granularity),
+    };
+
+    /// <summary>The isoFLOP runs again at the lower compute level, named with a "-low" suffix.</summary>
+    private static IEnumerable<RunSpec> LowComputeRuns => IsoFlopRuns.Select(r => r with { Name = r.Name + "-low", Experiments = new[] { IsoFlopLow }, LowCompute = true });
+
+    /// <summary>
+    /// Every run of <paramref name="budget"/>, once (a run that belongs to several experiments, e.g. PEER 1024² with BN, is
+    /// trained once), the most informative first so that a budget cut short still answers the main questions.
+    /// </summary>
+    public static IReadOnlyList<RunSpec> For(Budget budget) =>
+        new[] { All[0], All[3], All[5], All[1], All[2], All[4] }
+            .Concat(budget.LowReferenceSteps > 0 ? LowComputeRuns : Enumerable.Empty<RunSpec>())
+            .Concat(All.Skip(6)).ToList();
+
+    /// <summary>Every run at the main compute level: the isoFLOP runs, the query BN ablation and the granularity sweep.</summary>
+    public static IReadOnlyList<RunSpec> All { get; } = IsoFlopRuns.Concat(new[]
+    {
         // 2. Query batch-norm ablation (1024² and 256² with BN above).
         Peer(1024, 8, 16, false, QueryBn),
         Peer(512, 8, 16, true, QueryBn),
@@ -137,10 +192,10 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
         Peer(256, 2, 64, true, Granularity),
         Peer(256, 4, 32, true, Granularity),
         Peer(256, 16, 8, true, Granularity),
-    };
+    }).ToList();
 
     /// <summary>Training steps that give this run the reference run's training FLOPs.</summary>
     public int Steps(Budget budget) =>
-        Math.Max(1, (int)Math.Round(budget.ReferenceSteps * (double)FlopCounter.ForwardPerToken(Reference.ModelOptions(budget)).Total
+        Math.Max(1, (int)Math.Round((LowCompute ? budget.LowReferenceSteps : budget.ReferenceSteps) * (double)FlopCounter.ForwardPerToken(Reference.ModelOptions(budget)).Total
                                     / FlopCounter.ForwardPerToken(ModelOptions(budget)).Total));
 }

@@ -22,31 +22,87 @@ internal static class ResultPlots
         axis.SetTicks(positions, positions.Select(p => label(Math.Pow(2, p))).ToArray());
     }
 
-    /// <summary>Validation perplexity against total parameters, one series per FFN kind, for the isoFLOP runs.</summary>
+    /// <summary>
+    /// Validation perplexity against total parameters for the isoFLOP runs: one curve per compute budget (the paper's
+    /// Figure 1 in miniature), each point labelled with its run.
+    /// </summary>
     public static string PerplexityVersusParameters(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
     {
         var plot = new Plot();
-        var iso = runs.Where(r => r.Experiments.Contains(RunSpec.IsoFlop)).ToList();
-        foreach (var kind in iso.GroupBy(r => r.FfnKind))
+        var all = runs.Where(r => r.Experiments.Contains(RunSpec.IsoFlop) || r.Experiments.Contains(RunSpec.IsoFlopLow)).ToList();
+        foreach (var level in new[] { RunSpec.IsoFlop, RunSpec.IsoFlopLow })
         {
-            var series = plot.Add.Scatter(kind.Select(r => Math.Log10(r.TotalParams)).ToArray(), kind.Select(r => r.ValPerplexity).ToArray());
-            series.LegendText = kind.Key;
-            series.LineWidth = 0;
+            var points = all.Where(r => r.Experiments.Contains(level)).OrderBy(r => r.TotalParams).ToList();
+            if (points.Count == 0) continue;
+            var series = plot.Add.Scatter(points.Select(r => Math.Log10(r.TotalParams)).ToArray(), points.Select(r => r.ValPerplexity).ToArray());
+            series.LegendText = $"{points[0].TrainingFlops:0.00e0} training FLOPs";
             series.MarkerSize = 10;
-            foreach (var r in kind) plot.Add.Text(r.Name, Math.Log10(r.TotalParams), r.ValPerplexity).LabelFontSize = 11;
+            series.LineWidth = 1;
+            foreach (var r in points) plot.Add.Text(r.Name, Math.Log10(r.TotalParams), r.ValPerplexity).LabelFontSize = 11;
         }
-        var decades = iso.Select(r => Math.Log10(r.TotalParams)).ToList();
+        var decades = all.Select(r => Math.Log10(r.TotalParams)).ToList();
         if (decades.Count > 0)
         {
             var ticks = Enumerable.Range((int)Math.Floor(decades.Min() * 4), (int)Math.Ceiling(decades.Max() * 4) - (int)Math.Floor(decades.Min() * 4) + 1)
                 .Select(i => i / 4.0).ToArray();
             plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => $"{Math.Pow(10, t) / 1e6:0.#} M").ToArray());
-            plot.Axes.SetLimitsX(decades.Min() - 0.15, decades.Max() + 0.35);
+            plot.Axes.SetLimitsX(decades.Min() - 0.15, decades.Max() + 0.45);
         }
-        plot.Title($"IsoFLOP comparison on Brown ({setup.TrainingFlopsPerRun:0.00e0} training FLOPs per run, budget {setup.Budget})");
+        plot.Title($"IsoFLOP comparison on Brown (dense, MoE, PKM, PEER; budget {setup.Budget}, one curve per compute budget)");
         plot.XLabel("total parameters (log scale)");
         plot.YLabel($"validation perplexity ({setup.EvalTokens:N0} tokens)");
         return Save(plot, folder, "perplexity-vs-parameters.png");
+    }
+
+    /// <summary>
+    /// Expert usage against training tokens for the query BN runs, with the query norms' running statistics (solid) and
+    /// each batch's own (dashed), and the effective rank of the layer input on a second panel: where usage is lost.
+    /// </summary>
+    public static string UsageCurves(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
+    {
+        var multiplot = new Multiplot();
+        multiplot.AddPlots(2);
+        var usage = multiplot.GetPlot(0);
+        var rank = multiplot.GetPlot(1);
+        // The smallest and the largest pool of the ablation, with and without BN: four curves stay readable.
+        var ablation = runs.Where(r => r.Experiments.Contains(RunSpec.QueryBn) && r.UsageCurve.Any(p => p.Usage is not null)).ToList();
+        var pools = ablation.Select(r => r.Experts).Distinct().Order().ToList();
+        var curves = ablation.Where(r => pools.Count > 0 && (r.Experts == pools[0] || r.Experts == pools[^1])).OrderByDescending(r => r.Experts).ThenByDescending(r => r.QueryBn).ToList();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int i = 0; i < curves.Count; i++)
+        {
+            var r = curves[i];
+            var points = r.UsageCurve.Where(p => p.Usage is not null && p.TokensSeen > 0).ToList();
+            if (points.Count == 0) continue;
+            var x = points.Select(p => Math.Log10(p.TokensSeen)).ToArray();
+            var color = palette.GetColor(i);
+            var running = usage.Add.Scatter(x, points.Select(p => 100 * p.Usage!.Value).ToArray());
+            running.LegendText = r.Name;
+            running.Color = color;
+            var batch = usage.Add.Scatter(x, points.Select(p => 100 * p.BatchStatsUsage.GetValueOrDefault(double.NaN)).ToArray());
+            batch.LinePattern = LinePattern.Dashed;
+            batch.Color = color;
+            batch.MarkerSize = 0;
+            var ranks = rank.Add.Scatter(x, points.Select(p => p.InputRank.GetValueOrDefault(double.NaN)).ToArray());
+            ranks.LegendText = r.Name;
+            ranks.Color = color;
+        }
+        foreach (var plot in new[] { usage, rank })
+        {
+            var ticks = Enumerable.Range(6, 14).Select(e => e / 2.0).ToArray();   // 1k, 3.2k, 10k, ... 3.2 M, 10 M
+            plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => Math.Pow(10, t) is var v && v >= 1e6 ? $"{v / 1e6:0.#} M" : $"{v / 1e3:0.#} k").ToArray());
+            plot.XLabel("training tokens seen (log scale)");
+        }
+        usage.Title($"Expert usage over training (budget {setup.Budget}; solid: running BN statistics, dashed: batch statistics)");
+        usage.YLabel("experts used (% of N) on the diagnostic tokens");
+        usage.Axes.SetLimitsY(0, 105);
+        usage.ShowLegend(Edge.Right);
+        rank.Title("Effective rank of the PEER/PKM layer's input (exp of the covariance spectrum's entropy)");
+        rank.YLabel($"effective rank (of d = {setup.ModelDimension})");
+        rank.ShowLegend(Edge.Right);
+        string path = Path.GetFullPath(Path.Combine(folder, "usage-curves.png"));
+        multiplot.SavePng(path, Width, 2 * Height);
+        return path;
     }
 
     /// <summary>Expert usage (or its unevenness) against N, with and without query batch norm.</summary>

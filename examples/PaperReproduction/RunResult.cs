@@ -3,19 +3,37 @@ using System.Text;
 
 namespace PaperReproduction;
 
-/// <summary>What one run measured; written to results.json (snake_case).</summary>
+/// <summary>
+/// What one run measured; written to results.json (snake_case). <see cref="ExpertUsage"/> and <see cref="UsageKl"/> are measured
+/// with the query norms' running statistics (as scoring sees the model), <see cref="BatchStatsUsage"/> and
+/// <see cref="BatchStatsKl"/> with each evaluation batch's own (as training sees it); <see cref="Epochs"/> counts how many
+/// times the run's training tokens cover the training stream.
+/// </summary>
 internal sealed record RunResult(
     string Name, string Experiment, IReadOnlyList<string> Experiments, string FfnKind, int Experts, int Heads, int TopK, bool QueryBn,
-    long TotalParams, long ActiveParams, long FlopsPerToken, double TrainingFlops, int Steps, long TokensSeen,
-    double ValLoss, double ValPerplexity, long EvalTokens, double? ExpertUsage, double? UsageKl,
+    long TotalParams, long ActiveParams, long FlopsPerToken, double TrainingFlops, int Steps, long TokensSeen, double Epochs,
+    double ValLoss, double ValPerplexity, long EvalTokens, double? ExpertUsage, double? UsageKl, double? BatchStatsUsage, double? BatchStatsKl,
     double? TopPercentShare, double? InputRank, double? QueryRank,
-    double TrainSeconds, double EvalSeconds, double WallSeconds, double MedianStepSeconds, IReadOnlyList<double> TrainingLoss);
+    double TrainSeconds, double EvalSeconds, double WallSeconds, double MedianStepSeconds, IReadOnlyList<double> TrainingLoss,
+    IReadOnlyList<UsagePoint> UsageCurve);
+
+/// <summary>
+/// One point of a run's usage_curve: validation perplexity over the budget's diagnostic tokens after <see cref="TokensSeen"/>
+/// training tokens and, for PEER and PKM, usage and KL with running and with batch statistics and the layer's input and
+/// query rank over the same tokens.
+/// </summary>
+internal sealed record UsagePoint(int Step, long TokensSeen, double ValPerplexity, double? Usage, double? Kl, double? BatchStatsUsage, double? BatchStatsKl,
+    double? TopPercentShare, double? InputRank, double? QueryRank);
+
+/// <summary>runs/&lt;name&gt;.json: a finished run and the settings it was trained under (a rerun keeps it only if they match).</summary>
+internal sealed record SavedRun(string Fingerprint, RunResult Result);
 
 /// <summary>Shared settings of all runs; written to results.json beside the runs.</summary>
 internal sealed record ExperimentSetup(
     string Budget, int ModelDimension, int Layers, int AttentionHeads, int ContextLength, int BatchSize, int KeyDimension, int VocabularySize,
-    int Seed, int ReferenceSteps, string ReferenceRun, double TrainingFlopsPerRun, long TrainTokens, long ValidationTokens, long EvalTokens,
-    double UnigramPerplexityOnEvalTokens, string FlopCounting, bool NativeKernels, int TorchThreads, int ProcessorCount, string StartedUtc, double TotalWallSeconds);
+    int Seed, double LearningRate, int ReferenceSteps, int LowReferenceSteps, string ReferenceRun, double TrainingFlopsPerRun, double? LowTrainingFlopsPerRun,
+    long TrainTokens, long ValidationTokens, long EvalTokens, double UnigramPerplexityOnEvalTokens, string FlopCounting, string Data,
+    bool NativeKernels, int TorchThreads, int ProcessorCount, string StartedUtc, double TotalWallSeconds, double SumOfRunWallSeconds);
 
 internal sealed record ResultsFile(ExperimentSetup Setup, IReadOnlyList<RunResult> Runs);
 
@@ -39,12 +57,26 @@ internal static class ResultTables
                         $"d_key = {setup.KeyDimension}, {F(setup.TrainingFlopsPerRun, "0.00e0")} training FLOPs per run; perplexity and usage over the first " +
                         $"{setup.EvalTokens:N0} validation tokens (unigram baseline {F(setup.UnigramPerplexityOnEvalTokens, "0.0")}).");
         text.AppendLine();
-        text.AppendLine("| run | experiments | FFN | N | h | k | query BN | total params | active params | FLOPs/token | steps | tokens seen | val ppl | usage | KL | wall s |");
-        text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        text.AppendLine("| run | experiments | FFN | N | h | k | query BN | total params | active params | FLOPs/token | steps | tokens seen | epochs | val ppl | usage | KL | usage, batch stats | input rank | wall s |");
+        text.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in runs)
             text.AppendLine($"| {r.Name} | {string.Join(", ", r.Experiments)} | {r.FfnKind} | {SideOf(r)} | {(r.Heads == 0 ? "–" : r.Heads)} | {(r.TopK == 0 ? "–" : r.TopK)} | " +
                             $"{(r.Experts == 0 ? "–" : r.QueryBn ? "yes" : "no")} | {Millions(r.TotalParams)} | {Millions(r.ActiveParams)} | {F(r.FlopsPerToken / 1e6, "0.00")} M | " +
-                            $"{r.Steps} | {r.TokensSeen:N0} | {F(r.ValPerplexity, "0.00")} | {Usage(r)} | {Kl(r)} | {F(r.WallSeconds, "0")} |");
+                            $"{r.Steps} | {r.TokensSeen:N0} | {F(r.Epochs, "0.00")} | {F(r.ValPerplexity, "0.00")} | {Usage(r)} | {Kl(r)} | " +
+                            $"{(r.BatchStatsUsage is { } b ? F(100 * b, "0.00") + "%" : "–")} | {(r.InputRank is { } ir ? F(ir, "0.0") : "–")} | {F(r.WallSeconds, "0")} |");
+        foreach (var level in new[] { RunSpec.IsoFlop, RunSpec.IsoFlopLow })
+        {
+            var iso = runs.Where(r => r.Experiments.Contains(level)).OrderBy(r => r.ValPerplexity).ToList();
+            if (iso.Count == 0) continue;
+            text.AppendLine();
+            text.AppendLine($"IsoFLOP at {F(iso[0].TrainingFlops, "0.00e0")} training FLOPs ({(level == RunSpec.IsoFlop ? "main" : "low")} compute), best first" +
+                            $" (unigram {F(setup.UnigramPerplexityOnEvalTokens, "0.0")})");
+            text.AppendLine();
+            text.AppendLine("| run | total params | steps | epochs | val ppl | ppl / unigram |");
+            text.AppendLine("|---|---|---|---|---|---|");
+            foreach (var r in iso)
+                text.AppendLine($"| {r.Name} | {Millions(r.TotalParams)} | {r.Steps} | {F(r.Epochs, "0.00")} | {F(r.ValPerplexity, "0.00")} | {F(r.ValPerplexity / setup.UnigramPerplexityOnEvalTokens, "0.000")} |");
+        }
         var bn = runs.Where(r => r.Experiments.Contains(RunSpec.QueryBn)).ToList();
         if (bn.Count > 0)
         {
