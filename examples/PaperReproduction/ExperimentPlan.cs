@@ -119,9 +119,13 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 
 /// <summary>One training run: the feed-forward kind of the middle block and its sparse-layer settings.</summary>
 /// <param name="LowCompute">Trained for the budget's lower compute level (<see cref="Budget.LowReferenceSteps"/>).</param>
+/// <param name="SparseBlocks">The blocks that hold the sparse layer (null: the middle one).</param>
+/// <param name="LearningRate">A peak learning rate other than the budget's (null: the budget's).</param>
+/// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
 internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true,
-    bool LowCompute = false)
+    bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null, bool InputBatchNorm = false)
 {
+    public const string Remedy = "remedy";
     public const string IsoFlop = "isoflop";
     public const string IsoFlopLow = "isoflop-low";
     public const string QueryBn = "query-bn";
@@ -143,9 +147,10 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             MoeExperts = MoeExperts,
             MoeTopK = MoeTopK,
             MoeHiddenDimension = MoeHiddenMultiple * budget.Dimension,
+            SparseBlocks = SparseBlocks?.ToArray(),
         };
         if (Kind == FeedForwardKind.Peer)
-            options.Peer = new PeerOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
+            options.Peer = new PeerOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true, InputBatchNorm = InputBatchNorm };
         if (Kind == FeedForwardKind.ProductKeyMemory)
             options.ProductKeyMemory = new ProductKeyOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
         return options;
@@ -170,13 +175,34 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
     private static IEnumerable<RunSpec> LowComputeRuns => IsoFlopRuns.Select(r => r with { Name = r.Name + "-low", Experiments = new[] { IsoFlopLow }, LowCompute = true });
 
     /// <summary>
+    /// Attempts to keep PEER 1024²'s experts in use (issue 11), each at the low compute level beside the paper's layer
+    /// (peer-1024sq-h8-k16-low): an input batch norm (the collapse is in the layer's input, a few directions carrying its
+    /// variance), the layer moved to the first block (its input is the embeddings, upstream of the collapsing residual
+    /// stream), and a lower peak learning rate, which delayed the collapse at the small budget.
+    /// </summary>
+    private static IEnumerable<RunSpec> RemedyRuns
+    {
+        get
+        {
+            var paper = Reference with { Name = Reference.Name + "-low", Experiments = new[] { Remedy }, LowCompute = true };
+            yield return paper with { Name = paper.Name + "-inputbn", InputBatchNorm = true };
+            yield return paper with { Name = paper.Name + "-block0", SparseBlocks = new[] { 0 } };
+            yield return paper with { Name = paper.Name + "-lr1e-3", LearningRate = 1e-3 };
+        }
+    }
+
+    /// <summary>The budget's training options for this run: its own peak learning rate if it has one.</summary>
+    public TrainingOptions Training(Budget budget) => (budget with { LearningRate = LearningRate ?? budget.LearningRate }).Training(Steps(budget));
+
+    /// <summary>
     /// Every run of <paramref name="budget"/>, once (a run that belongs to several experiments, e.g. PEER 1024² with BN, is
     /// trained once), the most informative first so that a budget cut short still answers the main questions.
     /// </summary>
     public static IReadOnlyList<RunSpec> For(Budget budget) =>
         new[] { All[0], All[3], All[5], All[1], All[2], All[4] }
             .Concat(budget.LowReferenceSteps > 0 ? LowComputeRuns : Enumerable.Empty<RunSpec>())
-            .Concat(All.Skip(6)).ToList();
+            .Concat(All.Skip(6))
+            .Concat(budget.LowReferenceSteps > 0 ? RemedyRuns : Enumerable.Empty<RunSpec>()).ToList();
 
     /// <summary>Every run at the main compute level: the isoFLOP runs, the query BN ablation and the granularity sweep.</summary>
     public static IReadOnlyList<RunSpec> All { get; } = IsoFlopRuns.Concat(new[]

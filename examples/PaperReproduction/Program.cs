@@ -80,14 +80,18 @@ Console.WriteLine($"  budget {budget.Name}: d = {budget.Dimension}, {budget.Laye
 
 // A run's result is written to runs/<name>.json as it finishes; a rerun skips runs whose file matches this budget's
 // settings, so a budget can span several sessions. --fresh trains everything again.
-string Fingerprint(RunSpec spec) => JsonSerializer.Serialize(new
+// Options added after runs were saved are left out of the fingerprint while they hold their default, so adding one does
+// not retrain finished runs.
+string[] addedOptions = { "\"InputBatchNorm\":false," };
+string Fingerprint(RunSpec spec) => addedOptions.Aggregate(JsonSerializer.Serialize(new
 {
-    budget = budget with { AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 0, AssumedEvaluationSecondsPerRun = 0 },
+    budget = budget with { AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 0, AssumedEvaluationSecondsPerRun = 0,
+                           LearningRate = spec.LearningRate ?? budget.LearningRate },
     model = spec.ModelOptions(budget),
     steps = spec.Steps(budget),
     trainTokens = trainTokens.Length,
     evaluationTokens,
-});
+}), (json, added) => json.Replace(added, ""));
 string RunFile(RunSpec spec) => Path.Combine(output, "runs", spec.Name + ".json");
 RunResult? Finished(RunSpec spec)
 {
@@ -123,7 +127,7 @@ foreach (var spec in specs)
     Console.WriteLine($"[{index}/{specs.Count}] {spec.Name}: {steps} steps, {flops.Total / 1e6:F2} M FLOPs/token " +
                       $"(routing {flops.Routing / 1e6:F2} M, selection {flops.Selection / 1e6:F3} M), {FlopCounter.TotalParameters(modelOptions):N0} parameters");
     var runClock = Stopwatch.StartNew();
-    using var trainer = new LanguageModelTrainer(modelOptions, budget.Training(steps));
+    using var trainer = new LanguageModelTrainer(modelOptions, spec.Training(budget));
     long built = trainer.Model.parameters().Sum(p => p.numel());
     if (built != FlopCounter.TotalParameters(modelOptions))
         throw new InvalidOperationException($"{spec.Name}: the model holds {built:N0} parameters but FlopCounter counts {FlopCounter.TotalParameters(modelOptions):N0}.");

@@ -94,6 +94,20 @@ internal static class ResultTables
                                 $"{Cell(off, r => F(r.ValPerplexity, "0.00"))} | {Cell(on, r => F(r.ValPerplexity, "0.00"))} |");
             }
         }
+        var remedies = runs.Where(r => r.Experiments.Contains(RunSpec.Remedy)).ToList();
+        if (remedies.Count > 0)
+        {
+            var baseline = runs.FirstOrDefault(r => r.Name == RunSpec.Reference.Name + "-low");
+            text.AppendLine();
+            text.AppendLine("Remedies for PEER 1024² usage (low compute level; the first row is the paper's layer)");
+            text.AppendLine();
+            text.AppendLine("| run | val ppl | usage | usage, batch stats | KL | top 1% share | input rank | query rank | wall s |");
+            text.AppendLine("|---|---|---|---|---|---|---|---|---|");
+            foreach (var r in (baseline is null ? remedies : remedies.Prepend(baseline)))
+                text.AppendLine($"| {r.Name} | {F(r.ValPerplexity, "0.00")} | {Usage(r)} | {(r.BatchStatsUsage is { } b ? F(100 * b, "0.00") + "%" : "–")} | {Kl(r)} | " +
+                                $"{(r.TopPercentShare is { } t ? F(100 * t, "0.0") + "%" : "–")} | {(r.InputRank is { } ir ? F(ir, "0.0") : "–")} | " +
+                                $"{(r.QueryRank is { } qr ? F(qr, "0.0") : "–")} | {F(r.WallSeconds, "0")} |");
+        }
         var granularity = runs.Where(r => r.Experiments.Contains(RunSpec.Granularity)).OrderBy(r => r.Heads).ToList();
         if (granularity.Count > 0)
         {

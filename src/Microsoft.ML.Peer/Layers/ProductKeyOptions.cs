@@ -25,6 +25,13 @@ public class ProductKeyOptions
     /// </summary>
     public bool QueryBatchNorm { get; set; } = true;
 
+    /// <summary>
+    /// Batch-normalise the layer's input, per feature, before the query projection. Default false (the paper's layer). Early
+    /// in training a few directions of the residual stream carry nearly all its variance, and the queries, linear in the
+    /// input, inherit that; scaling each input feature to unit variance gives the others a say in retrieval (issue 11).
+    /// </summary>
+    public bool InputBatchNorm { get; set; }
+
     /// <summary>How the top-k scores of a head become router weights. Default softmax over the top-k.</summary>
     public ScoreActivation ScoreActivation { get; set; } = ScoreActivation.Softmax;
 

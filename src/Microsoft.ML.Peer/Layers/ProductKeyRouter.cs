@@ -14,6 +14,7 @@ namespace Microsoft.ML.Peer.Layers;
 public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indices)>
 {
     private readonly ProductKeyOptions _options;
+    private readonly BatchNorm1d? input_norm;
     private readonly Linear query;
     private readonly BatchNorm1d? query_norm;
     private readonly ProductKeyRetriever retriever;
@@ -24,6 +25,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         options.Validate();
         if (inputDimension <= 0) throw new ArgumentOutOfRangeException(nameof(inputDimension), inputDimension, "The input dimension must be positive.");
         _options = options.Clone();
+        input_norm = options.InputBatchNorm ? nn.BatchNorm1d(inputDimension) : null;
         query = nn.Linear(inputDimension, options.Heads * options.KeyDimension);
         // BatchNorm over the whole projected query, before the split into heads and halves (as in PKM).
         query_norm = options.QueryBatchNorm ? nn.BatchNorm1d(options.Heads * options.KeyDimension) : null;
@@ -46,6 +48,9 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     /// <summary>The query batch norm, or null when <see cref="ProductKeyOptions.QueryBatchNorm"/> is off.</summary>
     public BatchNorm1d? QueryNorm => query_norm;
 
+    /// <summary>The input batch norm, or null when <see cref="ProductKeyOptions.InputBatchNorm"/> is off.</summary>
+    internal BatchNorm1d? InputNorm => input_norm;
+
     /// <summary>
     /// Statistics that normalise the queries in evaluation mode (training always uses the batch's). Set by an evaluation
     /// pass and restored after it.
@@ -55,16 +60,22 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     /// <summary>While set, every forward pass adds its raw (pre-norm) queries; see <see cref="QueryMomentSums"/>.</summary>
     internal QueryMomentSums? QueryMoments { get; set; }
 
+    /// <summary>While set, every forward pass adds its raw inputs (for <see cref="ProductKeyOptions.InputBatchNorm"/>).</summary>
+    internal QueryMomentSums? InputMoments { get; set; }
+
     /// <summary>Tokens [T, d] → router weights [T, h, k] and expert indices [T, h, k].</summary>
     public override (Tensor Gates, Tensor Indices) forward(Tensor tokens)
     {
         using var scope = NewDisposeScope();
-        var q = query.forward(tokens);
+        var x = tokens;
+        if (input_norm is not null)
+        {
+            InputMoments?.Add(x);
+            x = Normalize(input_norm, x);
+        }
+        var q = query.forward(x);
         QueryMoments?.Add(q);
-        if (query_norm is not null)
-            q = !query_norm.training && EvaluationStatistics == QueryNormStatistics.Batch && q.shape[0] > 1
-                ? NormalizeWithBatchStatistics(query_norm, q)
-                : NormalizeQueries(query_norm, q);
+        if (query_norm is not null) q = Normalize(query_norm, q);
         q = q.view(tokens.shape[0], _options.Heads, _options.KeyDimension);
         var (scores, indices) = retriever.forward(q);
         var gates = _options.ScoreActivation switch
@@ -77,8 +88,13 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         return (gates.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
+    private Tensor Normalize(BatchNorm1d norm, Tensor rows) =>
+        !norm.training && EvaluationStatistics == QueryNormStatistics.Batch && rows.shape[0] > 1
+            ? NormalizeWithBatchStatistics(norm, rows)
+            : NormalizeQueries(norm, rows);
+
     /// <summary>
-    /// Query batch norm. A training batch of one row (a bag-of-embeddings classifier's last batch of one text, a TorchSharp
+    /// Query (or input) batch norm. A training batch of one row (a bag-of-embeddings classifier's last batch of one text, a TorchSharp
     /// user's single example) has no variance to measure, and BN's unbiased running variance would become 0/0 = NaN and
     /// poison every later evaluation; such a batch is normalised with the running statistics and leaves them unchanged.
     /// </summary>
@@ -109,15 +125,20 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     /// Replaces the query norm's running mean and variance with those of the queries summed in <paramref name="moments"/>
     /// (the unbiased variance, as BN's running variance is); nothing happens without a query norm or without two rows.
     /// </summary>
-    internal void SetQueryNormStatistics(QueryMomentSums moments)
+    internal void SetQueryNormStatistics(QueryMomentSums moments) => SetStatistics(query_norm, moments);
+
+    /// <summary>As <see cref="SetQueryNormStatistics"/>, for the input batch norm.</summary>
+    internal void SetInputNormStatistics(QueryMomentSums moments) => SetStatistics(input_norm, moments);
+
+    private static void SetStatistics(BatchNorm1d? norm, QueryMomentSums moments)
     {
         ArgumentNullException.ThrowIfNull(moments);
-        if (query_norm is null || moments.Count < 2) return;
+        if (norm is null || moments.Count < 2) return;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var (mean, variance) = moments.MeanAndVariance();
-        query_norm.running_mean!.copy_(mean.to(query_norm.running_mean.dtype));
-        query_norm.running_var!.copy_(variance.to(query_norm.running_var.dtype));
+        norm.running_mean!.copy_(mean.to(norm.running_mean.dtype));
+        norm.running_var!.copy_(variance.to(norm.running_var.dtype));
     }
 
     protected override void Dispose(bool disposing)

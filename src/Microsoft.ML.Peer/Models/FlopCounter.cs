@@ -129,10 +129,13 @@ internal static class FlopCounter
     {
         var kinds = options.EffectiveSparseBlocks.Select(_ => options.FeedForward).ToList();
         if (options is TextClassifierOptions { Layers: 0 }) kinds.Add(options.FeedForward);
+        // Each batch norm holds a running mean and variance per feature and one batch counter.
+        static long RouterBuffers(long d, ProductKeyOptions router) =>
+            (router.QueryBatchNorm ? 2L * router.Heads * router.KeyDimension + 1 : 0) + (router.InputBatchNorm ? 2 * d + 1 : 0);
         return kinds.Sum(kind => kind switch
         {
-            FeedForwardKind.Peer when options.Peer.QueryBatchNorm => 2L * options.Peer.Heads * options.Peer.KeyDimension + 1,
-            FeedForwardKind.ProductKeyMemory when options.ProductKeyMemory.QueryBatchNorm => 2L * options.ProductKeyMemory.Heads * options.ProductKeyMemory.KeyDimension + 1,
+            FeedForwardKind.Peer => RouterBuffers(options.ModelDimension, options.Peer),
+            FeedForwardKind.ProductKeyMemory => RouterBuffers(options.ModelDimension, options.ProductKeyMemory),
             _ => 0L,
         });
     }
@@ -189,6 +192,6 @@ internal static class FlopCounter
     private static long RouterParameters(long d, ProductKeyOptions options)
     {
         long query = (long)options.Heads * options.KeyDimension;
-        return d * query + query + (options.QueryBatchNorm ? 2 * query : 0) + (long)options.SubKeys * options.KeyDimension;
+        return (options.InputBatchNorm ? 2 * d : 0) + d * query + query + (options.QueryBatchNorm ? 2 * query : 0) + (long)options.SubKeys * options.KeyDimension;
     }
 }

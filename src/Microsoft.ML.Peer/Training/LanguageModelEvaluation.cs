@@ -83,26 +83,40 @@ internal static class LanguageModelEvaluation
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(batchAt);
         if (batches <= 0) throw new ArgumentOutOfRangeException(nameof(batches), batches, $"{nameof(batches)} must be positive.");
-        var routers = model.ProductKeyRouters.Select(r => r.Router).Where(r => r.QueryNorm is not null).ToList();
+        var routers = model.ProductKeyRouters.Select(r => r.Router).Where(r => r.QueryNorm is not null || r.InputNorm is not null).ToList();
         if (routers.Count == 0) return 0;
         var moments = routers.Select(_ => new QueryMomentSums()).ToList();
+        var inputMoments = routers.Select(_ => new QueryMomentSums()).ToList();
         bool wasTraining = model.training;
         model.eval();
         try
         {
-            for (int i = 0; i < routers.Count; i++) { routers[i].QueryMoments = moments[i]; routers[i].EvaluationStatistics = QueryNormStatistics.Batch; }
+            for (int i = 0; i < routers.Count; i++)
+            {
+                routers[i].QueryMoments = moments[i];
+                routers[i].InputMoments = inputMoments[i];
+                routers[i].EvaluationStatistics = QueryNormStatistics.Batch;
+            }
             using var noGrad = no_grad();
             for (int i = 0; i < batches; i++)
             {
                 using var scope = NewDisposeScope();
                 model.forward(batchAt(i));
             }
-            for (int i = 0; i < routers.Count; i++) routers[i].SetQueryNormStatistics(moments[i]);
+            // The input norm's statistics are exact already (the pass normalised inputs by their batch statistics, and the
+            // query moments were gathered downstream of that); setting both from this pass keeps them consistent.
+            for (int i = 0; i < routers.Count; i++) { routers[i].SetQueryNormStatistics(moments[i]); routers[i].SetInputNormStatistics(inputMoments[i]); }
             return routers.Count;
         }
         finally
         {
-            for (int i = 0; i < routers.Count; i++) { routers[i].QueryMoments = null; routers[i].EvaluationStatistics = QueryNormStatistics.Running; moments[i].Dispose(); }
+            for (int i = 0; i < routers.Count; i++)
+            {
+                routers[i].QueryMoments = routers[i].InputMoments = null;
+                routers[i].EvaluationStatistics = QueryNormStatistics.Running;
+                moments[i].Dispose();
+                inputMoments[i].Dispose();
+            }
             model.train(wasTraining);
         }
     }

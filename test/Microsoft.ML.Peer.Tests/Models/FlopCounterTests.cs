@@ -64,6 +64,10 @@ public sealed class FlopCounterTests
         var noBatchNorm = Small(FeedForwardKind.Peer);
         noBatchNorm.Peer.QueryBatchNorm = false;
         Assert.AreEqual(1712, FlopCounter.TotalParameters(noBatchNorm));
+        // An input batch norm adds a scale and a shift per input feature (d = 8).
+        var inputNorm = Small(FeedForwardKind.Peer);
+        inputNorm.Peer.InputBatchNorm = true;
+        Assert.AreEqual(1728 + 16, FlopCounter.TotalParameters(inputNorm));
     }
 
     [TestMethod]
@@ -88,12 +92,16 @@ public sealed class FlopCounterTests
         // must be exact for every feed-forward kind, with and without blocks and query batch norm, for both models.
         foreach (var kind in Enum.GetValues<FeedForwardKind>())
         {
-            foreach (bool batchNorm in new[] { true, false })
+            foreach (var (batchNorm, inputNorm) in new[] { (true, false), (false, false), (true, true), (false, true) })
             {
                 var lm = Small(kind);
                 lm.Peer.QueryBatchNorm = lm.ProductKeyMemory.QueryBatchNorm = batchNorm;
+                lm.Peer.InputBatchNorm = lm.ProductKeyMemory.InputBatchNorm = inputNorm;
                 using (var model = new TransformerLanguageModel(lm))
-                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(lm), $"LM {kind} BN {batchNorm}");
+                {
+                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(lm), $"LM {kind} BN {batchNorm} input BN {inputNorm}");
+                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(lm), $"LM {kind} BN {batchNorm} input BN {inputNorm}");
+                }
                 foreach (int layers in new[] { 0, 2 })
                 {
                     var classifier = new TextClassifierOptions

@@ -64,6 +64,24 @@ public sealed class QueryNormStatisticsTests
     }
 
     [TestMethod]
+    public void InputBatchNormIsReestimatedWithTheQueryNorm()
+    {
+        var options = TinyLanguageModels.Options(FeedForwardKind.Peer);
+        options.Peer.InputBatchNorm = true;
+        using var trainer = new LanguageModelTrainer(options, TinyLanguageModels.Training(4));
+        var sampler = new TokenBatchSampler(TinyLanguageModels.Stream(4000, seed: 2), 8, 16, 3);
+        while (trainer.Step < 4) trainer.TrainStep(sampler);
+        var router = trainer.Model.ProductKeyRouters.Single().Router;
+        var inputMean = router.InputNorm!.running_mean!.clone();
+        Assert.AreEqual(1, trainer.ReestimateQueryNorm(sampler, batches: 3));
+        Assert.IsFalse(router.InputNorm.running_mean!.eq(inputMean).all().item<bool>(), "the input norm was not re-estimated");
+        // The model still evaluates with the re-estimated statistics.
+        var batches = Enumerable.Range(1, 3).Select(s => sampler.Batch(s).Inputs).ToList();
+        var tokens = batches.SelectMany(b => b.data<long>().Select(v => (int)v)).ToArray();
+        Assert.IsTrue(double.IsFinite(trainer.Evaluate(tokens).Loss));
+    }
+
+    [TestMethod]
     public void TrainerReestimatesFromTrainingBatchesAndDiagnosesBothWays()
     {
         var tokens = TinyLanguageModels.Stream(4000, seed: 2);
