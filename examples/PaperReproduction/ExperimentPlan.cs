@@ -60,11 +60,6 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
         ReferenceSteps: 180, WarmupSteps: 30, EvaluationTokens: 32_768, LearningRate: 3e-3,
         AssumedSecondsPerStep: SmallStepSeconds, DefaultSecondsPerStep: 0.42, AssumedEvaluationSecondsPerRun: 5);
 
-    /// <summary>full (a bigger machine): d = 256, d_key = 128 (the paper's), 4 blocks, 1,200 reference steps: ≈ 10× small's FLOPs.</summary>
-    public static Budget Full { get; } = new("full", Dimension: 256, Layers: 4, AttentionHeads: 4, KeyDimension: 128, BatchSize: 16, SequenceLength: 128,
-        ReferenceSteps: 1200, WarmupSteps: 60, EvaluationTokens: 65_536, LearningRate: 2e-3,
-        AssumedSecondsPerStep: new Dictionary<string, double>(), DefaultSecondsPerStep: 1.2, AssumedEvaluationSecondsPerRun: 40);
-
     /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3 min).</summary>
     public static Budget Tiny { get; } = Small with
     {
@@ -96,9 +91,8 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
         "small" => Small,
         "medium" => Medium,
         "large" => Large,
-        "full" => Full,
         "tiny" => Tiny,
-        _ => throw new FormatException($"--budget must be tiny, small, medium, large or full; got '{name}'."),
+        _ => throw new FormatException($"--budget must be tiny, small, medium or large; got '{name}'."),
     };
 
     /// <summary>Steps at which a run of <paramref name="steps"/> steps records its usage_curve point.</summary>

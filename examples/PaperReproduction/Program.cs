@@ -17,7 +17,7 @@ TorchSharpRuntime.EnsureLoadable();  // this harness calls TorchSharp before any
 var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/PaperReproduction -- [options]",
     new Dictionary<string, string>
     {
-        ["budget"] = "small (default, ≈20 min on 2 cores), medium (≈1 h 45 min), large or full (bigger machines), tiny (≈3 min smoke test)",
+        ["budget"] = "small (default, ≈20 min on 2 cores), medium (≈2 h), large (a bigger machine), tiny (≈3 min smoke test)",
         ["output"] = "folder for results.json, results.md, the plots and runs/ (default artifacts/paper/<budget>)",
         ["only"] = "comma-separated run names to train (default: all); the plots and tables cover every finished run",
         ["tune-lr"] = "comma-separated peak learning rates: train dense for the steps of the budget's low compute level at each, score a held-out tenth of the training documents, and stop",

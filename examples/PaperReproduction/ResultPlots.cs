@@ -76,10 +76,12 @@ internal static class ResultPlots
             if (points.Count == 0) continue;
             var x = points.Select(p => Math.Log10(p.TokensSeen)).ToArray();
             var color = palette.GetColor(i);
-            var running = usage.Add.Scatter(x, points.Select(p => 100 * p.Usage!.Value).ToArray());
+            // Usage spans four decades over training (0.05% to 40%), so it is drawn on a log scale.
+            static double Log(double? fraction) => fraction is > 0 ? Math.Log10(100 * fraction.Value) : double.NaN;
+            var running = usage.Add.Scatter(x, points.Select(p => Log(p.Usage)).ToArray());
             running.LegendText = r.Name;
             running.Color = color;
-            var batch = usage.Add.Scatter(x, points.Select(p => 100 * p.BatchStatsUsage.GetValueOrDefault(double.NaN)).ToArray());
+            var batch = usage.Add.Scatter(x, points.Select(p => Log(p.BatchStatsUsage)).ToArray());
             batch.LinePattern = LinePattern.Dashed;
             batch.Color = color;
             batch.MarkerSize = 0;
@@ -94,8 +96,10 @@ internal static class ResultPlots
             plot.XLabel("training tokens seen (log scale)");
         }
         usage.Title($"Expert usage over training (budget {setup.Budget}; solid: running BN statistics, dashed: batch statistics)");
-        usage.YLabel("experts used (% of N) on the diagnostic tokens");
-        usage.Axes.SetLimitsY(0, 105);
+        usage.YLabel("experts used (% of N, log scale) on the diagnostic tokens");
+        var decades = new[] { -2.0, -1, 0, 1, 2 };
+        usage.Axes.Left.SetTicks(decades, new[] { "0.01%", "0.1%", "1%", "10%", "100%" });
+        usage.Axes.SetLimitsY(-2.2, 2.1);
         usage.ShowLegend(Edge.Right);
         rank.Title("Effective rank of the PEER/PKM layer's input (exp of the covariance spectrum's entropy)");
         rank.YLabel($"effective rank (of d = {setup.ModelDimension})");
