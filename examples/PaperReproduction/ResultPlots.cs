@@ -48,7 +48,7 @@ internal static class ResultPlots
             plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => $"{Math.Pow(10, t) / 1e6:0.#} M").ToArray());
             plot.Axes.SetLimitsX(decades.Min() - 0.15, decades.Max() + 0.45);
         }
-        plot.Title($"IsoFLOP comparison on Brown (dense, MoE, PKM, PEER; budget {setup.Budget}, one curve per compute budget)");
+        plot.Title($"IsoFLOP on Brown, budget {setup.Budget}: one curve per compute budget");
         plot.XLabel("total parameters (log scale)");
         plot.YLabel($"validation perplexity ({setup.EvalTokens:N0} tokens)");
         return Save(plot, folder, "perplexity-vs-parameters.png");
