@@ -116,8 +116,9 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 /// <param name="SparseBlocks">The blocks that hold the sparse layer (null: the middle one).</param>
 /// <param name="LearningRate">A peak learning rate other than the budget's (null: the budget's).</param>
 /// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
+/// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
 internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true,
-    bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null, bool InputBatchNorm = false)
+    bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null, bool InputBatchNorm = false, double ExpertLearningRateScale = 1)
 {
     public const string Remedy = "remedy";
     public const string IsoFlop = "isoflop";
@@ -172,7 +173,8 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
     /// Attempts to keep PEER 1024²'s experts in use (issue 11), each at the low compute level beside the paper's layer
     /// (peer-1024sq-h8-k16-low): an input batch norm (the collapse is in the layer's input, a few directions carrying its
     /// variance), the layer moved to the first block (its input is the embeddings, upstream of the collapsing residual
-    /// stream), and a lower peak learning rate, which delayed the collapse at the small budget.
+    /// stream), a lower peak learning rate, which delayed the collapse at the small budget, and the expert tables at 4× and
+    /// ¼× the rate of the rest (PKM, Memory Layers and UltraMem give values their own rate).
     /// </summary>
     private static IEnumerable<RunSpec> RemedyRuns
     {
@@ -182,11 +184,18 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             yield return paper with { Name = paper.Name + "-inputbn", InputBatchNorm = true };
             yield return paper with { Name = paper.Name + "-block0", SparseBlocks = new[] { 0 } };
             yield return paper with { Name = paper.Name + "-lr1e-3", LearningRate = 1e-3 };
+            yield return paper with { Name = paper.Name + "-tablelr4", ExpertLearningRateScale = 4 };
+            yield return paper with { Name = paper.Name + "-tablelr0.25", ExpertLearningRateScale = 0.25 };
         }
     }
 
     /// <summary>The budget's training options for this run: its own peak learning rate if it has one.</summary>
-    public TrainingOptions Training(Budget budget) => (budget with { LearningRate = LearningRate ?? budget.LearningRate }).Training(Steps(budget));
+    public TrainingOptions Training(Budget budget)
+    {
+        var training = (budget with { LearningRate = LearningRate ?? budget.LearningRate }).Training(Steps(budget));
+        training.ExpertLearningRateScale = ExpertLearningRateScale;
+        return training;
+    }
 
     /// <summary>
     /// Every run of <paramref name="budget"/>, once (a run that belongs to several experiments, e.g. PEER 1024² with BN, is

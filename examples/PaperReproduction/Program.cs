@@ -82,7 +82,7 @@ Console.WriteLine($"  budget {budget.Name}: d = {budget.Dimension}, {budget.Laye
 // settings, so a budget can span several sessions. --fresh trains everything again.
 // Options added after runs were saved are left out of the fingerprint while they hold their default, so adding one does
 // not retrain finished runs.
-string[] addedOptions = { "\"InputBatchNorm\":false," };
+string[] addedOptions = { "\"InputBatchNorm\":false,", ",\"expertLearningRateScale\":1" };
 string Fingerprint(RunSpec spec) => addedOptions.Aggregate(JsonSerializer.Serialize(new
 {
     budget = budget with { AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 0, AssumedEvaluationSecondsPerRun = 0,
@@ -91,6 +91,7 @@ string Fingerprint(RunSpec spec) => addedOptions.Aggregate(JsonSerializer.Serial
     steps = spec.Steps(budget),
     trainTokens = trainTokens.Length,
     evaluationTokens,
+    expertLearningRateScale = spec.ExpertLearningRateScale,
 }), (json, added) => json.Replace(added, ""));
 string RunFile(RunSpec spec) => Path.Combine(output, "runs", spec.Name + ".json");
 RunResult? Finished(RunSpec spec)
@@ -107,7 +108,9 @@ RunResult? Finished(RunSpec spec)
     }
 }
 
-var pending = specs.Where(s => Finished(s) is null).ToList();
+// Read once: a run finishing during this process writes its own file, which no later spec shares.
+var finished = specs.ToDictionary(s => s.Name, Finished);
+var pending = specs.Where(s => finished[s.Name] is null).ToList();
 double estimate = pending.Sum(s => s.Steps(budget) * budget.AssumedSecondsPerStep.GetValueOrDefault(s.Name.Replace("-low", ""), budget.DefaultSecondsPerStep) + budget.AssumedEvaluationSecondsPerRun);
 Console.WriteLine($"  {specs.Count} runs, {specs.Count - pending.Count} already finished in {Path.Combine(output, "runs")}; estimated {TimeSpan.FromSeconds(estimate):hh\\:mm\\:ss} " +
                   "for the rest (step times assumed in ExperimentPlan.cs)");
@@ -116,7 +119,7 @@ int index = 0;
 foreach (var spec in specs)
 {
     index++;
-    if (Finished(spec) is not null)
+    if (finished[spec.Name] is not null)
     {
         Console.WriteLine($"[{index}/{specs.Count}] {spec.Name}: finished earlier, kept ({RunFile(spec)})");
         continue;

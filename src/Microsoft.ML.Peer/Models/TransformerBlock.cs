@@ -59,11 +59,15 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
             _ => null,
         })).Where(t => t.Item2 is not null).Select(t => (t.i, t.Item2!));
 
-    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
-    public static IEnumerable<Parameter> SparseGradientTablesOf(IEnumerable<TransformerBlock> blocks) => blocks.SelectMany(b => b.FeedForward switch
+    /// <summary>The expert/value tables of <paramref name="blocks"/>' PEER and PKM layers, with whether their gradients are sparse rows.</summary>
+    public static IEnumerable<(Parameter Table, bool Sparse)> ExpertTablesOf(IEnumerable<TransformerBlock> blocks) => blocks.SelectMany(b => b.FeedForward switch
     {
-        PeerLayer p when p.Options.SparseGradients => new[] { p.DownWeights, p.UpWeights },
-        ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
-        _ => Array.Empty<Parameter>(),
+        PeerLayer p => new[] { (p.DownWeights, p.Options.SparseGradients), (p.UpWeights, p.Options.SparseGradients) },
+        ProductKeyMemory m => new[] { (m.Values, m.SparseGradients) },
+        _ => Array.Empty<(Parameter, bool)>(),
     });
+
+    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
+    public static IEnumerable<Parameter> SparseGradientTablesOf(IEnumerable<TransformerBlock> blocks) =>
+        ExpertTablesOf(blocks).Where(t => t.Sparse).Select(t => t.Table);
 }

@@ -52,6 +52,9 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
     public IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
 
+    /// <summary>Every PEER/PKM expert or value table, sparse or not.</summary>
+    internal IEnumerable<Parameter> ExpertTables() => TransformerBlock.ExpertTablesOf(blocks).Select(t => t.Table);
+
     /// <summary>Tokens [B, T] (int64, T ≤ context length) → next-token logits [B, T, V].</summary>
     public override Tensor forward(Tensor tokens)
     {

@@ -15,6 +15,7 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     private readonly AdamW _dense;
     private readonly SparseRowAdamW? _sparse;
     private readonly List<Parameter> _denseParameters;
+    private readonly double _expertLearningRateScale;
 
     /// <param name="parameters">Every trainable parameter of the model.</param>
     /// <param name="sparseTables">Those of <paramref name="parameters"/> whose gradients are sparse rows.</param>
@@ -22,22 +23,33 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     /// <param name="beta1">AdamW β1.</param>
     /// <param name="beta2">AdamW β2.</param>
     /// <param name="weightDecay">Decoupled weight decay of matrices, tables and sparse rows.</param>
-    public DenseAndSparseAdamW(IEnumerable<Parameter> parameters, IEnumerable<Parameter> sparseTables, double learningRate, double beta1, double beta2, double weightDecay)
+    /// <param name="expertTables">The expert/value tables (sparse or not), stepped at <paramref name="expertLearningRateScale"/> × the learning rate.</param>
+    /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything else.</param>
+    public DenseAndSparseAdamW(IEnumerable<Parameter> parameters, IEnumerable<Parameter> sparseTables, double learningRate, double beta1, double beta2, double weightDecay,
+        IEnumerable<Parameter>? expertTables = null, double expertLearningRateScale = 1)
     {
         var sparse = sparseTables.ToList();
+        _expertLearningRateScale = expertLearningRateScale;
         // Wrappers differ between accessors, so match parameters by their storage.
-        var sparseStorage = new HashSet<IntPtr>(sparse.Select(p => Native.PeerNativeMethods.TensorData(p.Handle)));
-        _denseParameters = parameters.Where(p => !sparseStorage.Contains(Native.PeerNativeMethods.TensorData(p.Handle))).ToList();
+        static IntPtr Storage(Parameter p) => Native.PeerNativeMethods.TensorData(p.Handle);
+        var sparseStorage = new HashSet<IntPtr>(sparse.Select(Storage));
+        var expertStorage = new HashSet<IntPtr>((expertTables ?? Enumerable.Empty<Parameter>()).Select(Storage));
+        _denseParameters = parameters.Where(p => !sparseStorage.Contains(Storage(p))).ToList();
         if (sparse.Count > 0)
             _sparse = new SparseRowAdamW(sparse, beta1, beta2, 1e-8, weightDecay);
-        var decay = _denseParameters.Where(p => p.dim() >= 2).ToList();
+        var decay = _denseParameters.Where(p => p.dim() >= 2 && !expertStorage.Contains(Storage(p))).ToList();
+        var denseExperts = _denseParameters.Where(p => expertStorage.Contains(Storage(p))).ToList();
         var noDecay = _denseParameters.Where(p => p.dim() < 2).ToList();
         _dense = optim.AdamW(new[]
         {
             new AdamW.ParamGroup(decay, lr: learningRate, beta1: beta1, beta2: beta2, weight_decay: weightDecay),
             new AdamW.ParamGroup(noDecay, lr: learningRate, beta1: beta1, beta2: beta2, weight_decay: 0),
+            new AdamW.ParamGroup(denseExperts, lr: learningRate * expertLearningRateScale, beta1: beta1, beta2: beta2, weight_decay: weightDecay),
         });
     }
+
+    // Index of the dense expert tables' group in the constructor's list.
+    private const int ExpertGroup = 2;
 
     /// <summary>Whether some tables are updated by the row-sparse optimizer.</summary>
     public bool HasSparseTables => _sparse is not null;
@@ -51,13 +63,15 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     /// <summary>Clips all gradients to a global norm of <paramref name="clipNorm"/> (0: no clipping) and takes one step at <paramref name="learningRate"/>.</summary>
     public void Step(double learningRate, double clipNorm)
     {
-        foreach (var group in _dense.ParamGroups) group.LearningRate = learningRate;
+        var groups = _dense.ParamGroups.ToList();
+        for (int i = 0; i < groups.Count; i++)
+            groups[i].LearningRate = i == ExpertGroup ? learningRate * _expertLearningRateScale : learningRate;
         double scale = clipNorm > 0 ? ClipScale(clipNorm) : 1.0;
         if (scale < 1)
             using (no_grad())
                 foreach (var p in _denseParameters) p.grad?.mul_(scale);
         _dense.step();
-        _sparse?.Step(learningRate, scale);
+        _sparse?.Step(learningRate * _expertLearningRateScale, scale);
     }
 
     // Global gradient-norm clipping over dense and sparse-row gradients alike: the factor to scale them by.

@@ -45,6 +45,12 @@ internal sealed class TrainingOptions
     /// <summary>AdamW β2. Default 0.95.</summary>
     public double Beta2 { get; set; } = 0.95;
 
+    /// <summary>
+    /// Learning-rate multiplier of the PEER/PKM expert tables (PKM, Memory Layers and UltraMem give values their own rate).
+    /// Default 1: the tables follow the schedule like every other weight.
+    /// </summary>
+    public double ExpertLearningRateScale { get; set; } = 1;
+
     /// <summary>Global gradient-norm clip; 0 turns it off. Default 1.0.</summary>
     public double GradientClipNorm { get; set; } = 1.0;
 
@@ -89,6 +95,7 @@ internal sealed class TrainingOptions
         Positive(SequenceLength, nameof(SequenceLength));
         Positive(LearningRate, nameof(LearningRate));
         Positive(MaxSteps, nameof(MaxSteps));
+        Positive(ExpertLearningRateScale, nameof(ExpertLearningRateScale));
         if (SequenceLength > contextLength)
             throw new ArgumentOutOfRangeException(nameof(SequenceLength), SequenceLength, $"{nameof(SequenceLength)} ({SequenceLength}) exceeds the model's context length ({contextLength}).");
         if (MinLearningRateFraction < 0 || MinLearningRateFraction > 1)

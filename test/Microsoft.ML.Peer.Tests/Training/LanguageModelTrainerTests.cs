@@ -46,6 +46,45 @@ public sealed class LanguageModelTrainerTests
     }
 
     [TestMethod]
+    [DataRow(false)]
+    [DataRow(true)]
+    public void ExpertLearningRateScaleStepsOnlyTheExpertTablesFaster(bool sparse)
+    {
+        // One AdamW step moves a weight by lr·(m̂/√v̂ + decay·w), linear in lr: doubling the tables' rate doubles their step
+        // and leaves every other weight's step as it was.
+        var data = TinyLanguageModels.Stream(2000, 5);
+        (Tensor Table, Tensor Other) FirstStep(double scale)
+        {
+            var options = TinyLanguageModels.Options(FeedForwardKind.Peer);
+            options.Peer.SparseGradients = sparse;
+            var training = TinyLanguageModels.Training(10);
+            training.WarmupSteps = 0;
+            training.GradientClipNorm = 0;
+            training.ExpertLearningRateScale = scale;
+            using var trainer = new LanguageModelTrainer(options, training);
+            var peer = trainer.Model.Blocks.Select(b => b.FeedForward).OfType<Microsoft.ML.Peer.Layers.PeerLayer>().Single();
+            var embedding = trainer.Model.parameters().First(p => p.dim() == 2 && p.shape[0] == TinyLanguageModels.Vocabulary);
+            var (table, other) = (peer.DownWeights.detach().clone(), embedding.detach().clone());
+            trainer.TrainStep(new TokenBatchSampler(data, 8, 16, 3));
+            return (peer.DownWeights.detach() - table, embedding.detach() - other);
+        }
+        var (table1, other1) = FirstStep(1);
+        var (table2, other2) = FirstStep(2);
+        Assert.IsTrue(table1.abs().max().item<float>() > 0, "the table moved");
+        Assert.IsTrue((table2 - 2 * table1).abs().max().item<float>() < 1e-6, $"table step at scale 2 / scale 1: {(table2.abs().sum() / table1.abs().sum()).item<float>():F4}");
+        Assert.IsTrue((other2 - other1).abs().max().item<float>() < 1e-7, "the other weights' step does not change");
+    }
+
+    [TestMethod]
+    public void ExpertLearningRateScaleMustBePositive()
+    {
+        var training = TinyLanguageModels.Training(10);
+        training.ExpertLearningRateScale = 0;
+        var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), training));
+        StringAssert.Contains(error.Message, nameof(TrainingOptions.ExpertLearningRateScale));
+    }
+
+    [TestMethod]
     public void SparseGradientRunResumesToTheSameLossCurve()
     {
         var data = TinyLanguageModels.Stream(3000, 4);
