@@ -117,8 +117,11 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 /// <param name="LearningRate">A peak learning rate other than the budget's (null: the budget's).</param>
 /// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
 /// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
+/// <param name="QueryWhitening">Whiten each head's query instead of batch-normalising it (<see cref="ProductKeyOptions.QueryWhitening"/>).</param>
+/// <param name="NormalizeSubKeys">Score against unit-length sub-keys (<see cref="ProductKeyOptions.NormalizeSubKeys"/>).</param>
 internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true,
-    bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null, bool InputBatchNorm = false, double ExpertLearningRateScale = 1)
+    bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null, bool InputBatchNorm = false, double ExpertLearningRateScale = 1,
+    bool QueryWhitening = false, bool NormalizeSubKeys = false)
 {
     public const string Remedy = "remedy";
     public const string IsoFlop = "isoflop";
@@ -145,7 +148,8 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             SparseBlocks = SparseBlocks?.ToArray(),
         };
         if (Kind == FeedForwardKind.Peer)
-            options.Peer = new PeerOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true, InputBatchNorm = InputBatchNorm };
+            options.Peer = new PeerOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true,
+                InputBatchNorm = InputBatchNorm, QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys };
         if (Kind == FeedForwardKind.ProductKeyMemory)
             options.ProductKeyMemory = new ProductKeyOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
         return options;
@@ -173,8 +177,10 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
     /// Attempts to keep PEER 1024²'s experts in use (issue 11), each at the low compute level beside the paper's layer
     /// (peer-1024sq-h8-k16-low): an input batch norm (the collapse is in the layer's input, a few directions carrying its
     /// variance), the layer moved to the first block (its input is the embeddings, upstream of the collapsing residual
-    /// stream), a lower peak learning rate, which delayed the collapse at the small budget, and the expert tables at 4× and
-    /// ¼× the rate of the rest (PKM, Memory Layers and UltraMem give values their own rate).
+    /// stream), a lower peak learning rate, which delayed the collapse at the small budget, the expert tables at 4× and
+    /// ¼× the rate of the rest (PKM, Memory Layers and UltraMem give values their own rate), unit-length sub-keys (the
+    /// longest raw sub-keys are hubs that win for most queries), whitened queries (a few input directions carry nearly all
+    /// the variance), and both.
     /// </summary>
     private static IEnumerable<RunSpec> RemedyRuns
     {
@@ -186,6 +192,9 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             yield return paper with { Name = paper.Name + "-lr1e-3", LearningRate = 1e-3 };
             yield return paper with { Name = paper.Name + "-tablelr4", ExpertLearningRateScale = 4 };
             yield return paper with { Name = paper.Name + "-tablelr0.25", ExpertLearningRateScale = 0.25 };
+            yield return paper with { Name = paper.Name + "-unitkeys", NormalizeSubKeys = true };
+            yield return paper with { Name = paper.Name + "-whiten", QueryWhitening = true };
+            yield return paper with { Name = paper.Name + "-whiten-unitkeys", QueryWhitening = true, NormalizeSubKeys = true };
         }
     }
 

@@ -82,7 +82,7 @@ Console.WriteLine($"  budget {budget.Name}: d = {budget.Dimension}, {budget.Laye
 // settings, so a budget can span several sessions. --fresh trains everything again.
 // Options added after runs were saved are left out of the fingerprint while they hold their default, so adding one does
 // not retrain finished runs.
-string[] addedOptions = { "\"InputBatchNorm\":false,", ",\"expertLearningRateScale\":1" };
+string[] addedOptions = { "\"InputBatchNorm\":false,", "\"QueryWhitening\":false,", "\"NormalizeSubKeys\":false,", ",\"expertLearningRateScale\":1" };
 string Fingerprint(RunSpec spec) => addedOptions.Aggregate(JsonSerializer.Serialize(new
 {
     budget = budget with { AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 0, AssumedEvaluationSecondsPerRun = 0,

@@ -32,6 +32,20 @@ public class ProductKeyOptions
     /// </summary>
     public bool InputBatchNorm { get; set; }
 
+    /// <summary>
+    /// With <see cref="QueryBatchNorm"/> on, normalise each head's query by its full covariance (ZCA whitening) instead of
+    /// each feature's variance alone. Default false (the paper's batch norm). Batch norm leaves the query features as
+    /// correlated as the layer's input; when a few input directions carry nearly all the variance, every query points the
+    /// same few ways and a few experts serve most tokens. Costs 2·h·d_key² FLOPs per token and h·d_key² running statistics.
+    /// </summary>
+    public bool QueryWhitening { get; set; }
+
+    /// <summary>
+    /// Score queries against unit-length sub-keys (their direction only). Default false (the paper's dot product). With raw
+    /// sub-keys the longest win the top-k for most queries, so a few experts are retrieved far more than the rest.
+    /// </summary>
+    public bool NormalizeSubKeys { get; set; }
+
     /// <summary>How the top-k scores of a head become router weights. Default softmax over the top-k.</summary>
     public ScoreActivation ScoreActivation { get; set; } = ScoreActivation.Softmax;
 
@@ -47,6 +61,9 @@ public class ProductKeyOptions
     /// operations. Both give the same outputs and gradients (to float rounding).
     /// </summary>
     public PeerKernels Kernels { get; set; } = PeerKernels.Auto;
+
+    /// <summary>The largest <see cref="KeyDimension"/> that <see cref="QueryWhitening"/> accepts.</summary>
+    internal const int MaxWhitenedKeyDimension = 1024;
 
     /// <summary>A copy of every option, so a model owns its settings.</summary>
     public virtual ProductKeyOptions Clone() => (ProductKeyOptions)MemberwiseClone();
@@ -74,6 +91,11 @@ public class ProductKeyOptions
             throw new ArgumentOutOfRangeException(nameof(KeyDimension), KeyDimension,
                 $"{nameof(KeyDimension)} must be a positive even number (the query is split into two halves); got {KeyDimension}.");
         Models.ModelLimits.AtMost(KeyDimension, Models.ModelLimits.KeyDimension, nameof(KeyDimension));
+        if (QueryWhitening && !QueryBatchNorm)
+            throw new ArgumentException($"{nameof(QueryWhitening)} replaces the query batch norm's per-feature scaling, so it needs {nameof(QueryBatchNorm)} = true; got {nameof(QueryBatchNorm)} = false.", nameof(QueryWhitening));
+        if (QueryWhitening && KeyDimension > MaxWhitenedKeyDimension)
+            throw new ArgumentOutOfRangeException(nameof(KeyDimension), KeyDimension,
+                $"{nameof(QueryWhitening)} keeps a {nameof(KeyDimension)}² covariance per head and decomposes it every step, so it takes {nameof(KeyDimension)} ≤ {MaxWhitenedKeyDimension}; got {KeyDimension}.");
         if (!Enum.IsDefined(Kernels))
             throw new ArgumentOutOfRangeException(nameof(Kernels), Kernels, $"Unknown {nameof(Kernels)} {Kernels}.");
         if (!Enum.IsDefined(ScoreActivation))

@@ -19,6 +19,7 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
     private readonly int _topK;
     private readonly int _halfDimension;
     private readonly PeerKernels _kernels;
+    private readonly bool _normalizeSubKeys;
 
     /// <summary>The two sub-key tables, shape [2, n, d_key/2].</summary>
     public Parameter SubKeys { get; }
@@ -27,7 +28,8 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
     /// <param name="keyDimension">Query and key dimension (even).</param>
     /// <param name="topK">Keys retrieved per query, at most n.</param>
     /// <param name="kernels">Native: Peer.Native's exact top-k selects the keys; Managed: torch top-k over the sub-key scores.</param>
-    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRetriever)))
+    /// <param name="normalizeSubKeys">Score against unit-length sub-keys (<see cref="ProductKeyOptions.NormalizeSubKeys"/>).</param>
+    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto, bool normalizeSubKeys = false) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRetriever)))
     {
         if (subKeys <= 0) throw new ArgumentOutOfRangeException(nameof(subKeys), subKeys, "The number of sub-keys must be positive.");
         if (keyDimension <= 0 || keyDimension % 2 != 0)
@@ -38,6 +40,7 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         _topK = topK;
         _halfDimension = keyDimension / 2;
         _kernels = kernels;
+        _normalizeSubKeys = normalizeSubKeys;
         // Unit-variance scores for a unit-variance query half.
         SubKeys = new Parameter(randn(2, subKeys, _halfDimension) / Math.Sqrt(_halfDimension));
         register_parameter("sub_keys", SubKeys);
@@ -52,17 +55,19 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         using var scope = NewDisposeScope();
         if (queries.dim() != 3 || queries.shape[2] != 2 * _halfDimension)
             throw new ArgumentException($"Queries must have shape [tokens, heads, {2 * _halfDimension}]; got [{string.Join(", ", queries.shape)}].", nameof(queries));
-        if (PeerNativeLibrary.ShouldUse(_kernels, queries, SubKeys))
+        // Unit-length keys are a differentiable function of the stored ones, so both paths below train them through it.
+        var keys = _normalizeSubKeys ? nn.functional.normalize(SubKeys, p: 2, dim: -1) : SubKeys;
+        if (PeerNativeLibrary.ShouldUse(_kernels, queries, keys))
         {
             // The native kernel selects and scores the keys without any [tokens, n] tensor; the scores stay
             // differentiable w.r.t. queries and sub-keys through the selected rows only.
-            var (nativeScores, selected) = NativeTopK(queries);
-            var scored = SelectedKeyScoreFunction.Apply(queries, SubKeys, nativeScores, selected);
+            var (nativeScores, selected) = NativeTopK(queries, keys);
+            var scored = SelectedKeyScoreFunction.Apply(queries, keys, nativeScores, selected);
             return (scored.MoveToOuterDisposeScope(), selected.MoveToOuterDisposeScope());
         }
         var halves = queries.split(_halfDimension, dim: -1);
-        var scores1 = matmul(halves[0], SubKeys[0].t());
-        var scores2 = matmul(halves[1], SubKeys[1].t());
+        var scores1 = matmul(halves[0], keys[0].t());
+        var scores2 = matmul(halves[1], keys[1].t());
         var (top1, index1) = scores1.topk(_topK, dim: -1);
         var (top2, index2) = scores2.topk(_topK, dim: -1);
         // k×k cartesian candidates, then the best k of those.
@@ -74,11 +79,11 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         return (best.MoveToOuterDisposeScope(), indices.MoveToOuterDisposeScope());
     }
 
-    private unsafe (Tensor Scores, Tensor Indices) NativeTopK(Tensor queries)
+    private unsafe (Tensor Scores, Tensor Indices) NativeTopK(Tensor queries, Tensor subKeys)
     {
         using var noGrad = no_grad();
         var flat = queries.detach().reshape(-1, 2 * _halfDimension).contiguous();
-        var keys = SubKeys.detach().contiguous();
+        var keys = subKeys.detach().contiguous();
         long rows = flat.shape[0];
         var scores = empty(rows, _topK);
         var indices = empty(rows, _topK, dtype: ScalarType.Int64);

@@ -17,6 +17,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     private readonly BatchNorm1d? input_norm;
     private readonly Linear query;
     private readonly BatchNorm1d? query_norm;
+    private readonly QueryWhitening? query_whitening;
     private readonly ProductKeyRetriever retriever;
 
     public ProductKeyRouter(int inputDimension, ProductKeyOptions options) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRouter)))
@@ -28,8 +29,10 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         input_norm = options.InputBatchNorm ? nn.BatchNorm1d(inputDimension) : null;
         query = nn.Linear(inputDimension, options.Heads * options.KeyDimension);
         // BatchNorm over the whole projected query, before the split into heads and halves (as in PKM).
-        query_norm = options.QueryBatchNorm ? nn.BatchNorm1d(options.Heads * options.KeyDimension) : null;
-        retriever = new ProductKeyRetriever(options.SubKeys, options.KeyDimension, options.TopK, options.Kernels);
+        // With QueryWhitening, each head's query is decorrelated instead (batch norm's place and role).
+        query_norm = options.QueryBatchNorm && !options.QueryWhitening ? nn.BatchNorm1d(options.Heads * options.KeyDimension) : null;
+        query_whitening = options.QueryWhitening ? new QueryWhitening(options.Heads, options.KeyDimension) : null;
+        retriever = new ProductKeyRetriever(options.SubKeys, options.KeyDimension, options.TopK, options.Kernels, options.NormalizeSubKeys);
         Usage = new ExpertUsageAccumulator(options.Experts);
         RegisterComponents();
     }
@@ -47,6 +50,12 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
 
     /// <summary>The query batch norm, or null when <see cref="ProductKeyOptions.QueryBatchNorm"/> is off.</summary>
     public BatchNorm1d? QueryNorm => query_norm;
+
+    /// <summary>The query whitening, or null when <see cref="ProductKeyOptions.QueryWhitening"/> is off.</summary>
+    internal QueryWhitening? QueryWhitening => query_whitening;
+
+    /// <summary>Whether the queries are normalised (batch norm or whitening), so that their statistics can be re-estimated.</summary>
+    internal bool NormalizesQueries => query_norm is not null || query_whitening is not null;
 
     /// <summary>The input batch norm, or null when <see cref="ProductKeyOptions.InputBatchNorm"/> is off.</summary>
     internal BatchNorm1d? InputNorm => input_norm;
@@ -76,6 +85,7 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         var q = query.forward(x);
         QueryMoments?.Add(q);
         if (query_norm is not null) q = Normalize(query_norm, q);
+        if (query_whitening is not null) q = query_whitening.training ? query_whitening.forward(q) : query_whitening.Normalize(q, EvaluationStatistics == QueryNormStatistics.Batch);
         q = q.view(tokens.shape[0], _options.Heads, _options.KeyDimension);
         var (scores, indices) = retriever.forward(q);
         var gates = _options.ScoreActivation switch
@@ -125,7 +135,17 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     /// Replaces the query norm's running mean and variance with those of the queries summed in <paramref name="moments"/>
     /// (the unbiased variance, as BN's running variance is); nothing happens without a query norm or without two rows.
     /// </summary>
-    internal void SetQueryNormStatistics(QueryMomentSums moments) => SetStatistics(query_norm, moments);
+    internal void SetQueryNormStatistics(QueryMomentSums moments)
+    {
+        SetStatistics(query_norm, moments);
+        if (query_whitening is null || moments.Count < 2) return;
+        using var scope = NewDisposeScope();
+        var (mean, covariance) = moments.MeanAndGroupCovariance();
+        query_whitening.SetStatistics(mean, covariance);
+    }
+
+    /// <summary>Moment sums fit for <see cref="SetQueryNormStatistics"/>: per-head cross products too where the queries are whitened.</summary>
+    internal QueryMomentSums NewQueryMoments() => new(query_whitening is null ? 0 : _options.KeyDimension);
 
     /// <summary>As <see cref="SetQueryNormStatistics"/>, for the input batch norm.</summary>
     internal void SetInputNormStatistics(QueryMomentSums moments) => SetStatistics(input_norm, moments);

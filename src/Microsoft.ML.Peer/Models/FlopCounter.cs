@@ -74,13 +74,14 @@ internal static class FlopCounter
 
     /// <summary>
     /// Product-key routing: query projection 2·d·(h·d_key), scoring both halves of each head's query against the n
-    /// sub-keys of its half 2·h·2·n·(d_key/2), and the k² candidate sums h·k².
+    /// sub-keys of its half 2·h·2·n·(d_key/2), the k² candidate sums h·k², and with query whitening its h d_key×d_key
+    /// products 2·h·d_key².
     /// </summary>
     public static long RoutingFlops(int dimension, ProductKeyOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         long h = options.Heads, n = options.SubKeys, k = options.TopK, key = options.KeyDimension;
-        return 2L * dimension * h * key + 2L * h * 2 * n * (key / 2) + h * k * k;
+        return 2L * dimension * h * key + 2L * h * 2 * n * (key / 2) + h * k * k + (options.QueryWhitening ? 2L * h * key * key : 0);
     }
 
     /// <summary>Top-k comparisons of product-key retrieval: h·(2n + k²) (the top-k of each half, then of the k² candidates).</summary>
@@ -129,9 +130,14 @@ internal static class FlopCounter
     {
         var kinds = options.EffectiveSparseBlocks.Select(_ => options.FeedForward).ToList();
         if (options is TextClassifierOptions { Layers: 0 }) kinds.Add(options.FeedForward);
-        // Each batch norm holds a running mean and variance per feature and one batch counter.
-        static long RouterBuffers(long d, ProductKeyOptions router) =>
-            (router.QueryBatchNorm ? 2L * router.Heads * router.KeyDimension + 1 : 0) + (router.InputBatchNorm ? 2 * d + 1 : 0);
+        // Each batch norm holds a running mean and variance per feature and one batch counter; query whitening, in the query
+        // batch norm's place, a running mean per feature and a covariance per head.
+        static long RouterBuffers(long d, ProductKeyOptions router)
+        {
+            long query = (long)router.Heads * router.KeyDimension;
+            long queryNorm = !router.QueryBatchNorm ? 0 : router.QueryWhitening ? query + query * router.KeyDimension : 2 * query + 1;
+            return queryNorm + (router.InputBatchNorm ? 2 * d + 1 : 0);
+        }
         return kinds.Sum(kind => kind switch
         {
             FeedForwardKind.Peer => RouterBuffers(options.ModelDimension, options.Peer),

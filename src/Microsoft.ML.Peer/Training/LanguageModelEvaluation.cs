@@ -83,9 +83,9 @@ internal static class LanguageModelEvaluation
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(batchAt);
         if (batches <= 0) throw new ArgumentOutOfRangeException(nameof(batches), batches, $"{nameof(batches)} must be positive.");
-        var routers = model.ProductKeyRouters.Select(r => r.Router).Where(r => r.QueryNorm is not null || r.InputNorm is not null).ToList();
+        var routers = model.ProductKeyRouters.Select(r => r.Router).Where(r => r.NormalizesQueries || r.InputNorm is not null).ToList();
         if (routers.Count == 0) return 0;
-        var moments = routers.Select(_ => new QueryMomentSums()).ToList();
+        var moments = routers.Select(r => r.NewQueryMoments()).ToList();
         var inputMoments = routers.Select(_ => new QueryMomentSums()).ToList();
         bool wasTraining = model.training;
         model.eval();

@@ -61,6 +61,42 @@ public sealed class ProductKeyRetrieverTests
     }
 
     [TestMethod]
+    public void NormalizedSubKeysScoreByDirectionAlikeInBothKernelsAndTrainTheStoredKeys()
+    {
+        const int n = 16, heads = 2, k = 4, keyDimension = 8, tokens = 12;
+        manual_seed(8);
+        using var queries = randn(tokens, heads, keyDimension);
+        using var weights = randn(tokens, heads, k);
+        (Tensor Scores, Tensor Indices, Tensor KeyGrad, Tensor Keys) Run(PeerKernels kernels)
+        {
+            manual_seed(9);
+            using var retriever = new ProductKeyRetriever(n, keyDimension, k, kernels, normalizeSubKeys: true);
+            using (no_grad()) retriever.SubKeys.mul_(rand(2, n, 1) * 3 + 0.1);   // lengths 0.1–3.1 times the usual
+            var (scores, indices) = retriever.forward(queries);
+            (scores * weights).sum().backward();
+            return (scores.detach().clone(), indices.clone(), retriever.SubKeys.grad!.clone(), retriever.SubKeys.detach().clone());
+        }
+        var managed = Run(PeerKernels.Managed);
+        var native = Run(PeerKernels.Native);
+        Assert.IsTrue(managed.Indices.eq(native.Indices).all().item<bool>(), "the kernels select different keys");
+        Assert.IsTrue(managed.Scores.allclose(native.Scores, rtol: 1e-4, atol: 1e-5), "the kernels score differently");
+        Assert.IsTrue(managed.KeyGrad.allclose(native.KeyGrad, rtol: 1e-3, atol: 1e-5), "the kernels send different gradients to the stored keys");
+        Assert.IsTrue(native.KeyGrad.abs().sum().item<float>() > 0, "the stored keys get no gradient");
+        // Each score is q1·c_a/|c_a| + q2·c'_b/|c'_b|: the keys' lengths do not count.
+        var unit = native.Keys / native.Keys.norm(-1, keepdim: true);
+        var idx = native.Indices.data<long>().ToArray();
+        var got = native.Scores.data<float>().ToArray();
+        for (int row = 0; row < tokens * heads; row++)
+            for (int j = 0; j < k; j++)
+            {
+                long index = idx[row * k + j], a = index / n, b = index % n;
+                var q = queries.reshape(tokens * heads, keyDimension)[row];
+                float want = (q[..4].dot(unit[0][a]) + q[4..].dot(unit[1][b])).item<float>();
+                Assert.AreEqual(want, got[row * k + j], 1e-4, $"row {row}, rank {j}");
+            }
+    }
+
+    [TestMethod]
     public void IndicesStayInRange()
     {
         manual_seed(3);
