@@ -190,11 +190,11 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             yield return paper with { Name = paper.Name + "-inputbn", InputBatchNorm = true };
             yield return paper with { Name = paper.Name + "-block0", SparseBlocks = new[] { 0 } };
             yield return paper with { Name = paper.Name + "-lr1e-3", LearningRate = 1e-3 };
-            yield return paper with { Name = paper.Name + "-tablelr4", ExpertLearningRateScale = 4 };
-            yield return paper with { Name = paper.Name + "-tablelr0.25", ExpertLearningRateScale = 0.25 };
+            yield return paper with { Name = paper.Name + "-whiten-unitkeys", QueryWhitening = true, NormalizeSubKeys = true };
             yield return paper with { Name = paper.Name + "-unitkeys", NormalizeSubKeys = true };
             yield return paper with { Name = paper.Name + "-whiten", QueryWhitening = true };
-            yield return paper with { Name = paper.Name + "-whiten-unitkeys", QueryWhitening = true, NormalizeSubKeys = true };
+            yield return paper with { Name = paper.Name + "-tablelr4", ExpertLearningRateScale = 4 };
+            yield return paper with { Name = paper.Name + "-tablelr0.25", ExpertLearningRateScale = 0.25 };
         }
     }
 

@@ -53,7 +53,7 @@ internal sealed class QueryWhitening : Module<Tensor, Tensor>
     /// <summary>Running mean of the raw queries, [h·d_key].</summary>
     public Tensor RunningMean { get; }
 
-    /// <summary>Running (unbiased) covariance of each head's raw query, [h, d_key, d_key].</summary>
+    /// <summary>Running covariance of each head's raw query about <see cref="RunningMean"/>, [h, d_key, d_key].</summary>
     public Tensor RunningCovariance { get; }
 
     /// <summary>
@@ -80,9 +80,14 @@ internal sealed class QueryWhitening : Module<Tensor, Tensor>
                 (mean, covariance) = BatchStatistics(queries.detach(), unbiased: false);
                 if (updateRunning)
                 {
+                    // The running covariance is the batch's scatter about the running mean, not about the batch's own mean:
+                    // evaluation centres on the running mean, and a whitened direction of small variance turns even a small
+                    // offset of the mean into one large component shared by every query, which then all retrieve alike.
                     var (_, unbiased) = BatchStatistics(queries.detach(), unbiased: true);
                     RunningMean.mul_(1 - Momentum).add_(mean.to(RunningMean.dtype), alpha: Momentum);
-                    RunningCovariance.mul_(1 - Momentum).add_(unbiased.to(RunningCovariance.dtype), alpha: Momentum);
+                    var offset = (mean - RunningMean.to(mean.dtype)).view(_groups, _groupSize);
+                    var scatter = unbiased + offset.unsqueeze(2) * offset.unsqueeze(1);
+                    RunningCovariance.mul_(1 - Momentum).add_(scatter.to(RunningCovariance.dtype), alpha: Momentum);
                 }
             }
             else

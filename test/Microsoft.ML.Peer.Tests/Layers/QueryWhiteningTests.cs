@@ -40,8 +40,10 @@ public sealed class QueryWhiteningTests
         Assert.IsTrue(y.mean(new long[] { 0 }).abs().max().item<float>() < 1e-4f, "whitened queries are centred");
         var moved = whitening.RunningCovariance - before;
         Assert.IsTrue(moved.abs().max().item<float>() > 0.1f, "the running covariance moved towards the batch's");
-        var expected = 0.9f * before + 0.1f * GroupCovariance(x, 3) * (512f / 511f);
-        Assert.IsTrue(whitening.RunningCovariance.allclose(expected, rtol: 1e-3, atol: 1e-3), "running covariance = 0.9 · old + 0.1 · the batch's unbiased covariance");
+        // The batch's scatter about the new running mean (0.1 × the batch mean): its covariance plus the outer product of the offset.
+        var offset = (x.mean(new long[] { 0 }) * 0.9f).view(3, 4);
+        var expected = 0.9f * before + 0.1f * (GroupCovariance(x, 3) * (512f / 511f) + offset.unsqueeze(2) * offset.unsqueeze(1));
+        Assert.IsTrue(whitening.RunningCovariance.allclose(expected, rtol: 1e-3, atol: 1e-3), "running covariance = 0.9 · old + 0.1 · the batch's scatter about the running mean");
     }
 
     [TestMethod]
