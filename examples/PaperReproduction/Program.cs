@@ -25,6 +25,7 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
     new Dictionary<string, string>
     {
         ["fresh"] = "train every run again instead of skipping those already in <output>/runs",
+        ["geometry"] = "print the expert usage of a fresh router on synthetic inputs (raw or unit-length sub-keys, batch-normalised or whitened queries), and stop",
     });
 if (arguments is null) return 2;
 Budget budget;
@@ -37,6 +38,7 @@ catch (FormatException e)
     Console.Error.WriteLine(e.Message);
     return 2;
 }
+if (arguments.Flag("geometry")) return RetrievalGeometry.Run(budget);
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "paper", budget.Name)));
 var plan = RunSpec.For(budget);
 var only = arguments.Text("only", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
@@ -209,6 +211,7 @@ Console.WriteLine($"       {ResultPlots.UsageVersusExperts(output, results, setu
 Console.WriteLine($"       {ResultPlots.UsageVersusExperts(output, results, setup, unevenness: true)}");
 Console.WriteLine($"       {ResultPlots.TrainingCurves(output, results, setup)}");
 Console.WriteLine($"       {ResultPlots.UsageCurves(output, results, setup)}");
+Console.WriteLine($"       {ResultPlots.RemedyCurves(output, results, setup)}");
 Console.WriteLine($"       {ResultPlots.Granularity(output, results, setup)}");
 Console.WriteLine($"Total wall time {clock.Elapsed:hh\\:mm\\:ss}.");
 return 0;

@@ -60,14 +60,28 @@ internal static class ResultPlots
     /// </summary>
     public static string UsageCurves(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
     {
-        var multiplot = new Multiplot();
-        multiplot.AddPlots(2);
-        var usage = multiplot.GetPlot(0);
-        var rank = multiplot.GetPlot(1);
         // The smallest and the largest pool of the ablation, with and without BN: four curves stay readable.
         var ablation = runs.Where(r => r.Experiments.Contains(RunSpec.QueryBn) && r.UsageCurve.Any(p => p.Usage is not null)).ToList();
         var pools = ablation.Select(r => r.Experts).Distinct().Order().ToList();
         var curves = ablation.Where(r => pools.Count > 0 && (r.Experts == pools[0] || r.Experts == pools[^1])).OrderByDescending(r => r.Experts).ThenByDescending(r => r.QueryBn).ToList();
+        return UsageCurves(folder, "usage-curves.png", curves, setup);
+    }
+
+    /// <summary>The same curves for the paper's layer at the low compute level and each remedy run (remedy-curves.png).</summary>
+    public static string RemedyCurves(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
+    {
+        string paper = RunSpec.Reference.Name + "-low";
+        var curves = runs.Where(r => (r.Name == paper || r.Experiments.Contains(RunSpec.Remedy)) && r.UsageCurve.Any(p => p.Usage is not null))
+            .OrderBy(r => r.Name == paper ? 0 : 1).ThenBy(r => r.Name, StringComparer.Ordinal).ToList();
+        return UsageCurves(folder, "remedy-curves.png", curves, setup);
+    }
+
+    private static string UsageCurves(string folder, string fileName, IReadOnlyList<RunResult> curves, ExperimentSetup setup)
+    {
+        var multiplot = new Multiplot();
+        multiplot.AddPlots(2);
+        var usage = multiplot.GetPlot(0);
+        var rank = multiplot.GetPlot(1);
         var palette = new ScottPlot.Palettes.Category10();
         for (int i = 0; i < curves.Count; i++)
         {
@@ -104,7 +118,7 @@ internal static class ResultPlots
         rank.Title("Effective rank of the PEER/PKM layer's input (exp of the covariance spectrum's entropy)");
         rank.YLabel($"effective rank (of d = {setup.ModelDimension})");
         rank.ShowLegend(Edge.Right);
-        string path = Path.GetFullPath(Path.Combine(folder, "usage-curves.png"));
+        string path = Path.GetFullPath(Path.Combine(folder, fileName));
         multiplot.SavePng(path, Width, 2 * Height);
         return path;
     }
