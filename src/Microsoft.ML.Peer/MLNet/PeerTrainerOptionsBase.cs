@@ -30,6 +30,15 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Batch-normalise the queries of the PEER/PKM router (the paper's query BN). Default true.</summary>
     public bool QueryBatchNorm = true;
 
+    /// <summary>
+    /// With <see cref="QueryBatchNorm"/>, whiten each head's query (decorrelate it by its covariance) instead of scaling each
+    /// feature alone, so that a narrow input still spreads retrieval over the experts. Default false (the paper's layer).
+    /// </summary>
+    public bool QueryWhitening;
+
+    /// <summary>Score queries against unit-length sub-keys, so that no long key wins most retrievals. Default false (the paper's layer).</summary>
+    public bool NormalizeSubKeys;
+
     /// <summary>Residual width d of the transformer. Default 128.</summary>
     public int ModelDimension = 128;
 
@@ -122,13 +131,15 @@ public abstract class PeerTrainerOptionsBase
     internal PeerOptions PeerLayerOptions() => new()
     {
         Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm,
+        QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys,
         // Sparse row gradients keep a large expert table's step cost proportional to the rows used.
         SparseGradients = true,
     };
 
     internal ProductKeyOptions ProductKeyMemoryOptions() => new()
     {
-        Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true,
+        Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm,
+        QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys, SparseGradients = true,
     };
 }
 

@@ -126,6 +126,34 @@ public sealed class PeerLanguageModelTests
     }
 
     [TestMethod]
+    public void WhitenedQueriesAndUnitSubKeysTrainSaveAndLoadThroughMLNet()
+    {
+        var options = PluginTestData.TinyLanguageModel();
+        options.QueryWhitening = true;
+        options.NormalizeSubKeys = true;
+        var train = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(200, seed: 1));
+        var texts = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(10, seed: 7));
+        using var model = _ml.Peer().LanguageModel(options).Fit(train);
+        string path = Path.Combine(Path.GetTempPath(), $"peer-lm-white-{Guid.NewGuid():N}.zip");
+        try
+        {
+            _ml.Model.Save(model, texts.Schema, path);
+            var loaded = new MLContext().Model.Load(path, out _);
+            var scores = PluginTestData.Floats(model.Transform(texts), "Perplexity");
+            Assert.IsTrue(scores.All(float.IsFinite), "finite perplexities");
+            CollectionAssert.AreEqual(scores, PluginTestData.Floats(loaded.Transform(texts), "Perplexity"), "the running covariance is saved with the model");
+            ((IDisposable)loaded).Dispose();
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+        options.QueryBatchNorm = false;
+        var error = Assert.ThrowsExactly<ArgumentException>(() => _ml.Peer().LanguageModel(options).Fit(train));
+        StringAssert.Contains(error.Message, nameof(options.QueryWhitening));
+    }
+
+    [TestMethod]
     public void SaveAndLoadGiveBitIdenticalScores()
     {
         var texts = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(10, seed: 7));
