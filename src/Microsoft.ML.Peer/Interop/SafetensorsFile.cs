@@ -119,10 +119,20 @@ internal static class SafetensorsFile
         stream.ReadExactly(header);
         long dataLength = streamLength - 8 - (long)headerLength;
 
+        string text;
+        try
+        {
+            // Decoded strictly first: JsonDocument accepts invalid UTF-8 inside strings and fails only when a name is read.
+            text = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(header);
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"its header is not valid UTF-8: {e.Message}", e);
+        }
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 8 });
+            document = JsonDocument.Parse(text, new JsonDocumentOptions { MaxDepth = 8 });
         }
         catch (JsonException e)
         {

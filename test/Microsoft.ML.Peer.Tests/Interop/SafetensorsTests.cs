@@ -274,6 +274,55 @@ public sealed class SafetensorsTests
         }
     }
 
+    /// <summary>
+    /// Random damage (a flipped byte in the length, the header or the data; a cut at a random point): each file either
+    /// loads into a model with finite weights, or is refused with an InvalidDataException naming the file; nothing else.
+    /// </summary>
+    [TestMethod]
+    public void RandomlyDamagedFilesLoadOrFailCleanly()
+    {
+        using var model = new TransformerLanguageModel(LanguageModelVariant("Peer"));
+        string source = SafetensorsFiles.TemporaryPath("fuzz-source"), path = SafetensorsFiles.TemporaryPath("fuzz");
+        try
+        {
+            PeerSafetensors.Save(model, source);
+            var original = File.ReadAllBytes(source);
+            int headerEnd = 8 + (int)BitConverter.ToInt64(original, 0);
+            var random = new Random(2026);
+            int refused = 0, loaded = 0;
+            for (int i = 0; i < 300; i++)
+            {
+                var bytes = (byte[])original.Clone();
+                int kind = i % 4;
+                if (kind == 3) bytes = bytes[..random.Next(bytes.Length)];
+                else
+                {
+                    int at = kind switch { 0 => random.Next(8), 1 => random.Next(8, headerEnd), _ => random.Next(headerEnd, bytes.Length) };
+                    bytes[at] ^= (byte)(1 << random.Next(8));
+                }
+                File.WriteAllBytes(path, bytes);
+                try
+                {
+                    using var damaged = PeerSafetensors.LoadLanguageModel(path);
+                    Assert.IsNull(Microsoft.ML.Peer.Training.FiniteWeights.FirstNonFinite(damaged), $"case {i}: a loaded model holds NaN or infinity");
+                    loaded++;
+                }
+                catch (InvalidDataException e)
+                {
+                    StringAssert.Contains(e.Message, path, $"case {i}");
+                    refused++;
+                }
+            }
+            // A flipped length or cut always breaks the file; most data flips change a weight and load.
+            Assert.IsTrue(refused >= 150 && loaded >= 20, $"{refused} refused, {loaded} loaded");
+        }
+        finally
+        {
+            File.Delete(source);
+            File.Delete(path);
+        }
+    }
+
     private static string Hostile(string source, string edit)
     {
         static JsonObject Entry(JsonObject header, string name) => header[name]!.AsObject();
