@@ -155,7 +155,8 @@ internal static class SafetensorsFile
                     {
                         if (item.Value.ValueKind != JsonValueKind.String)
                             throw new InvalidDataException($"its '__metadata__' field '{Printable(item.Name)}' is not a string.");
-                        metadata[item.Name] = item.Value.GetString()!;
+                        if (!metadata.TryAdd(item.Name, item.Value.GetString()!))
+                            throw new InvalidDataException($"its '__metadata__' names '{Printable(item.Name)}' twice.");
                     }
                     continue;
                 }

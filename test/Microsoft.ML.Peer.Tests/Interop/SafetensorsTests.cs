@@ -249,6 +249,7 @@ public sealed class SafetensorsTests
         ("tensor as int32", "holds tensor 'final_norm.weight' as I32 [32]"),
         ("NaN weight", "NaN or infinite values in tensor 'final_norm.weight'"),
         ("metadata value not a string", "field 'peer.model' is not a string"),
+        ("metadata key twice", "its '__metadata__' names 'peer.model' twice"),
     }.Select(c => new object[] { c.Name, c.Expected });
 
     /// <summary>Each damaged or hostile file is refused with an InvalidDataException that says what is wrong, before anything big is allocated.</summary>
@@ -399,6 +400,20 @@ public sealed class SafetensorsTests
                     return d;
                 });
                 return edited;
+            }
+            case "metadata key twice":
+            {
+                // System.Text.Json keeps one of two equal names, so the duplicate is written into the header's text.
+                var (json, data) = SafetensorsFiles.Split(source);
+                string text = json.ToJsonString().Replace("\"peer.model\":\"language_model\"", "\"peer.model\":\"text_classifier\",\"peer.model\":\"language_model\"");
+                var header = System.Text.Encoding.UTF8.GetBytes(text);
+                var bytes = new byte[8 + header.Length + data.Length];
+                BitConverter.TryWriteBytes(bytes.AsSpan(0, 8), (ulong)header.Length);
+                header.CopyTo(bytes, 8);
+                data.CopyTo(bytes, 8 + header.Length);
+                string path = SafetensorsFiles.TemporaryPath("raw");
+                File.WriteAllBytes(path, bytes);
+                return path;
             }
             case "metadata value not a string": return SafetensorsFiles.Edited(source, h => h["__metadata__"]!["peer.model"] = 3);
             default: throw new ArgumentOutOfRangeException(nameof(edit), edit, "unknown edit");
