@@ -34,6 +34,15 @@ _DTYPES = {
 _NAME_OF = {torch_type: name for name, (torch_type, _, _) in _DTYPES.items()}
 
 
+def _unique_names(pairs):
+    names = {}
+    for name, value in pairs:
+        if name in names:
+            raise ValueError(f"its header names '{name}' twice")
+        names[name] = value
+    return names
+
+
 def _read_header(handle, file_length):
     if file_length < 8:
         raise ValueError(f"it is {file_length} bytes long, shorter than the 8-byte header length")
@@ -44,7 +53,7 @@ def _read_header(handle, file_length):
         raise ValueError(f"its header length {header_length} runs past the end of the file ({file_length} bytes)")
     raw = handle.read(header_length)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_names)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"its header is not valid JSON: {e}") from None
     if not isinstance(header, dict):

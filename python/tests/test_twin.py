@@ -49,6 +49,12 @@ class ProductKeyTopKTests(unittest.TestCase):
         self.check(torch.tensor([[float("nan")] * 4]), torch.zeros(1, 4), 2)
 
 
+def with_header(raw, header):
+    """raw's data section under another header."""
+    (length,) = struct.unpack("<Q", raw[:8])
+    return struct.pack("<Q", len(header)) + header + raw[8 + length:]
+
+
 class SafetensorsTests(unittest.TestCase):
     def test_model_round_trip_is_exact(self):
         torch.manual_seed(0)
@@ -71,6 +77,7 @@ class SafetensorsTests(unittest.TestCase):
                 ("too long", struct.pack("<Q", len(raw)) + raw[8:], "runs past the end"),
                 ("cut", raw[:-4], "outside the"),
                 ("appended", raw + b"\0", "no tensor owns"),
+                ("name twice", with_header(raw, b'{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'), "twice"),
             ]:
                 with self.subTest(name):
                     open(path, "wb").write(data)
