@@ -53,6 +53,17 @@ internal sealed class LabelKeyValues
         return new LabelKeyValues(entry.Tag, values);
     }
 
+    /// <summary>Key values of type <paramref name="tag"/> given as invariant strings (a safetensors export's metadata); checked as <see cref="Load"/> checks them.</summary>
+    public static LabelKeyValues Create(string tag, string[] values)
+    {
+        if (Supported.All(s => s.Tag != tag)) throw new InvalidDataException($"unknown label key-value type tag '{tag}'.");
+        if (values.Length > Models.ModelLimits.ClassCount)
+            throw new InvalidDataException($"the label key-value count {values.Length} is above {Models.ModelLimits.ClassCount}.");
+        for (int i = 0; i < values.Length; i++)
+            if (values[i] is null || !Parses(tag, values[i])) throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
+        return new LabelKeyValues(tag, values);
+    }
+
     public void Save(BinaryWriter writer)
     {
         writer.Write(Tag);

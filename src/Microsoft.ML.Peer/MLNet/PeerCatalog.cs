@@ -21,7 +21,7 @@ namespace Microsoft.ML.Peer
     /// Trainers whose models replace a transformer's feed-forward block with PEER, a pool of up to a million
     /// single-neuron experts retrieved through product keys (arXiv 2407.04153).
     /// </summary>
-    public sealed class PeerCatalog
+    public sealed partial class PeerCatalog
     {
         private readonly IHostEnvironment _env;
 

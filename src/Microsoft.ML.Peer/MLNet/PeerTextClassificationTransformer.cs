@@ -19,7 +19,7 @@ namespace Microsoft.ML.Peer;
 /// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
 /// its own buffers; the model is only read).
 /// </summary>
-public sealed class PeerTextClassificationTransformer : PeerTransformerBase<TransformerTextClassifier>
+public sealed partial class PeerTextClassificationTransformer : PeerTransformerBase<TransformerTextClassifier>
 {
     internal const string LoaderSignature = "PeerTextClassifier";
     private const string What = "PEER text classifier";

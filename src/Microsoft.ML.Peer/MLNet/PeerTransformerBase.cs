@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer;
 /// common (the text column, the model's options, the tokenizer and the weights).
 /// </summary>
 /// <typeparam name="TModel">The TorchSharp model.</typeparam>
-public abstract class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel, IDisposable where TModel : torch.nn.Module
+public abstract partial class PeerTransformerBase<TModel> : ITransformer, ICanSaveModel, IDisposable where TModel : torch.nn.Module
 {
     private protected PeerTransformerBase(IHostEnvironment env, string name, TModel model, CompactTokenizer tokenizer, string textColumnName)
     {
