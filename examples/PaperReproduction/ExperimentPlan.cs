@@ -195,6 +195,8 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             yield return paper with { Name = paper.Name + "-whiten", QueryWhitening = true };
             yield return paper with { Name = paper.Name + "-tablelr4", ExpertLearningRateScale = 4 };
             yield return paper with { Name = paper.Name + "-tablelr0.25", ExpertLearningRateScale = 0.25 };
+            // The best of them at the main compute level too: does usage keep climbing with 2.5× the tokens?
+            yield return Reference with { Name = Reference.Name + "-whiten-unitkeys", Experiments = new[] { Remedy }, QueryWhitening = true, NormalizeSubKeys = true };
         }
     }
 
