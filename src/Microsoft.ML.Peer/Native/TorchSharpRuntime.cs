@@ -71,8 +71,12 @@ public static class TorchSharpRuntime
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return null;
         Assembly torchAssembly = typeof(torch).Assembly;  // typeof does not run torch's static constructor
 
-        // libtorch itself comes from the backend package the application chose; TorchSharp only brings its bindings.
-        if (!NativeLibrary.TryLoad("torch_cpu", torchAssembly, null, out _))
+        // libtorch itself comes from the backend package the application chose; TorchSharp only brings its bindings. It is
+        // looked for only where the application keeps its native files: the loader's default search would also find a
+        // system libtorch (Debian's python3-torch installs libtorch 1.13 in /usr/lib), which is not TorchSharp's and
+        // fails later with undefined symbols.
+        string? backend = FindNative("libtorch_cpu.so", torchAssembly);
+        if (backend is null || !NativeLibrary.TryLoad(backend, out _))
             return new InvalidOperationException($"TorchSharp's native backend (libtorch_cpu.so) is not part of this application: {BackendAdvice}.");
 
         string? original = FindNative(LibTorchSharpFile, torchAssembly);
@@ -88,10 +92,10 @@ public static class TorchSharpRuntime
 
         // The copy lives apart from libtorch, so its dependencies are loaded first from where the application has them;
         // the loader then resolves the copy's DT_NEEDED entries to them by soname.
-        foreach (var dependency in new[] { "c10", "torch" })
+        foreach (var dependency in new[] { "libc10.so", "libtorch.so" })
         {
-            if (!NativeLibrary.TryLoad(dependency, torchAssembly, null, out _))
-                return new InvalidOperationException($"TorchSharp's native backend (lib{dependency}.so) is not part of this application: {BackendAdvice}.");
+            if (FindNative(dependency, torchAssembly) is not { } path || !NativeLibrary.TryLoad(path, out _))
+                return new InvalidOperationException($"TorchSharp's native backend ({dependency}) is not part of this application: {BackendAdvice}.");
         }
         patchedHandle = NativeLibrary.Load(patched);
         PatchedLibraryPath = patched;
