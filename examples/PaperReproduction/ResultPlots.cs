@@ -109,8 +109,8 @@ internal static class ResultPlots
             plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => Math.Pow(10, t) is var v && v >= 1e6 ? $"{v / 1e6:0.#} M" : $"{v / 1e3:0.#} k").ToArray());
             plot.XLabel("training tokens seen (log scale)");
         }
-        usage.Title($"Expert usage over training (budget {setup.Budget}; solid: running BN statistics, dashed: batch statistics)");
-        usage.YLabel("experts used (% of N, log scale) on the diagnostic tokens");
+        usage.Title($"Expert usage over training, {setup.Budget} (solid: running statistics, dashed: batch statistics)");
+        usage.YLabel("experts used (% of N, log scale)");
         var decades = new[] { -2.0, -1, 0, 1, 2 };
         usage.Axes.Left.SetTicks(decades, new[] { "0.01%", "0.1%", "1%", "10%", "100%" });
         usage.Axes.SetLimitsY(-2.2, 2.1);
