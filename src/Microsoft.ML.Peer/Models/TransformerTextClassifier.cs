@@ -64,6 +64,10 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
     /// <summary>The transformer blocks, in order.</summary>
     internal IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
 
+    /// <summary>Every feed-forward of the model: the blocks' in order, or the one over the pooled vector when there are no blocks.</summary>
+    private IEnumerable<Module<Tensor, Tensor>> FeedForwards =>
+        pooled_feed_forward is not null ? new[] { pooled_feed_forward } : blocks.Select(b => b.FeedForward);
+
     /// <summary>Every product-key router (PEER and PKM layers) with the index of its block.</summary>
     /// <remarks>Without blocks, the feed-forward over the pooled text vector is reported as block 0.</remarks>
     public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters => pooled_feed_forward switch
@@ -117,8 +121,8 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
         if (training)
         {
             if (_options.LabelSmoothing > 0) loss = F.cross_entropy(logits, labels, label_smoothing: _options.LabelSmoothing);
-            foreach (var block in blocks)
-                if (block.FeedForward is IAuxiliaryLossSource { AuxiliaryLoss: { } aux })
+            foreach (var feedForward in FeedForwards)
+                if (feedForward is IAuxiliaryLossSource { AuxiliaryLoss: { } aux })
                     loss = loss + aux * _options.MoeLoadBalancingWeight;
         }
         return (loss.MoveToOuterDisposeScope(), crossEntropy.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());

@@ -161,4 +161,25 @@ public sealed class TransformerTextClassifierTests
         Assert.AreNotEqual(4, options.Peer.Experts);
         Assert.AreEqual(8191, copy.PaddingId);
     }
+
+    [TestMethod]
+    [DataRow(0)]
+    [DataRow(1)]
+    public void MoeLoadBalancingLossReachesTheClassifiersLoss(int layers)
+    {
+        manual_seed(13);
+        var options = TinyTextClassification.Options(FeedForwardKind.MoE);
+        options.Layers = layers;
+        options.MoeLoadBalancingWeight = 0.5;
+        using var model = new TransformerTextClassifier(options);
+        model.train();
+        var (loss, crossEntropy, _) = model.Loss(Padded(new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new[] { 4, 6, 8 }), tensor(new long[] { 1, 0, 0 }));
+        var moe = layers == 0
+            ? model.named_modules().Select(m => m.module).OfType<MixtureOfExpertsFeedForward>().Single()
+            : (MixtureOfExpertsFeedForward)model.Blocks.Single().FeedForward;
+        Assert.IsNotNull(moe.AuxiliaryLoss, $"{layers} layers: the MoE feed-forward computes its load-balancing loss in training");
+        var expected = crossEntropy.item<float>() + 0.5f * moe.AuxiliaryLoss!.item<float>();
+        Assert.AreEqual(expected, loss.item<float>(), 1e-5, $"{layers} layers: loss = cross-entropy + weight × MoE auxiliary loss");
+        Assert.IsTrue(loss.item<float>() > crossEntropy.item<float>() + 0.1f, $"{layers} layers: the load-balancing term (≥ 0.5 × 1) must be in the loss");
+    }
 }
