@@ -40,7 +40,7 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
         }
         // The native kernels read the tables' rows at random addresses; huge pages cut the TLB misses of those reads
         // (docs/performance.md). Not asked for the managed kernels, which must not load the library.
-        if (_options.Kernels != PeerKernels.Managed && PeerNativeLibrary.IsAvailable)
+        if (PeerNativeLibrary.CanUse(_options.Kernels))
         {
             PeerNativeLibrary.AdviseHugePages(expert_down.weight!);
             PeerNativeLibrary.AdviseHugePages(expert_up.weight!);
@@ -58,6 +58,9 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
 
     /// <summary>The N×d table of expert output weights v_i.</summary>
     public Parameter UpWeights => expert_up.weight!;
+
+    /// <summary>The names of <see cref="DownWeights"/> and <see cref="UpWeights"/> within this layer, as named_parameters() gives them.</summary>
+    internal static IReadOnlyList<string> ExpertTableNames { get; } = new[] { $"{nameof(expert_down)}.weight", $"{nameof(expert_up)}.weight" };
 
     /// <summary>Whether a forward pass on <paramref name="x"/> runs the native fused kernels.</summary>
     public bool UsesNativeKernels(Tensor x) => PeerNativeLibrary.ShouldUse(_options.Kernels, x, expert_down.weight!);

@@ -40,6 +40,9 @@ public sealed class ProductKeyMemory : Module<Tensor, Tensor>
     /// <summary>The N×d value table.</summary>
     public Parameter Values => values.weight!;
 
+    /// <summary>The name of <see cref="Values"/> within this layer, as named_parameters() gives it.</summary>
+    internal static string ValueTableName { get; } = $"{nameof(values)}.weight";
+
     public override Tensor forward(Tensor input)
     {
         if (input.shape[^1] != _dimension)

@@ -1,3 +1,5 @@
+using Microsoft.ML.Peer.Native;
+
 namespace Microsoft.ML.Peer.Layers;
 
 /// <summary>

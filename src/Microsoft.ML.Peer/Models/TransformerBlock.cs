@@ -59,6 +59,23 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
             _ => null,
         })).Where(t => t.Item2 is not null).Select(t => (t.i, t.Item2!));
 
+    /// <summary>
+    /// The names, as <paramref name="model"/>.named_parameters() gives them, of every PEER expert table and PKM value
+    /// table below <paramref name="model"/>, in module order, with whether their gradients are sparse rows. The optimizer
+    /// tells these tables apart by name: the Parameter wrappers of one tensor differ between accessors.
+    /// </summary>
+    public static IEnumerable<(string Name, bool Sparse)> ExpertTableNamesOf(Module model)
+    {
+        static string Full(string prefix, string name) => prefix.Length == 0 ? name : $"{prefix}.{name}";
+        foreach (var (prefix, module) in model.named_modules())
+        {
+            if (module is PeerLayer p)
+                foreach (var name in PeerLayer.ExpertTableNames) yield return (Full(prefix, name), p.Options.SparseGradients);
+            else if (module is ProductKeyMemory m)
+                yield return (Full(prefix, ProductKeyMemory.ValueTableName), m.SparseGradients);
+        }
+    }
+
     /// <summary>The expert/value tables of <paramref name="blocks"/>' PEER and PKM layers, with whether their gradients are sparse rows.</summary>
     public static IEnumerable<(Parameter Table, bool Sparse)> ExpertTablesOf(IEnumerable<TransformerBlock> blocks) => blocks.SelectMany(b => b.FeedForward switch
     {

@@ -52,8 +52,8 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
     public IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
 
-    /// <summary>Every PEER/PKM expert or value table, sparse or not.</summary>
-    internal IEnumerable<Parameter> ExpertTables() => TransformerBlock.ExpertTablesOf(blocks).Select(t => t.Table);
+    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse rows.</summary>
+    internal IEnumerable<(string Name, bool Sparse)> ExpertTableNames() => TransformerBlock.ExpertTableNamesOf(this);
 
     /// <summary>Tokens [B, T] (int64, T ≤ context length) → next-token logits [B, T, V].</summary>
     public override Tensor forward(Tensor tokens)

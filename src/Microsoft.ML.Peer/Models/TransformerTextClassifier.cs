@@ -86,6 +86,9 @@ public sealed class TransformerTextClassifier : Module<Tensor, Tensor>
         _ => Array.Empty<Parameter>(),
     };
 
+    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse rows.</summary>
+    internal IEnumerable<(string Name, bool Sparse)> ExpertTableNames() => TransformerBlock.ExpertTableNamesOf(this);
+
     /// <summary>Tokens [B, T] (int64, T ≤ context length, padded with PaddingId) → class logits [B, C].</summary>
     public override Tensor forward(Tensor tokens)
     {

@@ -82,19 +82,31 @@ public static class PeerNativeLibrary
     /// Whether to run the native CPU kernels on <paramref name="tensors"/>: never for Managed; for Native, yes or a
     /// clear error; for Auto, when the library is loaded and every tensor is float32 on the CPU.
     /// </summary>
-    internal static bool ShouldUse(Layers.PeerKernels kernels, params Tensor[] tensors)
+    internal static bool ShouldUse(PeerKernels kernels, params Tensor[] tensors)
     {
-        if (kernels == Layers.PeerKernels.Managed) return false;
-        var unsuitable = tensors.FirstOrDefault(t => t.dtype != ScalarType.Float32 || t.device_type != TorchSharp.DeviceType.CPU);
-        if (kernels == Layers.PeerKernels.Native)
-        {
-            if (!IsAvailable) throw new InvalidOperationException($"Kernels is Native, but {UnavailableReason}.");
-            if (unsuitable is not null)
-                throw new InvalidOperationException($"Kernels is Native, which needs float32 tensors on the CPU; got {unsuitable.dtype} on {unsuitable.device}.");
-            return true;
-        }
-        return unsuitable is null && IsAvailable;
+        if (kernels != PeerKernels.Native) return CanUse(kernels, tensors);
+        RequireAvailable(kernels, "Kernels is Native");
+        var unsuitable = tensors.FirstOrDefault(t => !Suits(t));
+        if (unsuitable is not null)
+            throw new InvalidOperationException($"Kernels is Native, which needs float32 tensors on the CPU; got {unsuitable.dtype} on {unsuitable.device}.");
+        return true;
     }
+
+    /// <summary>
+    /// Whether the native CPU kernels may run on <paramref name="tensors"/>, never throwing: not for Managed, and
+    /// otherwise when every tensor is float32 on the CPU and the library is loaded (it is probed only then). Where
+    /// Native is asked for but a tensor does not suit, the caller takes its managed path (the row-sparse optimizer does).
+    /// </summary>
+    internal static bool CanUse(PeerKernels kernels, params Tensor[] tensors) =>
+        kernels != PeerKernels.Managed && tensors.All(Suits) && IsAvailable;
+
+    /// <summary>Throws, saying <paramref name="asker"/> wanted them, when <paramref name="kernels"/> is Native and the library is not available.</summary>
+    internal static void RequireAvailable(PeerKernels kernels, string asker)
+    {
+        if (kernels == PeerKernels.Native && !IsAvailable) throw new InvalidOperationException($"{asker}, but {UnavailableReason}.");
+    }
+
+    private static bool Suits(Tensor t) => t.dtype == ScalarType.Float32 && t.device_type == TorchSharp.DeviceType.CPU;
 
     /// <summary>Throws with the library's own message when a native call did not return PEER_OK.</summary>
     internal static void Check(int status, string call)

@@ -17,28 +17,33 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     private readonly List<Parameter> _denseParameters;
     private readonly double _expertLearningRateScale;
 
-    /// <param name="parameters">Every trainable parameter of the model.</param>
-    /// <param name="sparseTables">Those of <paramref name="parameters"/> whose gradients are sparse rows.</param>
+    /// <param name="namedParameters">Every trainable parameter of the model, with its name (the model's named_parameters()).</param>
+    /// <param name="sparseTables">The names of those of <paramref name="namedParameters"/> whose gradients are sparse rows.</param>
     /// <param name="learningRate">Initial learning rate (each <see cref="Step"/> sets the scheduled one).</param>
     /// <param name="beta1">AdamW β1.</param>
     /// <param name="beta2">AdamW β2.</param>
     /// <param name="weightDecay">Decoupled weight decay of matrices, tables and sparse rows.</param>
-    /// <param name="expertTables">The expert/value tables (sparse or not), stepped at <paramref name="expertLearningRateScale"/> × the learning rate.</param>
+    /// <param name="expertTables">The names of the expert/value tables (sparse or not), stepped at <paramref name="expertLearningRateScale"/> × the learning rate.</param>
     /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything else.</param>
-    public DenseAndSparseAdamW(IEnumerable<Parameter> parameters, IEnumerable<Parameter> sparseTables, double learningRate, double beta1, double beta2, double weightDecay,
-        IEnumerable<Parameter>? expertTables = null, double expertLearningRateScale = 1)
+    public DenseAndSparseAdamW(IEnumerable<(string Name, Parameter Parameter)> namedParameters, IEnumerable<string> sparseTables, double learningRate, double beta1,
+        double beta2, double weightDecay, IEnumerable<string>? expertTables = null, double expertLearningRateScale = 1)
     {
-        var sparse = sparseTables.ToList();
         _expertLearningRateScale = expertLearningRateScale;
-        // Wrappers differ between accessors, so match parameters by their storage.
-        static IntPtr Storage(Parameter p) => Native.PeerNativeMethods.TensorData(p.Handle);
-        var sparseStorage = new HashSet<IntPtr>(sparse.Select(Storage));
-        var expertStorage = new HashSet<IntPtr>((expertTables ?? Enumerable.Empty<Parameter>()).Select(Storage));
-        _denseParameters = parameters.Where(p => !sparseStorage.Contains(Storage(p))).ToList();
+        // Parameters are told apart by name: the Parameter wrappers of one tensor differ between accessors.
+        var all = namedParameters.ToList();
+        var byName = all.ToDictionary(p => p.Name, p => p.Parameter);
+        Parameter Named(string name) => byName.TryGetValue(name, out var p) ? p
+            : throw new ArgumentException($"The model has no parameter named '{name}'.", nameof(namedParameters));
+        var sparse = sparseTables.Select(Named).ToList();
+        var sparseNames = new HashSet<string>(sparseTables);
+        var expertNames = new HashSet<string>(expertTables ?? Enumerable.Empty<string>());
+        foreach (var name in expertNames) Named(name);
+        var dense = all.Where(p => !sparseNames.Contains(p.Name)).ToList();
+        _denseParameters = dense.Select(p => p.Parameter).ToList();
         if (sparse.Count > 0)
             _sparse = new SparseRowAdamW(sparse, beta1, beta2, 1e-8, weightDecay);
-        var decay = _denseParameters.Where(p => p.dim() >= 2 && !expertStorage.Contains(Storage(p))).ToList();
-        var denseExperts = _denseParameters.Where(p => expertStorage.Contains(Storage(p))).ToList();
+        var decay = dense.Where(p => p.Parameter.dim() >= 2 && !expertNames.Contains(p.Name)).Select(p => p.Parameter).ToList();
+        var denseExperts = dense.Where(p => expertNames.Contains(p.Name)).Select(p => p.Parameter).ToList();
         var noDecay = _denseParameters.Where(p => p.dim() < 2).ToList();
         _dense = optim.AdamW(new[]
         {

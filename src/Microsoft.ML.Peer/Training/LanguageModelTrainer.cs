@@ -37,8 +37,9 @@ internal sealed class LanguageModelTrainer : IDisposable
         manual_seed(_options.Seed);
         Model = new TransformerLanguageModel(_modelOptions);
         // Tables with sparse row gradients get the row-sparse AdamW; everything else dense AdamW.
-        _optimizer = new DenseAndSparseAdamW(Model.parameters(), Model.SparseGradientTables(), _options.LearningRate, _options.Beta1, _options.Beta2, _options.WeightDecay,
-            Model.ExpertTables(), _options.ExpertLearningRateScale);
+        var experts = Model.ExpertTableNames().ToList();
+        _optimizer = new DenseAndSparseAdamW(Model.named_parameters(), experts.Where(t => t.Sparse).Select(t => t.Name), _options.LearningRate, _options.Beta1, _options.Beta2,
+            _options.WeightDecay, experts.Select(t => t.Name), _options.ExpertLearningRateScale);
     }
 
     public TransformerLanguageModel Model { get; }

@@ -30,8 +30,7 @@ internal sealed class SparseRowAdamW : IDisposable
         ArgumentNullException.ThrowIfNull(tables);
         _beta1 = beta1; _beta2 = beta2; _eps = eps; _weightDecay = weightDecay;
         _kernels = kernels;
-        if (kernels == PeerKernels.Native && !PeerNativeLibrary.IsAvailable)
-            throw new InvalidOperationException($"SparseRowAdamW was asked for the native kernel, but {PeerNativeLibrary.UnavailableReason}.");
+        PeerNativeLibrary.RequireAvailable(kernels, "SparseRowAdamW was asked for the native kernel");
         foreach (var table in tables)
         {
             if (table.dim() != 2) throw new ArgumentException($"SparseRowAdamW updates 2-D tables; got a tensor of shape [{string.Join(", ", table.shape)}].", nameof(tables));
@@ -45,8 +44,7 @@ internal sealed class SparseRowAdamW : IDisposable
     private Tensor Moments(Tensor table)
     {
         var moments = empty_like(table).DetachFromDisposeScope();
-        if (_kernels != PeerKernels.Managed && table.device_type == DeviceType.CPU && table.dtype == ScalarType.Float32 && PeerNativeLibrary.IsAvailable)
-            PeerNativeLibrary.AdviseHugePages(moments);
+        if (PeerNativeLibrary.CanUse(_kernels, table)) PeerNativeLibrary.AdviseHugePages(moments);
         return moments.zero_();
     }
 
@@ -111,8 +109,7 @@ internal sealed class SparseRowAdamW : IDisposable
             if (table.grad is null) continue;
             using var scope = NewDisposeScope();
             var (rows, values) = CoalesceInPlace(table);
-            bool native = _kernels != PeerKernels.Managed && table.device_type == DeviceType.CPU && table.dtype == ScalarType.Float32 && PeerNativeLibrary.IsAvailable;
-            if (native)
+            if (PeerNativeLibrary.CanUse(_kernels, table))
                 NativeStep(table, expAvg, expAvgSq, rowSteps, rows.contiguous(), values.contiguous(), lr, gradScale);
             else
                 ManagedStep(table, expAvg, expAvgSq, rowSteps, rows, values, lr, gradScale);

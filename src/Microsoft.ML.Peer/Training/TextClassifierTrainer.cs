@@ -36,7 +36,7 @@ internal sealed class TextClassifierTrainer : IDisposable
         _options = options.Clone();
         manual_seed(_options.Seed);
         Model = new TransformerTextClassifier(_modelOptions);
-        _optimizer = new DenseAndSparseAdamW(Model.parameters(), Model.SparseGradientTables(), _options.LearningRate, _options.Beta1, _options.Beta2, _options.WeightDecay);
+        _optimizer = new DenseAndSparseAdamW(Model.named_parameters(), Model.ExpertTableNames().Where(t => t.Sparse).Select(t => t.Name), _options.LearningRate, _options.Beta1, _options.Beta2, _options.WeightDecay);
     }
 
     public TransformerTextClassifier Model { get; }

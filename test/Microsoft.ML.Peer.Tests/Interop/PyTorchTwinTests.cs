@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using System.Diagnostics;
 using Microsoft.ML.Peer.Interop;
 using Microsoft.ML.Peer.Layers;

@@ -1,3 +1,4 @@
+using Microsoft.ML.Peer.Native;
 using Microsoft.ML.Peer.Layers;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -182,4 +182,40 @@ public sealed class TransformerTextClassifierTests
         Assert.AreEqual(expected, loss.item<float>(), 1e-5, $"{layers} layers: loss = cross-entropy + weight × MoE auxiliary loss");
         Assert.IsTrue(loss.item<float>() > crossEntropy.item<float>() + 0.1f, $"{layers} layers: the load-balancing term (≥ 0.5 × 1) must be in the loss");
     }
+
+    [TestMethod]
+    [DataRow(FeedForwardKind.Peer, true, 2)]
+    [DataRow(FeedForwardKind.Peer, false, 2)]
+    [DataRow(FeedForwardKind.ProductKeyMemory, true, 2)]
+    [DataRow(FeedForwardKind.Peer, true, 0)]
+    [DataRow(FeedForwardKind.Dense, false, 0)]
+    public void ExpertTableNamesNameTheExpertTables(FeedForwardKind kind, bool sparse, int layers)
+    {
+        // The optimizer finds the expert tables by these names in named_parameters(); they must name, in order,
+        // the very tables the model hands out.
+        var options = TinyTextClassification.Options(kind);
+        options.Layers = layers;
+        options.Peer.SparseGradients = sparse;
+        options.ProductKeyMemory.SparseGradients = sparse;
+        using var model = new TransformerTextClassifier(options);
+        var byName = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var names = model.ExpertTableNames().ToList();
+        var tables = model.named_modules().Select(m => m.module).SelectMany(m => m switch
+        {
+            PeerLayer p => new[] { p.DownWeights, p.UpWeights },
+            ProductKeyMemory k => new[] { k.Values },
+            _ => Array.Empty<TorchSharp.Modules.Parameter>(),
+        }).ToList();
+        Assert.AreEqual(kind == FeedForwardKind.Dense ? 0 : kind == FeedForwardKind.Peer ? 2 : 1, names.Count);
+        Assert.AreEqual(tables.Count, names.Count);
+        for (int i = 0; i < names.Count; i++)
+        {
+            Assert.IsTrue(byName.ContainsKey(names[i].Name), names[i].Name);
+            Assert.AreEqual(sparse, names[i].Sparse);
+            using (no_grad()) tables[i].add_(1);
+            Assert.AreEqual(0f, (byName[names[i].Name] - tables[i]).abs().max().item<float>(), $"{names[i].Name} is the table's own storage");
+        }
+        CollectionAssert.AreEqual(model.SparseGradientTables().Select(t => t.shape[0]).ToList(),
+            names.Where(n => n.Sparse).Select(n => byName[n.Name].shape[0]).ToList());
+    }
 }

@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Peer.Layers;
+namespace Microsoft.ML.Peer.Native;
 
 /// <summary>Which implementation computes the experts of a PEER layer.</summary>
 public enum PeerKernels
