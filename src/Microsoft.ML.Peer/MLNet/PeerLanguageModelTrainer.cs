@@ -54,20 +54,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             if (string.IsNullOrWhiteSpace(TokenCountColumnName)) throw new ArgumentException($"{nameof(TokenCountColumnName)} must name a column.", nameof(TokenCountColumnName));
         }
 
-        internal LanguageModelOptions ModelOptions(int vocabularySize) => new()
-        {
-            VocabularySize = vocabularySize,
-            ContextLength = MaxSequenceLength,
-            ModelDimension = ModelDimension,
-            Layers = Layers,
-            AttentionHeads = AttentionHeads,
-            FeedForward = FeedForward,
-            SparseBlocks = SparseBlocks?.ToArray(),
-            Peer = PeerLayerOptions(),
-            ProductKeyMemory = ProductKeyMemoryOptions(),
-            MoeExperts = MoeExperts,
-            MoeTopK = MoeTopK,
-        };
+        internal LanguageModelOptions ModelOptions(int vocabularySize) => ApplyTo(new LanguageModelOptions { VocabularySize = vocabularySize });
     }
 
     private readonly IHost _host;

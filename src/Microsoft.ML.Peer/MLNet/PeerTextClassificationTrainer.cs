@@ -22,27 +22,34 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
 {
     /// <summary>
     /// Options of <see cref="PeerTextClassificationTrainer"/>; shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.
-    /// The defaults set here are the configuration measured on SpamAssassin (docs/ml-net-plugin.md): 512 tokens of each
-    /// text (its first and last 256), d = 128, no attention blocks (<see cref="PeerTrainerOptionsBase.Layers"/> = 0: the mean
-    /// of the token embeddings goes through one residual PEER layer, N = 128², h = 4, k = 8, d_key = 64, then the linear
-    /// head), 4 epochs of batches of 32 at learning rate 5e-3. Set <c>Layers</c> ≥ 1 for bidirectional attention blocks.
+    /// The defaults are the configuration measured on SpamAssassin (docs/ml-net-plugin.md), taken from where it is stated:
+    /// the model's from <see cref="TextClassifierOptions.Recommended"/> (512 tokens of each text, its first and last 256;
+    /// d = 128; no attention blocks, <see cref="PeerTrainerOptionsBase.Layers"/> = 0, so the mean of the token embeddings goes
+    /// through one residual PEER layer with N = 128², h = 4, k = 8, d_key = 64 before the linear head) and the training's
+    /// from the classifier's training defaults (4 epochs of batches of 32 at learning rate 5e-3, 30 warm-up steps).
+    /// Set <c>Layers</c> ≥ 1 for bidirectional attention blocks.
     /// </summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
         public Options()
         {
-            MaxSequenceLength = 512;
-            ModelDimension = 128;
-            Layers = 0;
-            AttentionHeads = 4;
-            Experts = 128 * 128;
-            Heads = 4;
-            TopK = 8;
-            KeyDimension = 64;
-            Epochs = 4;
-            BatchSize = 32;
-            LearningRate = 5e-3;
-            WarmupSteps = 30;
+            var model = new TextClassifierOptions();
+            VocabularySize = TextClassifierOptions.RecommendedVocabularySize;
+            MaxSequenceLength = model.ContextLength;
+            ModelDimension = model.ModelDimension;
+            Layers = model.Layers;
+            AttentionHeads = model.AttentionHeads;
+            FeedForward = model.FeedForward;
+            Experts = model.Peer.Experts;
+            Heads = model.Peer.Heads;
+            TopK = model.Peer.TopK;
+            KeyDimension = model.Peer.KeyDimension;
+            var training = new ClassifierTrainingOptions();
+            Epochs = training.Epochs;
+            BatchSize = training.BatchSize;
+            LearningRate = training.LearningRate;
+            WarmupSteps = training.WarmupSteps;
+            WeightDecay = training.WeightDecay;
         }
 
         /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start and the end.</summary>
@@ -77,23 +84,13 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
 
         internal TextClassifierOptions ModelOptions(int vocabularySize, int classCount, int paddingId)
         {
-            var options = new TextClassifierOptions
+            var options = ApplyTo(new TextClassifierOptions
             {
                 VocabularySize = vocabularySize,
                 ClassCount = classCount,
                 PaddingId = paddingId,
-                ContextLength = MaxSequenceLength,
-                ModelDimension = ModelDimension,
-                Layers = Layers,
-                AttentionHeads = AttentionHeads,
-                FeedForward = FeedForward,
-                SparseBlocks = SparseBlocks?.ToArray(),
-                Peer = PeerLayerOptions(),
-                ProductKeyMemory = ProductKeyMemoryOptions(),
-                MoeExperts = MoeExperts,
-                MoeTopK = MoeTopK,
                 LabelSmoothing = LabelSmoothing,
-            };
+            });
             options.Validate();
             return options;
         }

@@ -128,19 +128,39 @@ public abstract class PeerTrainerOptionsBase
         if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
     }
 
-    internal PeerOptions PeerLayerOptions() => new()
+    /// <summary>
+    /// The one mapping of these flat fields onto a model's settings: context, width, depth, attention heads, the
+    /// feed-forward kind and the PEER, PKM and MoE layers. Settings without a field here keep <paramref name="model"/>'s own.
+    /// </summary>
+    internal T ApplyTo<T>(T model) where T : TransformerOptions
     {
-        Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm,
-        QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys,
-        // Sparse row gradients keep a large expert table's step cost proportional to the rows used.
-        SparseGradients = true,
-    };
+        model.ContextLength = MaxSequenceLength;
+        model.ModelDimension = ModelDimension;
+        model.Layers = Layers;
+        model.AttentionHeads = AttentionHeads;
+        model.FeedForward = FeedForward;
+        model.SparseBlocks = SparseBlocks?.ToArray();
+        model.Peer = ApplyToLayer(new PeerOptions());
+        model.ProductKeyMemory = ApplyToLayer(new ProductKeyOptions());
+        model.MoeExperts = MoeExperts;
+        model.MoeTopK = MoeTopK;
+        return model;
+    }
 
-    internal ProductKeyOptions ProductKeyMemoryOptions() => new()
+    // PEER and PKM share the product-key settings; ExpertActivation and Kernels keep the layer's defaults.
+    private T ApplyToLayer<T>(T layer) where T : ProductKeyOptions
     {
-        Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = KeyDimension, QueryBatchNorm = QueryBatchNorm,
-        QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys, SparseGradients = true,
-    };
+        layer.Experts = Experts;
+        layer.Heads = Heads;
+        layer.TopK = TopK;
+        layer.KeyDimension = KeyDimension;
+        layer.QueryBatchNorm = QueryBatchNorm;
+        layer.QueryWhitening = QueryWhitening;
+        layer.NormalizeSubKeys = NormalizeSubKeys;
+        // Sparse row gradients keep a large expert table's step cost proportional to the rows used.
+        layer.SparseGradients = true;
+        return layer;
+    }
 }
 
 /// <summary>A progress report of a PEER trainer (also written to MLContext.Log).</summary>
