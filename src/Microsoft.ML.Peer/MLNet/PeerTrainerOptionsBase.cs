@@ -117,8 +117,7 @@ public abstract class PeerTrainerOptionsBase
         Positive(BatchSize, nameof(BatchSize));
         Positive(MaxSequenceLength, nameof(MaxSequenceLength));
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
-        if (TimeBudget is { } budget && budget <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(TimeBudget), budget, $"{nameof(TimeBudget)} must be positive.");
-        if (TimeBudget is not null && WarmupSteps < 2) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(TimeBudget)} needs at least 2 warm-up steps to measure the step time.");
+        Training.TrainingLoopOptions.CheckTimeBudget(TimeBudget, WarmupSteps);
         if (TorchDevices.Parse(Device, nameof(Device)).type != TorchSharp.DeviceType.CPU)
             throw new NotSupportedException($"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
     }

@@ -13,17 +13,14 @@ namespace Microsoft.ML.Peer.Training;
 /// Trains a <see cref="TransformerLanguageModel"/>: AdamW, warm-up + cosine schedule, gradient clipping,
 /// seeded batches, checkpoints that resume to the same loss curve, validation perplexity and expert usage.
 /// </summary>
-internal sealed class LanguageModelTrainer : IDisposable
+internal sealed class LanguageModelTrainer : TrainingLoop<TransformerLanguageModel>
 {
     private const string CheckpointMagic = "PEER-LM-CHECKPOINT";
     private const int CheckpointVersion = 1;
 
     private readonly LanguageModelOptions _modelOptions;
     private readonly TrainingOptions _options;
-    private readonly DenseAndSparseAdamW _optimizer;
     private readonly List<LossPoint> _history = new();
-    private bool _disposed;
-    private bool _modelReleased;
 
     /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
     public LanguageModelTrainer(LanguageModelOptions modelOptions, TrainingOptions options)
@@ -34,18 +31,8 @@ internal sealed class LanguageModelTrainer : IDisposable
         options.Validate(modelOptions.ContextLength);
         _modelOptions = modelOptions.Clone();
         _options = options.Clone();
-        manual_seed(_options.Seed);
-        Model = new TransformerLanguageModel(_modelOptions);
-        // Tables with sparse row gradients get the row-sparse AdamW; everything else dense AdamW.
-        var experts = Model.ExpertTableNames().ToList();
-        _optimizer = new DenseAndSparseAdamW(Model.named_parameters(), experts.Where(t => t.Sparse).Select(t => t.Name), _options.LearningRate, _options.Beta1, _options.Beta2,
-            _options.WeightDecay, experts.Select(t => t.Name), _options.ExpertLearningRateScale);
+        Start(_options, () => new TransformerLanguageModel(_modelOptions), model => model.ExpertTableNames(), _options.ExpertLearningRateScale);
     }
-
-    public TransformerLanguageModel Model { get; }
-
-    /// <summary>Optimizer steps taken so far.</summary>
-    public int Step { get; private set; }
 
     public TrainingOptions Options => _options.Clone();
 
@@ -56,20 +43,13 @@ internal sealed class LanguageModelTrainer : IDisposable
     public double TrainStep(TokenBatchSampler sampler)
     {
         ArgumentNullException.ThrowIfNull(sampler);
-        using var scope = NewDisposeScope();
-        Model.train();
-        double lr = CurrentLearningRate();
-        var (inputs, targets) = sampler.Batch(Step);
-        _optimizer.ZeroGrad();
-        var (loss, crossEntropy) = Model.Loss(inputs, targets);
-        double value = crossEntropy.item<float>();
-        // Checked before the update, so a diverged step never reaches the weights; training fails rather than going on.
-        if (!double.IsFinite(value))
-            throw new InvalidOperationException($"Training diverged at step {Step}: the loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
-        loss.backward();
-        _optimizer.Step(lr, _options.GradientClipNorm);
-        _history.Add(new LossPoint(Step, value));
-        Step++;
+        int step = Step;
+        double value = OptimizerStep(() =>
+        {
+            var (inputs, targets) = sampler.Batch(step);
+            return Model.Loss(inputs, targets);
+        }, CurrentLearningRate(), loss => $"Training diverged at step {step}: the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
+        _history.Add(new LossPoint(step, value));
         return value;
     }
 
@@ -94,8 +74,7 @@ internal sealed class LanguageModelTrainer : IDisposable
                && (_options.TimeLimit is null || clock.Elapsed < _options.TimeLimit))
         {
             double lr = CurrentLearningRate();
-            // Time the second half of warm-up: the first steps pay one-time allocation costs and would shorten the run.
-            bool timed = _options.TimeBudget is not null && Step >= _options.WarmupSteps / 2 && Step < _options.WarmupSteps;
+            bool timed = TimesWarmup(Step);
             if (timed) warmupClock.Start();
             windowLoss += TrainStep(sampler);
             if (timed) { warmupClock.Stop(); warmupTimedSteps++; }
@@ -195,7 +174,7 @@ internal sealed class LanguageModelTrainer : IDisposable
                 writer.Write(_history.Count);
                 foreach (var point in _history) { writer.Write(point.Step); writer.Write(point.Loss); }
                 Model.save(writer);
-                _optimizer.Save(writer);
+                Optimizer.Save(writer);
             }
             File.Move(temporary, path, overwrite: true);
         }
@@ -231,7 +210,7 @@ internal sealed class LanguageModelTrainer : IDisposable
                 int points = reader.ReadInt32();
                 for (int i = 0; i < points; i++) trainer._history.Add(new LossPoint(reader.ReadInt32(), reader.ReadDouble()));
                 trainer.Model.load(reader);
-                trainer._optimizer.Load(reader, path);
+                trainer.Optimizer.Load(reader, path);
                 return trainer;
             }
             catch
@@ -244,26 +223,5 @@ internal sealed class LanguageModelTrainer : IDisposable
         {
             throw new InvalidDataException($"Checkpoint '{path}' is truncated.", e);
         }
-    }
-
-    /// <summary>
-    /// Frees the optimizer state and hands the model to the caller, who then owns (and disposes) it; the trainer
-    /// cannot train any further.
-    /// </summary>
-    public TransformerLanguageModel ReleaseModel()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        FiniteWeights.Ensure(Model, "after training");
-        _modelReleased = true;
-        Dispose();
-        return Model;
-    }
-
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        _optimizer.Dispose();
-        if (!_modelReleased) Model.Dispose();
     }
 }

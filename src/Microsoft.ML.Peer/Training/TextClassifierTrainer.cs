@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer.Training;
 /// warm-up + cosine schedule, global clipping, seeded length-grouped batches, an optional time budget, and a
 /// validation pass after every epoch. The same seed and data give the same model.
 /// </summary>
-internal sealed class TextClassifierTrainer : IDisposable
+internal sealed class TextClassifierTrainer : TrainingLoop<TransformerTextClassifier>
 {
     // Batches are cut from pools of this many batches' worth of shuffled texts sorted by length: similar lengths
     // share a batch (less padding, the cost of attention and of the PEER experts follows real tokens) while the
@@ -20,10 +20,7 @@ internal sealed class TextClassifierTrainer : IDisposable
 
     private readonly TextClassifierOptions _modelOptions;
     private readonly ClassifierTrainingOptions _options;
-    private readonly DenseAndSparseAdamW _optimizer;
     private int _totalSteps;
-    private bool _disposed;
-    private bool _modelReleased;
 
     /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
     public TextClassifierTrainer(TextClassifierOptions modelOptions, ClassifierTrainingOptions options)
@@ -34,15 +31,8 @@ internal sealed class TextClassifierTrainer : IDisposable
         options.Validate();
         _modelOptions = modelOptions.Clone();
         _options = options.Clone();
-        manual_seed(_options.Seed);
-        Model = new TransformerTextClassifier(_modelOptions);
-        _optimizer = new DenseAndSparseAdamW(Model.named_parameters(), Model.ExpertTableNames().Where(t => t.Sparse).Select(t => t.Name), _options.LearningRate, _options.Beta1, _options.Beta2, _options.WeightDecay);
+        Start(_options, () => new TransformerTextClassifier(_modelOptions), model => model.ExpertTableNames());
     }
-
-    public TransformerTextClassifier Model { get; }
-
-    /// <summary>Optimizer steps taken so far.</summary>
-    public int Step { get; private set; }
 
     public ClassifierTrainingOptions Options => _options.Clone();
 
@@ -96,7 +86,7 @@ internal sealed class TextClassifierTrainer : IDisposable
                 cancellation.ThrowIfCancellationRequested();
                 int relative = Step - firstStep;
                 double lr = LearningRateSchedule.At(relative, _options.LearningRate, _options.WarmupSteps, _totalSteps, _options.MinLearningRateFraction);
-                bool timed = _options.TimeBudget is not null && relative >= _options.WarmupSteps / 2 && relative < _options.WarmupSteps;
+                bool timed = TimesWarmup(relative);
                 if (timed) warmupClock.Start();
                 double loss = TrainStep(tokens, labels, batch, lr, epoch + 1);
                 if (timed) { warmupClock.Stop(); warmupTimedTokens += PaddedTokens(lengths, batch); }
@@ -122,18 +112,12 @@ internal sealed class TextClassifierTrainer : IDisposable
 
     private double TrainStep(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels, int[] batch, double lr, int epoch)
     {
-        using var scope = NewDisposeScope();
-        Model.train();
-        _optimizer.ZeroGrad();
-        var (loss, crossEntropy, _) = Model.Loss(BatchTensor(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
-        double value = crossEntropy.item<float>();
-        // Checked before the update, so a diverged step never reaches the weights; the fit fails rather than going on.
-        if (!double.IsFinite(value))
-            throw new InvalidOperationException($"Training diverged at step {Step} (epoch {epoch}): the loss is {value}. Lower LearningRate (now {_options.LearningRate}).");
-        loss.backward();
-        _optimizer.Step(lr, _options.GradientClipNorm);
-        Step++;
-        return value;
+        int step = Step;
+        return OptimizerStep(() =>
+        {
+            var (loss, crossEntropy, _) = Model.Loss(BatchTensor(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
+            return (loss, crossEntropy);
+        }, lr, loss => $"Training diverged at step {step} (epoch {epoch}): the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
     }
 
     private void FitStepsToBudget(TimeSpan remaining, double secondsPerToken, List<List<int[]>> plan, int[] lengths, int epoch, int stepsDoneInEpoch, long validationTokens)
@@ -257,26 +241,5 @@ internal sealed class TextClassifierTrainer : IDisposable
             if (labels[i] < 0 || labels[i] >= _modelOptions.ClassCount)
                 throw new ArgumentOutOfRangeException(labelsName, labels[i], $"{labelsName}[{i}] = {labels[i]} is outside 0..{_modelOptions.ClassCount - 1}.");
         }
-    }
-
-    /// <summary>
-    /// Frees the optimizer state and hands the model to the caller, who then owns (and disposes) it; the trainer
-    /// cannot train any further.
-    /// </summary>
-    public TransformerTextClassifier ReleaseModel()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        FiniteWeights.Ensure(Model, "after training");
-        _modelReleased = true;
-        Dispose();
-        return Model;
-    }
-
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        _optimizer.Dispose();
-        if (!_modelReleased) Model.Dispose();
     }
 }
