@@ -46,7 +46,7 @@ internal static class LearningRateTuning
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var options = budget.Training(steps);
             options.LearningRate = rate;
-            using var tuned = new LanguageModelTrainer(dense.ModelOptions(budget), options);
+            using var tuned = new LanguageModelTrainingLoop(dense.ModelOptions(budget), options);
             var sampler = new TokenBatchSampler(fitTokens, budget.BatchSize, budget.SequenceLength, Budget.Seed);
             double loss = double.NaN;
             try

@@ -132,7 +132,7 @@ foreach (var spec in specs)
     Console.WriteLine($"[{index}/{specs.Count}] {spec.Name}: {steps} steps, {flops.Total / 1e6:F2} M FLOPs/token " +
                       $"(routing {flops.Routing / 1e6:F2} M, selection {flops.Selection / 1e6:F3} M), {FlopCounter.TotalParameters(modelOptions):N0} parameters");
     var runClock = Stopwatch.StartNew();
-    using var trainer = new LanguageModelTrainer(modelOptions, spec.Training(budget));
+    using var trainer = new LanguageModelTrainingLoop(modelOptions, spec.Training(budget));
     long built = trainer.Model.parameters().Sum(p => p.numel());
     if (built != FlopCounter.TotalParameters(modelOptions))
         throw new InvalidOperationException($"{spec.Name}: the model holds {built:N0} parameters but FlopCounter counts {FlopCounter.TotalParameters(modelOptions):N0}.");

@@ -9,7 +9,7 @@ using TorchSharp;
 namespace Microsoft.ML.Peer.Benchmarks;
 
 /// <summary>
-/// LanguageModelTrainer.TrainStep of a 4-layer LM whose middle block is PEER, against the same LM with that block's FFW
+/// LanguageModelTrainingLoop.TrainStep of a 4-layer LM whose middle block is PEER, against the same LM with that block's FFW
 /// dense of hidden h·k (equal active FLOPs per token, routing aside). The other blocks' dense FFWs also use hidden h·k,
 /// because the model options set one dense width for all blocks: the two models then differ in the PEER block only.
 /// </summary>
@@ -55,9 +55,9 @@ internal static class LanguageModelBenchmark
             },
         };
 
-        using var peer = new LanguageModelTrainer(Options(FeedForwardKind.Peer), training);
-        using var dense = new LanguageModelTrainer(Options(FeedForwardKind.Dense), training);
-        var variants = new (string Name, LanguageModelTrainer Trainer, Samples Samples)[]
+        using var peer = new LanguageModelTrainingLoop(Options(FeedForwardKind.Peer), training);
+        using var dense = new LanguageModelTrainingLoop(Options(FeedForwardKind.Dense), training);
+        var variants = new (string Name, LanguageModelTrainingLoop Trainer, Samples Samples)[]
         {
             ($"PEER LM ({peerKernels})", peer, new Samples($"PEER LM step ({peerKernels})")),
             ("dense LM", dense, new Samples($"dense LM step (block {Layers / 2} FFW hidden {hidden})")),
@@ -84,7 +84,7 @@ internal static class LanguageModelBenchmark
         Console.WriteLine($"PEER LM / dense LM step time: {Table.Format(peerMedian / denseMedian)}");
         Console.WriteLine();
 
-        long Parameters(LanguageModelTrainer t) => t.Model.parameters().Sum(p => p.numel());
+        long Parameters(LanguageModelTrainingLoop t) => t.Model.parameters().Sum(p => p.numel());
         return new JsonObject
         {
             ["configuration"] = new JsonObject
@@ -105,7 +105,7 @@ internal static class LanguageModelBenchmark
                 ["sparse_gradients"] = true,
                 ["dense_ffw_hidden_all_blocks"] = hidden,
                 ["timed_steps"] = settings.Steps,
-                ["note"] = "both models use dense FFW hidden h*k in every non-PEER block (one width per model in LanguageModelOptions), so they differ only in the PEER block vs a dense FFW of hidden h*k; LanguageModelTrainer defaults (AdamW, clip 1.0); random tokens",
+                ["note"] = "both models use dense FFW hidden h*k in every non-PEER block (one width per model in LanguageModelOptions), so they differ only in the PEER block vs a dense FFW of hidden h*k; LanguageModelTrainingLoop defaults (AdamW, clip 1.0); random tokens",
             },
             ["peer_step_ms"] = variants[0].Samples.ToJson(),
             ["dense_step_ms"] = variants[1].Samples.ToJson(),

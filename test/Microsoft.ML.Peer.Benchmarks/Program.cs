@@ -19,7 +19,7 @@ namespace Microsoft.ML.Peer.Benchmarks
                            equal active FLOPs, with a native breakdown, this machine's GEMM rate and memory bandwidth,
                            a FLOP/byte floor and peak memory; then lm-step (unless --no-lm).
                            Writes artifacts/bench/peer-layer.json.
-              lm-step      one LanguageModelTrainer.TrainStep of a 4-layer transformer LM with a PEER block vs the same
+              lm-step      one LanguageModelTrainingLoop.TrainStep of a 4-layer transformer LM with a PEER block vs the same
                            LM with that block's FFW dense of hidden h*k. Writes artifacts/bench/lm-step.json.
 
             options:

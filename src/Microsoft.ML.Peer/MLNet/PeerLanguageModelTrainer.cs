@@ -124,7 +124,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         ch.Info($"{trainTokens.Length:N0} training tokens from {texts.Count:N0} documents, vocabulary {tokenizer.VocabularySize:N0}; " +
                 $"{modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} blocks.");
 
-        var trainer = new LanguageModelTrainer(modelOptions, training);
+        var trainer = new LanguageModelTrainingLoop(modelOptions, training);
         try
         {
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);

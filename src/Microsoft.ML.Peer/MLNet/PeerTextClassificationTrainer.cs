@@ -181,7 +181,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (first {_options.MaxSequenceLength} of each), " +
                 $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
 
-        var trainer = new TextClassifierTrainer(modelOptions, training);
+        var trainer = new TextClassifierTrainingLoop(modelOptions, training);
         try
         {
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);

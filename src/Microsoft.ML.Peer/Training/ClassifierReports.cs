@@ -14,5 +14,5 @@ internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSt
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
 internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
 
-/// <summary>What <see cref="TextClassifierTrainer.Train"/> did: one report per (possibly partial) pass, the steps taken and the time.</summary>
+/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken and the time.</summary>
 internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed);

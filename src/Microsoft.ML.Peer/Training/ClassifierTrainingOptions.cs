@@ -1,7 +1,7 @@
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>
-/// Settings of <see cref="TextClassifierTrainer"/>. The defaults are the recommended SpamAssassin configuration
+/// Settings of <see cref="TextClassifierTrainingLoop"/>. The defaults are the recommended SpamAssassin configuration
 /// (with <c>TextClassifierOptions</c>' defaults): SpamAssassin with the ML.NET 5.0.1 80/20 split (MLContext seed 1,
 /// split seed 7), 512-token mails and an 8192-token vocabulary reached 98.06% test accuracy (23 of 1,186 wrong); the fit took 19 s on an idle machine and 204 s on
 /// two CPU cores shared with a build (load average ≈ 7).

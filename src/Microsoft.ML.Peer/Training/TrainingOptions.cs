@@ -1,6 +1,6 @@
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Settings of <see cref="LanguageModelTrainer"/>. Defaults suit a small model on a laptop.</summary>
+/// <summary>Settings of <see cref="LanguageModelTrainingLoop"/>. Defaults suit a small model on a laptop.</summary>
 /// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on <see cref="TrainingLoopOptions"/>.</remarks>
 internal sealed class TrainingOptions : TrainingLoopOptions
 {
@@ -48,11 +48,11 @@ internal sealed class TrainingOptions : TrainingLoopOptions
 
     /// <summary>
     /// Every this many steps, also measure expert usage on the validation tokens with batch statistics beside the running
-    /// ones (<see cref="LanguageModelTrainer.Diagnose"/>), reported in <see cref="TrainingProgress.Diagnostics"/>; 0 (default) never.
+    /// ones (<see cref="LanguageModelTrainingLoop.Diagnose"/>), reported in <see cref="TrainingProgress.Diagnostics"/>; 0 (default) never.
     /// </summary>
     public int DiagnoseEvery { get; set; }
 
-    /// <summary>Where <see cref="LanguageModelTrainer.Train"/> writes checkpoints; null writes none.</summary>
+    /// <summary>Where <see cref="LanguageModelTrainingLoop.Train"/> writes checkpoints; null writes none.</summary>
     public string? CheckpointPath { get; set; }
 
     /// <summary>Checkpoint every this many steps (and at the end) when <see cref="CheckpointPath"/> is set. Default 100.</summary>

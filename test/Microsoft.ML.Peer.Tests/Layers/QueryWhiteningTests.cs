@@ -143,7 +143,7 @@ public sealed class QueryWhiteningTests
         var options = TinyLanguageModels.Options(FeedForwardKind.Peer);
         options.Peer.QueryWhitening = true;
         options.Peer.NormalizeSubKeys = true;
-        using var trainer = new LanguageModelTrainer(options, TinyLanguageModels.Training(6));
+        using var trainer = new LanguageModelTrainingLoop(options, TinyLanguageModels.Training(6));
         var sampler = new TokenBatchSampler(TinyLanguageModels.Stream(4000, seed: 2), 8, 16, 3);
         while (trainer.Step < 6) trainer.TrainStep(sampler);
         Assert.AreEqual(FlopCounter.StateElements(options), trainer.Model.state_dict().Values.Sum(t => t.numel()), "state elements");

@@ -17,7 +17,7 @@ public sealed class LanguageModelTrainerTests
     {
         var train = TinyLanguageModels.Stream(4000, seed: 1);
         var validation = TinyLanguageModels.Stream(600, seed: 2);
-        using var trainer = new LanguageModelTrainer(TinyLanguageModels.Options(kind), TinyLanguageModels.Training(60));
+        using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(kind), TinyLanguageModels.Training(60));
         var before = trainer.Evaluate(validation);
         var after = trainer.Train(train, validation)!;
         Assert.AreEqual(60, trainer.Step);
@@ -38,7 +38,7 @@ public sealed class LanguageModelTrainerTests
         {
             var options = TinyLanguageModels.Options(FeedForwardKind.Peer);
             options.Peer.SparseGradients = sparse;
-            using var trainer = new LanguageModelTrainer(options, TinyLanguageModels.Training(60));
+            using var trainer = new LanguageModelTrainingLoop(options, TinyLanguageModels.Training(60));
             return trainer.Train(train, validation)!.Loss;
         }
         double dense = Final(false), sparse = Final(true);
@@ -61,7 +61,7 @@ public sealed class LanguageModelTrainerTests
             training.WarmupSteps = 0;
             training.GradientClipNorm = 0;
             training.ExpertLearningRateScale = scale;
-            using var trainer = new LanguageModelTrainer(options, training);
+            using var trainer = new LanguageModelTrainingLoop(options, training);
             var peer = trainer.Model.Blocks.Select(b => b.FeedForward).OfType<Microsoft.ML.Peer.Layers.PeerLayer>().Single();
             var embedding = trainer.Model.parameters().First(p => p.dim() == 2 && p.shape[0] == TinyLanguageModels.Vocabulary);
             var (table, other) = (peer.DownWeights.detach().clone(), embedding.detach().clone());
@@ -80,7 +80,7 @@ public sealed class LanguageModelTrainerTests
     {
         var training = TinyLanguageModels.Training(10);
         training.ExpertLearningRateScale = 0;
-        var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), training));
+        var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), training));
         StringAssert.Contains(error.Message, nameof(TrainingOptions.ExpertLearningRateScale));
     }
 
@@ -93,15 +93,15 @@ public sealed class LanguageModelTrainerTests
         var path = Path.Combine(Path.GetTempPath(), $"peer-sparse-{Guid.NewGuid():N}.bin");
         try
         {
-            using var straight = new LanguageModelTrainer(options, TinyLanguageModels.Training(10));
+            using var straight = new LanguageModelTrainingLoop(options, TinyLanguageModels.Training(10));
             straight.Train(data);
-            using (var first = new LanguageModelTrainer(options, TinyLanguageModels.Training(10)))
+            using (var first = new LanguageModelTrainingLoop(options, TinyLanguageModels.Training(10)))
             {
                 var sampler = new TokenBatchSampler(data, 8, 16, 3);
                 for (int i = 0; i < 4; i++) first.TrainStep(sampler);
                 first.SaveCheckpoint(path);
             }
-            using var resumed = LanguageModelTrainer.LoadCheckpoint(path);
+            using var resumed = LanguageModelTrainingLoop.LoadCheckpoint(path);
             resumed.Train(data);
             for (int i = 0; i < 10; i++)
                 Assert.AreEqual(straight.History[i].Loss, resumed.History[i].Loss, 1e-6, $"step {i}");
@@ -129,10 +129,10 @@ public sealed class LanguageModelTrainerTests
         var path = Path.Combine(Path.GetTempPath(), $"peer-ckpt-{Guid.NewGuid():N}.bin");
         try
         {
-            using var trainer = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(10));
+            using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(10));
             trainer.Train(TinyLanguageModels.Stream(2000, 1));
             trainer.SaveCheckpoint(path);
-            using var loaded = LanguageModelTrainer.LoadCheckpoint(path);
+            using var loaded = LanguageModelTrainingLoop.LoadCheckpoint(path);
             Assert.AreEqual(trainer.Step, loaded.Step);
             using var tokens = tensor(TinyLanguageModels.Stream(32, 9).Select(t => (long)t).ToArray(), new long[] { 2, 16 });
             trainer.Model.eval();
@@ -155,18 +155,18 @@ public sealed class LanguageModelTrainerTests
         var path = Path.Combine(Path.GetTempPath(), $"peer-resume-{Guid.NewGuid():N}.bin");
         try
         {
-            using var straight = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12));
+            using var straight = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12));
             straight.Train(data);
 
             var interrupted = TinyLanguageModels.Training(12);
             interrupted.TimeLimit = TimeSpan.Zero;             // stops before the first step...
-            using (var first = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12)))
+            using (var first = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12)))
             {
                 var sampler = new TokenBatchSampler(data, 8, 16, 3);
                 for (int i = 0; i < 5; i++) first.TrainStep(sampler);   // ...so take 5 steps by hand, then "crash"
                 first.SaveCheckpoint(path);
             }
-            using var resumed = LanguageModelTrainer.LoadCheckpoint(path);
+            using var resumed = LanguageModelTrainingLoop.LoadCheckpoint(path);
             Assert.AreEqual(5, resumed.Step);
             resumed.Train(data);
             Assert.AreEqual(12, resumed.History.Count);
@@ -184,7 +184,7 @@ public sealed class LanguageModelTrainerTests
     {
         var options = TinyLanguageModels.Training(1_000_000);
         options.TimeBudget = TimeSpan.FromSeconds(3);
-        using var trainer = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Dense), options);
+        using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Dense), options);
         trainer.Train(TinyLanguageModels.Stream(2000, 1), TinyLanguageModels.Stream(300, 2));
         Assert.IsTrue(trainer.Options.MaxSteps < 1_000_000, "MaxSteps was not fitted to the budget");
         Assert.IsTrue(trainer.Options.MaxSteps > options.WarmupSteps, $"fitted MaxSteps {trainer.Options.MaxSteps}");
@@ -198,7 +198,7 @@ public sealed class LanguageModelTrainerTests
         try
         {
             File.WriteAllBytes(path, new byte[] { 3, 1, 2, 3 });
-            var e = Assert.Throws<InvalidDataException>(() => LanguageModelTrainer.LoadCheckpoint(path));
+            var e = Assert.Throws<InvalidDataException>(() => LanguageModelTrainingLoop.LoadCheckpoint(path));
             StringAssert.Contains(e.Message, path);
         }
         finally
@@ -210,7 +210,7 @@ public sealed class LanguageModelTrainerTests
     [TestMethod]
     public void GenerationIsDeterministicForASeed()
     {
-        using var trainer = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(20));
+        using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(20));
         trainer.Train(TinyLanguageModels.Stream(2000, 1));
         var a = trainer.Model.Generate(new[] { 1, 2 }, 12, temperature: 1.0, seed: 5);
         var b = trainer.Model.Generate(new[] { 1, 2 }, 12, temperature: 1.0, seed: 5);
@@ -224,7 +224,7 @@ public sealed class LanguageModelTrainerTests
     {
         var training = TinyLanguageModels.Training(1);
         training.SequenceLength = 17;
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Dense), training));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Dense), training));
         Assert.AreEqual("SequenceLength", e.ParamName);
     }
 }

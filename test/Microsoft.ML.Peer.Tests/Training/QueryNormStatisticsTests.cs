@@ -68,7 +68,7 @@ public sealed class QueryNormStatisticsTests
     {
         var options = TinyLanguageModels.Options(FeedForwardKind.Peer);
         options.Peer.InputBatchNorm = true;
-        using var trainer = new LanguageModelTrainer(options, TinyLanguageModels.Training(4));
+        using var trainer = new LanguageModelTrainingLoop(options, TinyLanguageModels.Training(4));
         var sampler = new TokenBatchSampler(TinyLanguageModels.Stream(4000, seed: 2), 8, 16, 3);
         while (trainer.Step < 4) trainer.TrainStep(sampler);
         var router = trainer.Model.ProductKeyRouters.Single().Router;
@@ -87,7 +87,7 @@ public sealed class QueryNormStatisticsTests
         var tokens = TinyLanguageModels.Stream(4000, seed: 2);
         var validation = TinyLanguageModels.Stream(600, seed: 9);
         var options = TinyLanguageModels.Options(FeedForwardKind.Peer);
-        using var trainer = new LanguageModelTrainer(options, TinyLanguageModels.Training(12));
+        using var trainer = new LanguageModelTrainingLoop(options, TinyLanguageModels.Training(12));
         var sampler = new TokenBatchSampler(tokens, 8, 16, 3);
         while (trainer.Step < 12) trainer.TrainStep(sampler);
         var router = trainer.Model.ProductKeyRouters.Single().Router;
@@ -104,7 +104,7 @@ public sealed class QueryNormStatisticsTests
         Assert.IsTrue(trainer.Model.training, "the trainer's model is left in training mode");
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => trainer.ReestimateQueryNorm(sampler, 0));
 
-        using var dense = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Dense), TinyLanguageModels.Training(2));
+        using var dense = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Dense), TinyLanguageModels.Training(2));
         Assert.AreEqual(0, dense.ReestimateQueryNorm(sampler, 2));
         var denseDiagnostics = dense.Diagnose(validation);
         Assert.AreEqual(denseDiagnostics.Running.Loss, denseDiagnostics.Batch.Loss, 1e-9, "a model without query norms scores the same either way");
@@ -118,7 +118,7 @@ public sealed class QueryNormStatisticsTests
         var training = TinyLanguageModels.Training(10);
         training.DiagnoseEvery = 4;
         training.ReestimateQueryNormBatches = 2;
-        using var trainer = new LanguageModelTrainer(TinyLanguageModels.Options(FeedForwardKind.Peer), training);
+        using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), training);
         var reported = new List<UsageDiagnostics>();
         trainer.Train(tokens, validation, p => { if (p.Diagnostics is { } d) reported.Add(d); });
         CollectionAssert.AreEqual(new[] { 4, 8 }, reported.Select(d => d.Step).ToArray());

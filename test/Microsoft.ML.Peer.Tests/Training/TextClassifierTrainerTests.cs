@@ -17,7 +17,7 @@ public sealed class TextClassifierTrainerTests
         var (test, testLabels) = TinyTextClassification.Data(400, seed: 2);
         var options = TinyTextClassification.Options(kind);
         options.Layers = layers;
-        using var trainer = new TextClassifierTrainer(options, TinyTextClassification.Training(epochs: 6));
+        using var trainer = new TextClassifierTrainingLoop(options, TinyTextClassification.Training(epochs: 6));
         var before = trainer.Evaluate(test, testLabels);
         var result = trainer.Train(train, trainLabels, test, testLabels);
         Assert.AreEqual(6, result.Epochs.Count);
@@ -39,7 +39,7 @@ public sealed class TextClassifierTrainerTests
         {
             var options = TinyTextClassification.Training(epochs: 2);
             options.Seed = seed;
-            using var trainer = new TextClassifierTrainer(TinyTextClassification.Options(FeedForwardKind.Peer), options);
+            using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Peer), options);
             var result = trainer.Train(train, labels);
             return (result.Epochs.Select(e => e.TrainLoss).ToArray(), trainer.PredictProbabilities(train.Take(20).ToList()));
         }
@@ -55,7 +55,7 @@ public sealed class TextClassifierTrainerTests
     public void PredictionsDoNotDependOnTheOtherTextsOfABatch()
     {
         var (texts, _) = TinyTextClassification.Data(50, seed: 4);
-        using var trainer = new TextClassifierTrainer(TinyTextClassification.Options(FeedForwardKind.Peer), TinyTextClassification.Training(1));
+        using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Peer), TinyTextClassification.Training(1));
         var together = trainer.PredictProbabilities(texts);
         for (int i = 0; i < texts.Count; i += 7)
         {
@@ -70,7 +70,7 @@ public sealed class TextClassifierTrainerTests
         var (train, labels) = TinyTextClassification.Data(640, seed: 5);
         var options = TinyTextClassification.Training(epochs: 50);
         options.LogEvery = 1;
-        using var trainer = new TextClassifierTrainer(TinyTextClassification.Options(FeedForwardKind.Peer), options);
+        using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Peer), options);
         using var cancellation = new CancellationTokenSource();
         Assert.ThrowsExactly<OperationCanceledException>(() =>
             trainer.Train(train, labels, progress: p => { if (p.Step == 3) cancellation.Cancel(); }, cancellation: cancellation.Token));
@@ -87,7 +87,7 @@ public sealed class TextClassifierTrainerTests
         options.WarmupSteps = 4;
         // A budget already spent by warm-up leaves one step after it, however fast this machine is.
         options.TimeBudget = TimeSpan.FromTicks(1);
-        using var trainer = new TextClassifierTrainer(TinyTextClassification.Options(FeedForwardKind.Dense), options);
+        using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), options);
         var result = trainer.Train(train, labels);
         Assert.AreEqual(5, result.Steps);
         Assert.AreEqual(1, result.Epochs.Count, "the one partial epoch is reported");
@@ -98,18 +98,18 @@ public sealed class TextClassifierTrainerTests
     {
         var random = new Random(9);
         var lengths = Enumerable.Range(0, 1000).Select(_ => random.Next(1, 200)).ToArray();
-        var batches = TextClassifierTrainer.PlanEpoch(lengths, 10, new Random(1));
+        var batches = TextClassifierTrainingLoop.PlanEpoch(lengths, 10, new Random(1));
         CollectionAssert.AreEquivalent(Enumerable.Range(0, 1000).ToArray(), batches.SelectMany(b => b).ToArray());
         long padded = batches.Sum(b => (long)b.Length * b.Max(i => lengths[i]));
         Assert.IsTrue(padded < 1.2 * lengths.Sum(), $"padded tokens {padded} vs real {lengths.Sum()}");
-        var again = TextClassifierTrainer.PlanEpoch(lengths, 10, new Random(1));
+        var again = TextClassifierTrainingLoop.PlanEpoch(lengths, 10, new Random(1));
         Assert.IsTrue(batches.Zip(again).All(p => p.First.SequenceEqual(p.Second)), "the plan depends only on the lengths and the seed");
     }
 
     [TestMethod]
     public void MismatchedInputsAreRejected()
     {
-        using var trainer = new TextClassifierTrainer(TinyTextClassification.Options(FeedForwardKind.Dense), TinyTextClassification.Training(1));
+        using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), TinyTextClassification.Training(1));
         var texts = new[] { new[] { 1, 2 }, new[] { 4 } };
         Assert.AreEqual("labels", Assert.ThrowsExactly<ArgumentException>(() => trainer.Train(texts, new[] { 0 })).ParamName);
         Assert.AreEqual("labels", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => trainer.Train(texts, new[] { 0, 2 })).ParamName);
@@ -123,7 +123,7 @@ public sealed class TextClassifierTrainerTests
         {
             var options = new ClassifierTrainingOptions();
             change(options);
-            var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TextClassifierTrainer(TinyTextClassification.Options(FeedForwardKind.Dense), options));
+            var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), options));
             Assert.AreEqual(option, e.ParamName);
             StringAssert.Contains(e.Message, option);
         }

@@ -13,7 +13,7 @@ namespace Microsoft.ML.Peer.Training;
 /// Trains a <see cref="TransformerLanguageModel"/>: AdamW, warm-up + cosine schedule, gradient clipping,
 /// seeded batches, checkpoints that resume to the same loss curve, validation perplexity and expert usage.
 /// </summary>
-internal sealed class LanguageModelTrainer : TrainingLoop<TransformerLanguageModel>
+internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLanguageModel>
 {
     private const string CheckpointMagic = "PEER-LM-CHECKPOINT";
     private const int CheckpointVersion = 1;
@@ -23,7 +23,7 @@ internal sealed class LanguageModelTrainer : TrainingLoop<TransformerLanguageMod
     private readonly List<LossPoint> _history = new();
 
     /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
-    public LanguageModelTrainer(LanguageModelOptions modelOptions, TrainingOptions options)
+    public LanguageModelTrainingLoop(LanguageModelOptions modelOptions, TrainingOptions options)
     {
         ArgumentNullException.ThrowIfNull(modelOptions);
         ArgumentNullException.ThrowIfNull(options);
@@ -187,7 +187,7 @@ internal sealed class LanguageModelTrainer : TrainingLoop<TransformerLanguageMod
     /// <summary>Restores a trainer from <see cref="SaveCheckpoint"/>; training continues where it stopped.</summary>
     /// <param name="path">The checkpoint file.</param>
     /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint path).</param>
-    public static LanguageModelTrainer LoadCheckpoint(string path, Action<TrainingOptions>? configure = null)
+    public static LanguageModelTrainingLoop LoadCheckpoint(string path, Action<TrainingOptions>? configure = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"No checkpoint at '{path}'.", path);
@@ -203,7 +203,7 @@ internal sealed class LanguageModelTrainer : TrainingLoop<TransformerLanguageMod
             var modelOptions = JsonSerializer.Deserialize<LanguageModelOptions>(reader.ReadString())!;
             var options = JsonSerializer.Deserialize<TrainingOptions>(reader.ReadString())!;
             configure?.Invoke(options);
-            var trainer = new LanguageModelTrainer(modelOptions, options);
+            var trainer = new LanguageModelTrainingLoop(modelOptions, options);
             try
             {
                 trainer.Step = reader.ReadInt32();

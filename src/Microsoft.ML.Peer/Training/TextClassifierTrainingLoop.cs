@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer.Training;
 /// warm-up + cosine schedule, global clipping, seeded length-grouped batches, an optional time budget, and a
 /// validation pass after every epoch. The same seed and data give the same model.
 /// </summary>
-internal sealed class TextClassifierTrainer : TrainingLoop<TransformerTextClassifier>
+internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextClassifier>
 {
     // Batches are cut from pools of this many batches' worth of shuffled texts sorted by length: similar lengths
     // share a batch (less padding, the cost of attention and of the PEER experts follows real tokens) while the
@@ -23,7 +23,7 @@ internal sealed class TextClassifierTrainer : TrainingLoop<TransformerTextClassi
     private int _totalSteps;
 
     /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
-    public TextClassifierTrainer(TextClassifierOptions modelOptions, ClassifierTrainingOptions options)
+    public TextClassifierTrainingLoop(TextClassifierOptions modelOptions, ClassifierTrainingOptions options)
     {
         ArgumentNullException.ThrowIfNull(modelOptions);
         ArgumentNullException.ThrowIfNull(options);
