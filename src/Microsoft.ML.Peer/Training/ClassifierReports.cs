@@ -1,6 +1,6 @@
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Progress of a classifier run, reported every <see cref="ClassifierTrainingOptions.LogEvery"/> steps (Loss: mean since the last report; Epoch: 1-based).</summary>
+/// <summary>Progress of a classifier run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps (Loss: mean since the last report; Epoch: 1-based).</summary>
 internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>

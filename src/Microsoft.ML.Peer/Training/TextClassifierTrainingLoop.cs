@@ -38,14 +38,14 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
 
     /// <summary>
     /// Trains for <see cref="ClassifierTrainingOptions.Epochs"/> passes over <paramref name="tokens"/> (or what fits the
-    /// <see cref="ClassifierTrainingOptions.TimeBudget"/>), evaluating on the validation texts after each pass when given.
+    /// <see cref="TrainingLoopOptions.TimeBudget"/>), evaluating on the validation texts after each pass when given.
     /// Texts longer than the context length are truncated to their first tokens; an empty text is one padding token.
     /// </summary>
     /// <param name="tokens">Token ids of each training text (never <see cref="TextClassifierOptions.PaddingId"/>).</param>
     /// <param name="labels">The class 0..C−1 of each text.</param>
     /// <param name="validationTokens">Optional validation texts.</param>
     /// <param name="validationLabels">Their classes; given exactly when <paramref name="validationTokens"/> is.</param>
-    /// <param name="progress">Called every <see cref="ClassifierTrainingOptions.LogEvery"/> steps.</param>
+    /// <param name="progress">Called every <see cref="TrainingLoopOptions.LogEvery"/> steps.</param>
     /// <param name="cancellation">Checked before every step; cancellation throws <see cref="OperationCanceledException"/>, leaving the model as the last finished step left it.</param>
     /// <param name="epochCompleted">Called after each epoch (and its validation pass), as the report is made.</param>
     public ClassifierTrainingResult Train(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels,

@@ -2,7 +2,7 @@ using Microsoft.ML.Peer.Layers;
 
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Progress of a training run, reported every <see cref="TrainingOptions.LogEvery"/> steps.</summary>
+/// <summary>Progress of a training run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps.</summary>
 internal sealed record TrainingProgress(int Step, int MaxSteps, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed, EvaluationResult? Evaluation,
     UsageDiagnostics? Diagnostics = null);
 
