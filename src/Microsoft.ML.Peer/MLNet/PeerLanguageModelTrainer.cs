@@ -18,6 +18,11 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
     /// <summary>Options of <see cref="PeerLanguageModelTrainer"/>; the shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.</summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
+        /// <summary>The defaults are the recommended language model (<c>LanguageModelOptions</c>) and its training settings; one epoch.</summary>
+        public Options() : base(new LanguageModelOptions(), new TrainingOptions(), epochs: 1)
+        {
+        }
+
         /// <summary>Name of the perplexity column the transformer adds (float). Default "Perplexity".</summary>
         public string PerplexityColumnName = "Perplexity";
 

@@ -31,25 +31,12 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     /// </summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
-        public Options()
+        public Options() : this(new ClassifierTrainingOptions())
         {
-            var model = new TextClassifierOptions();
-            VocabularySize = TextClassifierOptions.RecommendedVocabularySize;
-            MaxSequenceLength = model.ContextLength;
-            ModelDimension = model.ModelDimension;
-            Layers = model.Layers;
-            AttentionHeads = model.AttentionHeads;
-            FeedForward = model.FeedForward;
-            Experts = model.Peer.Experts;
-            Heads = model.Peer.Heads;
-            TopK = model.Peer.TopK;
-            KeyDimension = model.Peer.KeyDimension;
-            var training = new ClassifierTrainingOptions();
-            Epochs = training.Epochs;
-            BatchSize = training.BatchSize;
-            LearningRate = training.LearningRate;
-            WarmupSteps = training.WarmupSteps;
-            WeightDecay = training.WeightDecay;
+        }
+
+        private Options(ClassifierTrainingOptions training) : base(new TextClassifierOptions(), training, training.Epochs)
+        {
         }
 
         /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start and the end.</summary>

@@ -1,5 +1,6 @@
 using Microsoft.ML.Peer.Layers;
 using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Training;
 
 namespace Microsoft.ML.Peer;
 
@@ -9,26 +10,56 @@ namespace Microsoft.ML.Peer;
 /// </summary>
 public abstract class PeerTrainerOptionsBase
 {
+    /// <summary>
+    /// Takes the defaults of the model and training fields from the task's model and training settings, where each
+    /// task's recommended configuration is stated (<c>LanguageModelOptions</c> and the language model's training options,
+    /// <c>TextClassifierOptions</c> and the classifier's): <see cref="ApplyTo"/> maps them back.
+    /// </summary>
+    private protected PeerTrainerOptionsBase(TransformerOptions model, TrainingLoopOptions training, int epochs)
+    {
+        Epochs = epochs;
+        VocabularySize = TransformerOptions.RecommendedVocabularySize;
+        MaxSequenceLength = model.ContextLength;
+        ModelDimension = model.ModelDimension;
+        Layers = model.Layers;
+        AttentionHeads = model.AttentionHeads;
+        FeedForward = model.FeedForward;
+        SparseBlocks = model.SparseBlocks?.ToArray();
+        Experts = model.Peer.Experts;
+        Heads = model.Peer.Heads;
+        TopK = model.Peer.TopK;
+        KeyDimension = model.Peer.KeyDimension;
+        QueryBatchNorm = model.Peer.QueryBatchNorm;
+        QueryWhitening = model.Peer.QueryWhitening;
+        NormalizeSubKeys = model.Peer.NormalizeSubKeys;
+        MoeExperts = model.MoeExperts;
+        MoeTopK = model.MoeTopK;
+        BatchSize = training.BatchSize;
+        LearningRate = training.LearningRate;
+        WeightDecay = training.WeightDecay;
+        WarmupSteps = training.WarmupSteps;
+    }
+
     /// <summary>Name of the input text column (String). Default "Text".</summary>
     public string TextColumnName = "Text";
 
     /// <summary>The feed-forward block of the sparse transformer blocks: Peer (default), Dense, MoE or ProductKeyMemory.</summary>
-    public FeedForwardKind FeedForward = FeedForwardKind.Peer;
+    public FeedForwardKind FeedForward;
 
     /// <summary>Experts N of a PEER layer (or memory slots of a PKM layer); a perfect square. Default 128² = 16,384.</summary>
-    public int Experts = 128 * 128;
+    public int Experts;
 
-    /// <summary>Retrieval heads h of the PEER/PKM layer. Default 8.</summary>
-    public int Heads = 8;
+    /// <summary>Retrieval heads h of the PEER/PKM layer. Default 8 (language model), 4 (classifier).</summary>
+    public int Heads;
 
-    /// <summary>Experts retrieved per head k, at most sqrt(<see cref="Experts"/>). Default 16.</summary>
-    public int TopK = 16;
+    /// <summary>Experts retrieved per head k, at most sqrt(<see cref="Experts"/>). Default 16 (language model), 8 (classifier).</summary>
+    public int TopK;
 
     /// <summary>Query and product-key dimension (even). Default 64.</summary>
-    public int KeyDimension = 64;
+    public int KeyDimension;
 
     /// <summary>Batch-normalise the queries of the PEER/PKM router (the paper's query BN). Default true.</summary>
-    public bool QueryBatchNorm = true;
+    public bool QueryBatchNorm;
 
     /// <summary>
     /// With <see cref="QueryBatchNorm"/>, whiten each head's query (decorrelate it by its covariance) instead of scaling each
@@ -40,34 +71,37 @@ public abstract class PeerTrainerOptionsBase
     public bool NormalizeSubKeys;
 
     /// <summary>Residual width d of the transformer. Default 128.</summary>
-    public int ModelDimension = 128;
+    public int ModelDimension;
 
-    /// <summary>Transformer blocks. Default 2.</summary>
-    public int Layers = 2;
+    /// <summary>
+    /// Transformer blocks. Default 2 (language model); 0 (classifier: the mean of the token embeddings goes through one
+    /// residual feed-forward before the head; set 1 or more for bidirectional attention blocks).
+    /// </summary>
+    public int Layers;
 
     /// <summary>Self-attention heads; must divide <see cref="ModelDimension"/>. Default 4.</summary>
-    public int AttentionHeads = 4;
+    public int AttentionHeads;
 
     /// <summary>Blocks whose feed-forward is <see cref="FeedForward"/>; null (default) means the middle block, as in the paper.</summary>
     public int[]? SparseBlocks;
 
     /// <summary>Experts of a coarse MoE feed-forward (FeedForward = MoE). Default 8.</summary>
-    public int MoeExperts = 8;
+    public int MoeExperts;
 
     /// <summary>Experts each token is routed to in a coarse MoE. Default 2.</summary>
-    public int MoeTopK = 2;
+    public int MoeTopK;
 
     /// <summary>Token vocabulary: 256 byte tokens plus the most frequent cl100k tokens of the training texts. Default 8,192.</summary>
-    public int VocabularySize = 8192;
+    public int VocabularySize;
 
     /// <summary>
-    /// Most tokens of a text the model reads. A classifier reads the first <c>MaxSequenceLength</c> tokens of each text
-    /// and ignores the rest; a language model scores longer texts window by window. Default 128.
+    /// Most tokens of a text the model reads: a language model scores longer texts window by window (default 128); a
+    /// classifier reads the start and the end of a longer text (default 512).
     /// </summary>
-    public int MaxSequenceLength = 128;
+    public int MaxSequenceLength;
 
-    /// <summary>Passes over the training data. Default 1. Ignored when <see cref="TimeBudget"/> is set.</summary>
-    public int Epochs = 1;
+    /// <summary>Passes over the training data. Default 1 (language model), 4 (classifier). Ignored when <see cref="TimeBudget"/> is set.</summary>
+    public int Epochs;
 
     /// <summary>
     /// Optional wall-clock budget for training and its validation passes (reading the data and building the tokenizer come
@@ -75,17 +109,17 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public TimeSpan? TimeBudget;
 
-    /// <summary>Sequences per optimizer step. Default 16.</summary>
-    public int BatchSize = 16;
+    /// <summary>Sequences (language model) or texts (classifier) per optimizer step. Default 16 (language model), 32 (classifier).</summary>
+    public int BatchSize;
 
-    /// <summary>Peak AdamW learning rate (linear warm-up, cosine decay). Default 1e-3.</summary>
-    public double LearningRate = 1e-3;
+    /// <summary>Peak AdamW learning rate (linear warm-up, cosine decay). Default 1e-3 (language model), 5e-3 (classifier).</summary>
+    public double LearningRate;
 
     /// <summary>AdamW decoupled weight decay on matrices and tables. Default 0.1.</summary>
-    public double WeightDecay = 0.1;
+    public double WeightDecay;
 
-    /// <summary>Linear warm-up steps. Default 20.</summary>
-    public int WarmupSteps = 20;
+    /// <summary>Linear warm-up steps. Default 20 (language model), 30 (classifier).</summary>
+    public int WarmupSteps;
 
     /// <summary>Seed of initialisation and batch order. Default null: the MLContext's seed, or 1 when it has none.</summary>
     public int? Seed;

@@ -14,7 +14,7 @@ public sealed class TextClassifierOptions : TransformerOptions
         ModelDimension = 128;
         Layers = 0;
         AttentionHeads = 4;
-        Peer = new() { Experts = 128 * 128, Heads = 4, TopK = 8, KeyDimension = 64, SparseGradients = true };
+        UseProductKeys(experts: 128 * 128, heads: 4, topK: 8, keyDimension: 64);
     }
 
     /// <summary>
@@ -22,9 +22,6 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// headers and the start of the body). 1024 was not better on SpamAssassin and costs twice the time.
     /// </summary>
     public const int RecommendedContextLength = 512;
-
-    /// <summary>The recommended vocabulary for <c>CompactTokenizer.Build</c> over the training texts: 8192 (16384 was not better).</summary>
-    public const int RecommendedVocabularySize = 8192;
 
     /// <summary>
     /// Fraction of a text's tokens hidden from the model at random in each training step (never in evaluation): a bag

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Peer.Models;
 internal sealed class TransformerBlock : Module<Tensor, Tensor>
 {
     private readonly LayerNorm attention_norm;
-    private readonly CausalSelfAttention attention;
+    private readonly SelfAttention attention;
     private readonly LayerNorm feed_forward_norm;
     private readonly Module<Tensor, Tensor> feed_forward;
 
@@ -21,7 +21,7 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
     public TransformerBlock(int dimension, int heads, Module<Tensor, Tensor> feedForward, bool causal = true) : base(nameof(TransformerBlock))
     {
         attention_norm = nn.LayerNorm(dimension);
-        attention = new CausalSelfAttention(dimension, heads, causal);
+        attention = new SelfAttention(dimension, heads, causal);
         feed_forward_norm = nn.LayerNorm(dimension);
         feed_forward = feedForward;
         RegisterComponents();

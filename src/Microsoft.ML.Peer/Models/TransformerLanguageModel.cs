@@ -13,61 +13,21 @@ namespace Microsoft.ML.Peer.Models;
 /// The output projection is tied to the token embedding: at laptop scale an untied V×d output
 /// matrix would hold more parameters than the feed-forward blocks being compared.
 /// </summary>
-public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
+public sealed class TransformerLanguageModel : TransformerModel<LanguageModelOptions>
 {
-    private readonly LanguageModelOptions _options;
-    private readonly Embedding token_embedding;
-    private readonly Embedding position_embedding;
-    private readonly ModuleList<TransformerBlock> blocks;
-    private readonly LayerNorm final_norm;
-
-    public TransformerLanguageModel(LanguageModelOptions options) : base(TorchSharpRuntime.Prepared(nameof(TransformerLanguageModel)))
+    public TransformerLanguageModel(LanguageModelOptions options)
+        : base(nameof(TransformerLanguageModel), options, o => o.Validate(), o => o.Clone(), causal: true)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        _options = options.Clone();
-        int d = options.ModelDimension;
-        token_embedding = nn.Embedding(options.VocabularySize, d);
-        position_embedding = nn.Embedding(options.ContextLength, d);
-        using (no_grad())
-        {
-            token_embedding.weight!.normal_(0, 0.02);
-            position_embedding.weight!.normal_(0, 0.02);
-        }
-        blocks = nn.ModuleList(Enumerable.Range(0, options.Layers)
-            .Select(i => new TransformerBlock(d, options.AttentionHeads, _options.CreateFeedForwardOfBlock(i)))
-            .ToArray());
-        final_norm = nn.LayerNorm(d);
         RegisterComponents();
     }
 
-    public LanguageModelOptions Options => _options.Clone();
-
-    /// <summary>The transformer blocks, in order.</summary>
-    internal IReadOnlyList<TransformerBlock> Blocks => blocks.ToList();
-
-    /// <summary>Every product-key router (PEER and PKM layers) with the index of its block.</summary>
-    public IEnumerable<(int Block, ProductKeyRouter Router)> ProductKeyRouters => TransformerBlock.ProductKeyRoutersOf(blocks);
-
-    /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
-    public IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
-
-    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse rows.</summary>
-    internal IEnumerable<(string Name, bool Sparse)> ExpertTableNames() => TransformerBlock.ExpertTableNamesOf(this);
+    public LanguageModelOptions Options => Settings.Clone();
 
     /// <summary>Tokens [B, T] (int64, T ≤ context length) → next-token logits [B, T, V].</summary>
     public override Tensor forward(Tensor tokens)
     {
-        if (tokens.dim() != 2) throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
-        long time = tokens.shape[1];
-        if (time > _options.ContextLength)
-            throw new ArgumentException($"Sequence length {time} exceeds the model's context length {_options.ContextLength}.", nameof(tokens));
         using var scope = NewDisposeScope();
-        var positions = arange(time, dtype: ScalarType.Int64, device: tokens.device);
-        var h = token_embedding.forward(tokens) + position_embedding.forward(positions);
-        foreach (var block in blocks) h = block.forward(h);
-        h = final_norm.forward(h);
-        return matmul(h, token_embedding.weight!.t()).MoveToOuterDisposeScope();
+        return matmul(Encode(tokens, null), TokenEmbeddingWeight.t()).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -79,13 +39,7 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var logits = forward(inputs);
         var crossEntropy = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.reshape(-1));
-        var loss = crossEntropy;
-        if (training)
-        {
-            foreach (var block in blocks)
-                if (block.FeedForward is IAuxiliaryLossSource { AuxiliaryLoss: { } aux })
-                    loss = loss + aux * _options.MoeLoadBalancingWeight;
-        }
+        var loss = WithAuxiliaryLosses(crossEntropy);
         return (loss.MoveToOuterDisposeScope(), crossEntropy.MoveToOuterDisposeScope());
     }
 
@@ -106,11 +60,11 @@ public sealed class TransformerLanguageModel : Module<Tensor, Tensor>
             using var noGrad = no_grad();
             using var generator = new Generator((ulong)seed);
             var tokens = prompt.ToList();
-            var device = token_embedding.weight!.device;
+            var device = TokenEmbeddingWeight.device;
             for (int i = 0; i < maxNewTokens; i++)
             {
                 using var scope = NewDisposeScope();
-                var window = tokens.Skip(Math.Max(0, tokens.Count - _options.ContextLength)).Select(t => (long)t).ToArray();
+                var window = tokens.Skip(Math.Max(0, tokens.Count - Settings.ContextLength)).Select(t => (long)t).ToArray();
                 var logits = forward(tensor(window, device: device).unsqueeze(0))[0, -1];
                 int next = temperature == 0
                     ? (int)logits.argmax().item<long>()

@@ -15,17 +15,23 @@ public abstract class TransformerOptions
     /// <summary>Token vocabulary size. Required; at most 1,048,576.</summary>
     public int VocabularySize { get; set; }
 
-    /// <summary>Longest sequence the model attends over (learned positions). Default 128; at most 65,536.</summary>
-    public int ContextLength { get; set; } = 128;
+    /// <summary>
+    /// The vocabulary the plugin's tokenizer is built to for either task (<c>CompactTokenizer.Build</c> over the training
+    /// texts): 8192; 16384 was not better on SpamAssassin.
+    /// </summary>
+    public const int RecommendedVocabularySize = 8192;
 
-    /// <summary>Residual width d. Default 256; at most 16,384.</summary>
-    public int ModelDimension { get; set; } = 256;
+    /// <summary>Longest sequence the model attends over (learned positions); at most 65,536. Each model's options set the default.</summary>
+    public int ContextLength { get; set; }
 
-    /// <summary>Transformer blocks. Default 4; at most 256.</summary>
-    public int Layers { get; set; } = 4;
+    /// <summary>Residual width d; at most 16,384. Each model's options set the default.</summary>
+    public int ModelDimension { get; set; }
 
-    /// <summary>Self-attention heads; must divide <see cref="ModelDimension"/>. Default 4.</summary>
-    public int AttentionHeads { get; set; } = 4;
+    /// <summary>Transformer blocks; at most 256. Each model's options set the default.</summary>
+    public int Layers { get; set; }
+
+    /// <summary>Self-attention heads; must divide <see cref="ModelDimension"/>. Each model's options set the default.</summary>
+    public int AttentionHeads { get; set; }
 
     /// <summary>Hidden width of the dense FFW blocks. Default 4·d (0 means 4·d); at most 262,144.</summary>
     public int DenseHiddenDimension { get; set; }
@@ -39,11 +45,11 @@ public abstract class TransformerOptions
     /// </summary>
     public int[]? SparseBlocks { get; set; }
 
-    /// <summary>PEER options (FeedForward = Peer). Default: laptop-scale N = 256², 8 heads, top-16, d_key 128.</summary>
-    public PeerOptions Peer { get; set; } = new() { Experts = 256 * 256 };
+    /// <summary>PEER options (FeedForward = Peer). Each model's options set the default (see <see cref="UseProductKeys"/>).</summary>
+    public PeerOptions Peer { get; set; } = new();
 
-    /// <summary>PKM options (FeedForward = ProductKeyMemory). Default: N = 256², 8 heads, top-16, d_key 128.</summary>
-    public ProductKeyOptions ProductKeyMemory { get; set; } = new() { Experts = 256 * 256 };
+    /// <summary>PKM options (FeedForward = ProductKeyMemory). Each model's options set the default, the same as <see cref="Peer"/>'s.</summary>
+    public ProductKeyOptions ProductKeyMemory { get; set; } = new();
 
     /// <summary>MoE experts E. Default 8; at most 4,096.</summary>
     public int MoeExperts { get; set; } = 8;
@@ -64,6 +70,16 @@ public abstract class TransformerOptions
     /// <summary>The blocks that get <see cref="FeedForward"/>: none for Dense or without blocks, else <see cref="SparseBlocks"/> or the middle one.</summary>
     public int[] EffectiveSparseBlocks =>
         FeedForward == FeedForwardKind.Dense || Layers == 0 ? Array.Empty<int>() : SparseBlocks ?? new[] { Layers / 2 };
+
+    /// <summary>
+    /// A model's default PEER and PKM layers: <paramref name="experts"/>, <paramref name="heads"/>, <paramref name="topK"/>
+    /// and <paramref name="keyDimension"/> with sparse row gradients; every other setting is the layer's own (the paper's).
+    /// </summary>
+    private protected void UseProductKeys(int experts, int heads, int topK, int keyDimension)
+    {
+        Peer = new() { Experts = experts, Heads = heads, TopK = topK, KeyDimension = keyDimension, SparseGradients = true };
+        ProductKeyMemory = new() { Experts = experts, Heads = heads, TopK = topK, KeyDimension = keyDimension, SparseGradients = true };
+    }
 
     /// <summary>A deep copy of the shared settings (the derived class adds its own by <c>MemberwiseClone</c>).</summary>
     protected TransformerOptions CloneTransformer()

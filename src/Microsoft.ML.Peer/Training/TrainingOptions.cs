@@ -4,12 +4,15 @@ namespace Microsoft.ML.Peer.Training;
 /// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on <see cref="TrainingLoopOptions"/>.</remarks>
 internal sealed class TrainingOptions : TrainingLoopOptions
 {
-    /// <summary>Defaults: 16 sequences per step, learning rate 1e-3, 50 warm-up steps, a report every 10 steps.</summary>
+    /// <summary>
+    /// The recommended training settings of the language model, stated here once (the ML.NET options take their defaults
+    /// from them): 16 sequences per step, learning rate 1e-3, 20 warm-up steps, a report every 10 steps.
+    /// </summary>
     public TrainingOptions()
     {
         BatchSize = 16;
         LearningRate = 1e-3;
-        WarmupSteps = 50;
+        WarmupSteps = 20;
         LogEvery = 10;
     }
 

@@ -55,18 +55,34 @@ public sealed class OptionsDefaultsTests
     }
 
     [TestMethod]
-    public void ModelAndLayerDefaultsAreUnchanged()
+    public void ModelAndLayerDefaultsAreStatedOncePerTask()
     {
+        // The layer keeps the paper's configuration.
         var layer = new PeerOptions();
         Assert.AreEqual(1024 * 1024, layer.Experts);
         Assert.AreEqual((8, 16, 128), (layer.Heads, layer.TopK, layer.KeyDimension));
+        // Each task's model options state its recommended configuration, PEER and PKM alike ...
         var lm = new LanguageModelOptions();
-        Assert.AreEqual(256 * 256, lm.Peer.Experts);
-        Assert.AreEqual(256 * 256, lm.ProductKeyMemory.Experts);
-        Assert.AreEqual((128, 256, 4), (lm.ContextLength, lm.ModelDimension, lm.Layers));
+        Assert.AreEqual((128, 128, 2, 4), (lm.ContextLength, lm.ModelDimension, lm.Layers, lm.AttentionHeads));
+        foreach (ProductKeyOptions p in new ProductKeyOptions[] { lm.Peer, lm.ProductKeyMemory })
+            Assert.AreEqual((128 * 128, 8, 16, 64, true), (p.Experts, p.Heads, p.TopK, p.KeyDimension, p.SparseGradients));
         var classifier = new TextClassifierOptions();
-        Assert.AreEqual(128 * 128, classifier.Peer.Experts);
-        Assert.AreEqual((4, 8, 64, true), (classifier.Peer.Heads, classifier.Peer.TopK, classifier.Peer.KeyDimension, classifier.Peer.SparseGradients));
+        Assert.AreEqual((512, 128, 0, 4), (classifier.ContextLength, classifier.ModelDimension, classifier.Layers, classifier.AttentionHeads));
+        foreach (ProductKeyOptions p in new ProductKeyOptions[] { classifier.Peer, classifier.ProductKeyMemory })
+            Assert.AreEqual((128 * 128, 4, 8, 64, true), (p.Experts, p.Heads, p.TopK, p.KeyDimension, p.SparseGradients));
+
+        // ... and the ML.NET options of that task map back onto exactly those settings.
+        AssertSameModel(lm, new PeerLanguageModelTrainer.Options().ModelOptions(vocabularySize: 8192));
+        AssertSameModel(classifier, new PeerTextClassificationTrainer.Options().ModelOptions(vocabularySize: 8192, classCount: 2, paddingId: 0));
+    }
+
+    private static void AssertSameModel(TransformerOptions expected, TransformerOptions actual)
+    {
+        Assert.AreEqual((expected.ContextLength, expected.ModelDimension, expected.Layers, expected.AttentionHeads, expected.FeedForward, expected.MoeExperts, expected.MoeTopK),
+            (actual.ContextLength, actual.ModelDimension, actual.Layers, actual.AttentionHeads, actual.FeedForward, actual.MoeExperts, actual.MoeTopK));
+        foreach (var (e, a) in new (ProductKeyOptions, ProductKeyOptions)[] { (expected.Peer, actual.Peer), (expected.ProductKeyMemory, actual.ProductKeyMemory) })
+            Assert.AreEqual((e.Experts, e.Heads, e.TopK, e.KeyDimension, e.QueryBatchNorm, e.QueryWhitening, e.NormalizeSubKeys, e.SparseGradients),
+                (a.Experts, a.Heads, a.TopK, a.KeyDimension, a.QueryBatchNorm, a.QueryWhitening, a.NormalizeSubKeys, a.SparseGradients));
     }
 
     [TestMethod]

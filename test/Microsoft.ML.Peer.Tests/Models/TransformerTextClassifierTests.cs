@@ -112,9 +112,9 @@ public sealed class TransformerTextClassifierTests
     public void BidirectionalAttentionSeesLaterTokensAndCausalDoesNot()
     {
         manual_seed(13);
-        using var bidirectional = new CausalSelfAttention(8, 2, causal: false);
+        using var bidirectional = new SelfAttention(8, 2, causal: false);
         manual_seed(13);
-        using var causal = new CausalSelfAttention(8, 2);
+        using var causal = new SelfAttention(8, 2);
         using var noGrad = no_grad();
         var x = randn(1, 5, 8);
         var changed = x.clone();

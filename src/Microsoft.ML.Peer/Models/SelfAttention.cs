@@ -11,7 +11,7 @@ namespace Microsoft.ML.Peer.Models;
 /// (<c>causal: false</c>) with padding keys masked for the text classifier. One class, so both models share the
 /// projections and kernel call.
 /// </summary>
-internal sealed class CausalSelfAttention : Module<Tensor, Tensor>
+internal sealed class SelfAttention : Module<Tensor, Tensor>
 {
     private readonly int _heads;
     private readonly bool _causal;
@@ -21,7 +21,7 @@ internal sealed class CausalSelfAttention : Module<Tensor, Tensor>
     /// <param name="dimension">Model width d.</param>
     /// <param name="heads">Attention heads; must divide d.</param>
     /// <param name="causal">True (default): token t attends to tokens ≤ t. False: every token attends to every (unmasked) token.</param>
-    public CausalSelfAttention(int dimension, int heads, bool causal = true) : base(nameof(CausalSelfAttention))
+    public SelfAttention(int dimension, int heads, bool causal = true) : base(nameof(SelfAttention))
     {
         _heads = heads;
         _causal = causal;
