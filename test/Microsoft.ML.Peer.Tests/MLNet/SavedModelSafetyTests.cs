@@ -62,15 +62,7 @@ public sealed class SavedModelSafetyTests
     [TestMethod]
     public void ModelsOfThePreviousFormatLoadAndScoreAsTheyDid()
     {
-        var classifier = Ml.Model.Load(Fixture("classifier-format-00010001.zip"), out _);
-        var texts = File.ReadAllLines(Fixture("classifier-texts.txt")).Select(t => new PluginTestData.LabeledText { Text = t });
-        var scores = classifier.Transform(Ml.Data.LoadFromEnumerable(texts)).GetColumn<float[]>("Score").SelectMany(s => s).ToArray();
-        AssertSameScores(File.ReadAllLines(Fixture("classifier-scores.txt")).SelectMany(line => line.Split(' ')), scores, "classifier Score");
-
-        var lm = Ml.Model.Load(Fixture("language-model-format-00010001.zip"), out _);
-        var sentences = File.ReadAllLines(Fixture("lm-texts.txt")).Select(t => new PluginTestData.TextRow { Text = t });
-        var perplexity = lm.Transform(Ml.Data.LoadFromEnumerable(sentences)).GetColumn<float>("Perplexity").ToArray();
-        AssertSameScores(File.ReadAllLines(Fixture("lm-scores.txt")), perplexity, "language model Perplexity");
+        var lm = AssertLoadsAndScoresAsSaved("classifier-format-00010001.zip", "classifier-scores.txt", "language-model-format-00010001.zip", "lm-scores.txt");
 
         // Saved again, the same model is written in the current format, with its checksums.
         var m = new MemoryStream();
@@ -80,6 +72,33 @@ public sealed class SavedModelSafetyTests
         StringAssert.StartsWith(checksums["Writer"]!.GetValue<string>(), "0.");
         CollectionAssert.AreEquivalent(new[] { "PeerOptions.json", "PeerTokenizer.bin", "PeerWeights.bin" },
             checksums["Streams"]!.AsObject().Select(p => p.Key).ToArray());
+    }
+
+    /// <summary>
+    /// Models saved by main at 8f6f7c0, before options, training loops and models were restructured (format 0x00010002,
+    /// whitened queries and unit-length sub-keys on), load and score as they did when saved.
+    /// </summary>
+    [TestMethod]
+    public void ModelsSavedBeforeTheRestructuringLoadAndScoreAsTheyDid()
+    {
+        using var lm = AssertLoadsAndScoresAsSaved("classifier-format-main-8f6f7c0.zip", "classifier-main-scores.txt",
+            "language-model-format-main-8f6f7c0.zip", "lm-main-scores.txt") as IDisposable;
+    }
+
+    /// <summary>Loads both fixture models, scores the fixture texts and compares with the saved scores; returns the language model.</summary>
+    private static ITransformer AssertLoadsAndScoresAsSaved(string classifierZip, string classifierScores, string languageModelZip, string languageModelScores)
+    {
+        var classifier = Ml.Model.Load(Fixture(classifierZip), out _);
+        var texts = File.ReadAllLines(Fixture("classifier-texts.txt")).Select(t => new PluginTestData.LabeledText { Text = t });
+        var scores = classifier.Transform(Ml.Data.LoadFromEnumerable(texts)).GetColumn<float[]>("Score").SelectMany(s => s).ToArray();
+        AssertSameScores(File.ReadAllLines(Fixture(classifierScores)).SelectMany(line => line.Split(' ')), scores, $"{classifierZip} Score");
+        (classifier as IDisposable)?.Dispose();
+
+        var lm = Ml.Model.Load(Fixture(languageModelZip), out _);
+        var sentences = File.ReadAllLines(Fixture("lm-texts.txt")).Select(t => new PluginTestData.TextRow { Text = t });
+        var perplexity = lm.Transform(Ml.Data.LoadFromEnumerable(sentences)).GetColumn<float>("Perplexity").ToArray();
+        AssertSameScores(File.ReadAllLines(Fixture(languageModelScores)), perplexity, $"{languageModelZip} Perplexity");
+        return lm;
     }
 
     /// <summary>
