@@ -19,9 +19,8 @@ namespace Microsoft.ML.Peer.Data;
 /// <para>
 /// Why split dropped tokens into kept tokens rather than bytes: dropped tokens are mostly rare words and word pieces
 /// made of frequent pieces (" encouragement" → " encourage" + "ment", " highways" → " highway" + "s"). Spelled out as
-/// bytes, a dropped token cost one id per byte, ~6.8 on average on the Brown corpus; split into kept tokens it costs
-/// ~2.6. On the Brown train split at vocabulary 8192 this takes the ratio of compact to cl100k ids from 1.56× to
-/// 1.15×, so a model's fixed context holds ~35% more text.
+/// bytes, a dropped token costs one id per byte; split into kept tokens it costs a few, so a model's fixed context
+/// holds more text (measured on Brown: docs/ml-net-plugin.md, "The tokenizer's compaction").
 /// Encoding stays lossless because every byte is still a token, and deterministic because the split depends only on
 /// the kept ids. The split of each dropped cl100k id is computed once, on first use, and cached.
 /// </para>

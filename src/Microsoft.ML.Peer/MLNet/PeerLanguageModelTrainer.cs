@@ -65,14 +65,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
     private readonly IHost _host;
     private readonly Options _options;
 
-    internal PeerLanguageModelTrainer(IHostEnvironment env, Options options)
-    {
-        ArgumentNullException.ThrowIfNull(env);
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        _host = env.Register(nameof(PeerLanguageModelTrainer));
-        _options = options;
-    }
+    internal PeerLanguageModelTrainer(IHostEnvironment env, Options options) => (_host, _options) = PeerTrainerOptionsBase.Register(env, options, nameof(PeerLanguageModelTrainer));
 
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {

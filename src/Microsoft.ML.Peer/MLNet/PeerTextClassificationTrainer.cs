@@ -86,14 +86,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     private readonly IHost _host;
     private readonly Options _options;
 
-    internal PeerTextClassificationTrainer(IHostEnvironment env, Options options)
-    {
-        ArgumentNullException.ThrowIfNull(env);
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        _host = env.Register(nameof(PeerTextClassificationTrainer));
-        _options = options;
-    }
+    internal PeerTextClassificationTrainer(IHostEnvironment env, Options options) => (_host, _options) = PeerTrainerOptionsBase.Register(env, options, nameof(PeerTextClassificationTrainer));
 
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
@@ -141,7 +134,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             throw new ArgumentException($"The training data holds one class only ({ClassName(keyValues, present[0])}, {texts.Count:N0} rows): a classifier needs at least two.", nameof(input));
 
         var tokenizer = CompactTokenizer.Build(texts, _options.VocabularySize);
-        var tokens = texts.Select(t => Encode(tokenizer, t, _options.MaxSequenceLength, _options.Truncation)).ToList();
+        var tokens = texts.Select(t => tokenizer.EncodeTruncated(t, _options.MaxSequenceLength, _options.Truncation)).ToList();
         List<int[]>? validationTokens = null;
         List<int>? validationLabels = null;
         if (validationColumns is { } vc)
@@ -149,7 +142,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             var (vTexts, vLabels, _) = DataViewReading.LabeledTexts(validationSet!, vc.Text, vc.Label, _host);
             if (vTexts.Count > 0)
             {
-                validationTokens = vTexts.Select(t => Encode(tokenizer, t, _options.MaxSequenceLength, _options.Truncation)).ToList();
+                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, _options.MaxSequenceLength, _options.Truncation)).ToList();
                 validationLabels = vLabels;
             }
         }
@@ -184,39 +177,6 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             trainer.Dispose();
         }
     }
-
-    /// <summary>A text's token ids, at most <paramref name="maxTokens"/> of them, chosen as <paramref name="truncation"/> says.</summary>
-    /// <remarks>
-    /// Only the first <see cref="CharactersPerToken"/> × <paramref name="maxTokens"/> characters are tokenized (for
-    /// <see cref="TextTruncation.KeepStartAndEnd"/>, that many characters' worth of each end), so the work per text is
-    /// bounded whatever its length: a 10 MB mail costs what a 16 KB one does.
-    /// </remarks>
-    internal static int[] Encode(CompactTokenizer tokenizer, string text, int maxTokens, TextTruncation truncation)
-    {
-        long budget = (long)CharactersPerToken * maxTokens;
-        int end = maxTokens / 2, start = maxTokens - end;
-        if (text.Length > budget)
-        {
-            if (truncation == TextTruncation.KeepStart) text = text[..(int)budget];
-            else
-            {
-                // Each end is tokenized on its own; the cut token at the inner edge of each part is among those dropped.
-                var head = tokenizer.Encode(text[..(int)((long)CharactersPerToken * start)]);
-                var tail = tokenizer.Encode(text[^(int)((long)CharactersPerToken * end)..]);
-                return [.. head[..Math.Min(start, head.Length)], .. tail[^Math.Min(end, tail.Length)..]];
-            }
-        }
-        var ids = tokenizer.Encode(text);
-        if (ids.Length <= maxTokens) return ids;
-        if (truncation == TextTruncation.KeepStart) return ids[..maxTokens];
-        return [.. ids[..start], .. ids[^end..]];
-    }
-
-    /// <summary>
-    /// Characters read per token a text may keep. cl100k tokens of prose average about 4 characters; 16 leaves room for
-    /// long words, URLs and runs of spaces while bounding the work on a hostile text.
-    /// </summary>
-    internal const int CharactersPerToken = 16;
 
     private void ReportEpoch(IChannel ch, ClassifierEpochReport epoch)
     {

@@ -59,14 +59,9 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
     /// <summary>Class probabilities of one text (null or empty allowed), in key order.</summary>
     public float[] PredictProbabilities(string? text)
     {
-        var ids = PeerTextClassificationTrainer.Encode(Tokenizer, text ?? "", _modelOptions.ContextLength, Truncation);
-        // An empty text is one padding token, which the model scores as a text with no words.
-        long[] row = ids.Length == 0 ? new long[] { _modelOptions.PaddingId } : ids.Select(i => (long)i).ToArray();
+        var ids = Tokenizer.EncodeTruncated(text ?? "", _modelOptions.ContextLength, Truncation);
         using var call = UseModel();
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var probabilities = F.softmax(Model.forward(tensor(row, new long[] { 1, row.Length })), -1);
-        return probabilities.data<float>().ToArray();
+        return Model.PredictProbabilities(new[] { ids }, batchSize: 1)[0];
     }
 
     private protected override ColumnAppendingMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);

@@ -1,3 +1,4 @@
+using Microsoft.ML.Runtime;
 using Microsoft.ML.Peer.Layers;
 using Microsoft.ML.Peer.Models;
 using Microsoft.ML.Peer.Training;
@@ -159,6 +160,15 @@ public abstract class PeerTrainerOptionsBase
     internal static void Positive(int value, string name)
     {
         if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
+    }
+
+    /// <summary>A trainer's host and its checked options (the exception names the option that is wrong).</summary>
+    internal static (IHost Host, T Options) Register<T>(IHostEnvironment env, T options, string trainerName) where T : PeerTrainerOptionsBase
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return (env.Register(trainerName), options);
     }
 
     /// <summary>

@@ -1,10 +1,12 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Peer;
 
 /// <summary>
 /// Input checks shared by the PEER estimators and transformers. Each error names the column, the type expected and
-/// the type found, in the wording ML.NET's own components use ("Schema mismatch for ... column").
+/// the type found: a wrong type is ML.NET's own schema-mismatch error; a missing column is ML.NET's wording with the
+/// input's columns listed.
 /// </summary>
 internal static class SchemaChecks
 {
@@ -46,11 +48,12 @@ internal static class SchemaChecks
         return schema.GetColumnOrNull(name) ?? throw Missing(role, name, schema.Where(c => !c.IsHidden).Select(c => c.Name));
     }
 
+    // ML.NET's wording, plus the columns the input does have (ML.NET's ExceptSchemaMismatch names only the missing one).
     private static ArgumentOutOfRangeException Missing(string role, string name, IEnumerable<string> available) =>
         new("inputSchema", $"Could not find {role} column '{name}'. The input has: {string.Join(", ", available.Select(n => $"'{n}'"))}.");
 
-    private static ArgumentOutOfRangeException Mismatch(string role, string name, string expected, string actual) =>
-        new("inputSchema", $"Schema mismatch for {role} column '{name}': expected {expected}, got {actual}.");
+    private static Exception Mismatch(string role, string name, string expected, string actual) =>
+        Contracts.ExceptSchemaMismatch("inputSchema", role, name, expected, actual);
 
     private static string Describe(SchemaShape.Column column) => column.Kind switch
     {

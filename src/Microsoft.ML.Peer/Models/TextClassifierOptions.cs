@@ -49,10 +49,9 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// <c>ClassifierTrainingOptions</c> for the matching training settings.
     /// </summary>
     /// <remarks>
-    /// Why no blocks: on two shared CPU cores one bidirectional block at 512 tokens took over 1.9 s a step under load
-    /// and could not finish one epoch in the product's 185 s; blocks at 256 tokens were both slower and less accurate
-    /// (96.2% after two epochs) than the bag of embeddings at 512 tokens (98.1% in four epochs), because the cost of
-    /// attention grows with the context and the first 256 tokens of a mail are mostly its Received headers.
+    /// Why no blocks: attention's cost grows with the context, and at the 512 tokens whole mails need, blocks were both
+    /// slower and less accurate than the bag of embeddings (measurements: docs/ml-net-plugin.md, "Why the classifier has
+    /// no attention blocks by default").
     /// </remarks>
     public static TextClassifierOptions Recommended(int vocabularySize, int classCount, int paddingId) =>
         new() { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId };

@@ -83,6 +83,49 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
 
     private const string TooLongHint = "; truncate the texts first";
 
+    /// <summary>The positions a text of token ids <paramref name="text"/> takes in a batch: its first <paramref name="contextLength"/>, at least one.</summary>
+    internal static int BatchLength(int[] text, int contextLength) => Math.Max(1, Math.Min(text.Length, contextLength));
+
+    /// <summary>
+    /// [B, T] int64 token ids of the texts <paramref name="batch"/> indexes: each text's first tokens, padded with
+    /// <see cref="TextClassifierOptions.PaddingId"/> to the longest (an empty text is one padding token).
+    /// </summary>
+    internal Tensor Batch(IReadOnlyList<int[]> texts, IReadOnlyList<int> batch)
+    {
+        int time = batch.Max(i => BatchLength(texts[i], Settings.ContextLength));
+        var data = new long[batch.Count * time];
+        Array.Fill(data, Settings.PaddingId);
+        for (int b = 0; b < batch.Count; b++)
+        {
+            var text = texts[batch[b]];
+            int length = Math.Min(text.Length, time);
+            for (int t = 0; t < length; t++) data[b * time + t] = text[t];
+        }
+        return tensor(data, new long[] { batch.Count, time });
+    }
+
+    /// <summary>
+    /// Softmax class probabilities [text][class] of texts of token ids, in the model's current mode (scoring uses evaluation
+    /// mode), without gradients, in batches of up to <paramref name="batchSize"/> texts of similar length. A text's
+    /// probabilities do not depend on the other texts (padding is masked). The one scoring path of the trainer's
+    /// validation and the transformer's rows.
+    /// </summary>
+    internal float[][] PredictProbabilities(IReadOnlyList<int[]> texts, int batchSize)
+    {
+        var result = new float[texts.Count][];
+        var order = Enumerable.Range(0, texts.Count).OrderBy(i => BatchLength(texts[i], Settings.ContextLength)).ToArray();
+        using var noGrad = no_grad();
+        for (int first = 0; first < order.Length; first += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            var batch = order[first..Math.Min(order.Length, first + batchSize)];
+            var flat = F.softmax(forward(Batch(texts, batch)), -1).contiguous().data<float>().ToArray();
+            int classes = Settings.ClassCount;
+            for (int b = 0; b < batch.Length; b++) result[batch[b]] = flat[(b * classes)..((b + 1) * classes)];
+        }
+        return result;
+    }
+
     /// <summary>
     /// Mean cross-entropy of the texts' <paramref name="labels"/> [B] (int64) plus, in training mode, the weighted
     /// auxiliary losses (MoE load balancing). Returns (total loss, cross-entropy alone, logits).

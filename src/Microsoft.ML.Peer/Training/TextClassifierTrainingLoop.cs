@@ -115,7 +115,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         int step = Step;
         return OptimizerStep(() =>
         {
-            var (loss, crossEntropy, _) = Model.Loss(BatchTensor(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
+            var (loss, crossEntropy, _) = Model.Loss(Model.Batch(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
             return (loss, crossEntropy);
         }, lr, loss => $"Training diverged at step {step} (epoch {epoch}): the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
     }
@@ -164,49 +164,21 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     public float[][] PredictProbabilities(IReadOnlyList<int[]> tokens)
     {
         ArgumentNullException.ThrowIfNull(tokens);
-        var result = new float[tokens.Count][];
-        var order = Enumerable.Range(0, tokens.Count).OrderBy(i => Length(tokens[i])).ToArray();
-        int batchSize = 2 * _options.BatchSize;
         bool wasTraining = Model.training;
         Model.eval();
         try
         {
-            using var noGrad = no_grad();
-            for (int first = 0; first < order.Length; first += batchSize)
-            {
-                using var scope = NewDisposeScope();
-                var batch = order[first..Math.Min(order.Length, first + batchSize)];
-                var probabilities = F.softmax(Model.forward(BatchTensor(tokens, batch)), -1).contiguous();
-                var flat = probabilities.data<float>().ToArray();
-                int classes = _modelOptions.ClassCount;
-                for (int b = 0; b < batch.Length; b++) result[batch[b]] = flat[(b * classes)..((b + 1) * classes)];
-            }
+            return Model.PredictProbabilities(tokens, 2 * _options.BatchSize);
         }
         finally
         {
             Model.train(wasTraining);
         }
-        return result;
     }
 
-    private int Length(int[] text) => Math.Max(1, Math.Min(text.Length, _modelOptions.ContextLength));
+    private int Length(int[] text) => TransformerTextClassifier.BatchLength(text, _modelOptions.ContextLength);
 
     private static long PaddedTokens(int[] lengths, int[] batch) => (long)batch.Length * batch.Max(i => lengths[i]);
-
-    // [B, T] int64: each text's first tokens, padded to the batch's longest with PaddingId.
-    private Tensor BatchTensor(IReadOnlyList<int[]> tokens, int[] batch)
-    {
-        int time = batch.Max(i => Length(tokens[i]));
-        var data = new long[batch.Length * time];
-        Array.Fill(data, _modelOptions.PaddingId);
-        for (int b = 0; b < batch.Length; b++)
-        {
-            var text = tokens[batch[b]];
-            int length = Math.Min(text.Length, time);
-            for (int t = 0; t < length; t++) data[b * time + t] = text[t];
-        }
-        return tensor(data, new long[] { batch.Length, time });
-    }
 
     /// <summary>
     /// One epoch's batches: the texts shuffled, cut into pools of <see cref="BatchesPerLengthPool"/> batches, each pool

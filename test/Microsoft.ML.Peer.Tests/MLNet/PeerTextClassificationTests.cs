@@ -1,5 +1,6 @@
 using System.Reflection;
 using Microsoft.ML.Data;
+using Microsoft.ML.Peer.Data;
 
 namespace Microsoft.ML.Peer.Tests.MLNet;
 
@@ -132,9 +133,9 @@ public sealed class PeerTextClassificationTests
         string text = "a b c d e f g h i j";
         var all = tokenizer.Encode(text);
         Assert.IsTrue(all.Length >= 10);
-        CollectionAssert.AreEqual(all[..5], PeerTextClassificationTrainer.Encode(tokenizer, text, 5, TextTruncation.KeepStart));
-        CollectionAssert.AreEqual(all[..3].Concat(all[^2..]).ToArray(), PeerTextClassificationTrainer.Encode(tokenizer, text, 5, TextTruncation.KeepStartAndEnd));
-        CollectionAssert.AreEqual(all, PeerTextClassificationTrainer.Encode(tokenizer, text, all.Length, TextTruncation.KeepStartAndEnd));
+        CollectionAssert.AreEqual(all[..5], tokenizer.EncodeTruncated(text, 5, TextTruncation.KeepStart));
+        CollectionAssert.AreEqual(all[..3].Concat(all[^2..]).ToArray(), tokenizer.EncodeTruncated(text, 5, TextTruncation.KeepStartAndEnd));
+        CollectionAssert.AreEqual(all, tokenizer.EncodeTruncated(text, all.Length, TextTruncation.KeepStartAndEnd));
     }
 
     [TestMethod]

@@ -53,40 +53,38 @@ internal static class PluginTestData
         return rows;
     }
 
-    public static PeerLanguageModelTrainer.Options TinyLanguageModel() => new()
+    public static PeerLanguageModelTrainer.Options TinyLanguageModel() => Tiny(new PeerLanguageModelTrainer.Options
     {
-        VocabularySize = 300,
-        ModelDimension = 32,
         Layers = 2,
-        AttentionHeads = 2,
-        Experts = 16 * 16,
-        Heads = 2,
-        TopK = 4,
-        KeyDimension = 16,
         MaxSequenceLength = 24,
         BatchSize = 8,
         Epochs = 12,
-        WarmupSteps = 5,
         LearningRate = 6e-3,
         LogEvery = 5,
-    };
+    });
 
-    public static PeerTextClassificationTrainer.Options TinyClassifier() => new()
+    public static PeerTextClassificationTrainer.Options TinyClassifier() => Tiny(new PeerTextClassificationTrainer.Options
     {
-        VocabularySize = 300,
-        ModelDimension = 32,
         Layers = 1,
-        AttentionHeads = 2,
-        Experts = 16 * 16,
-        Heads = 2,
-        TopK = 4,
-        KeyDimension = 16,
         MaxSequenceLength = 32,
         BatchSize = 16,
         Epochs = 6,
-        WarmupSteps = 5,
         LearningRate = 3e-3,
-    };
+    });
+
+    /// <summary>The size both tiny models share: a 300-token vocabulary, d = 32, 16² experts, 2 heads of top-4 over 16-dimensional keys.</summary>
+    private static T Tiny<T>(T options) where T : PeerTrainerOptionsBase
+    {
+        options.VocabularySize = 300;
+        options.ModelDimension = 32;
+        options.AttentionHeads = 2;
+        options.Experts = 16 * 16;
+        options.Heads = 2;
+        options.TopK = 4;
+        options.KeyDimension = 16;
+        options.WarmupSteps = 5;
+        return options;
+    }
 
     /// <summary>SchemaShape.Create, which ML.NET 5.0.1 keeps internal (pipelines call it for their estimators).</summary>
     public static SchemaShape Shape(DataViewSchema schema) =>
