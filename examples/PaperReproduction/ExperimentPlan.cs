@@ -63,8 +63,14 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
     /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3 min).</summary>
     public static Budget Tiny { get; } = Small with
     {
-        Name = "tiny", ReferenceSteps = 8, LowReferenceSteps = 4, WarmupSteps = 2, EvaluationTokens = 4_096, AssumedEvaluationSecondsPerRun = 1,
-        DiagnosticPoints = 2, DiagnosticTokens = 2_048,
+        Name = "tiny",
+        ReferenceSteps = 8,
+        LowReferenceSteps = 4,
+        WarmupSteps = 2,
+        EvaluationTokens = 4_096,
+        AssumedEvaluationSecondsPerRun = 1,
+        DiagnosticPoints = 2,
+        DiagnosticTokens = 2_048,
     };
 
     /// <summary>
@@ -74,16 +80,33 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
     /// </summary>
     public static Budget Medium { get; } = Small with
     {
-        Name = "medium", ReferenceSteps = 1000, LowReferenceSteps = 400, WarmupSteps = 60, EvaluationTokens = 0, LearningRate = 6e-3,
-        AssumedEvaluationSecondsPerRun = 40, DiagnosticPoints = 8, DiagnosticTokens = 16_384,
+        Name = "medium",
+        ReferenceSteps = 1000,
+        LowReferenceSteps = 400,
+        WarmupSteps = 60,
+        EvaluationTokens = 0,
+        LearningRate = 6e-3,
+        AssumedEvaluationSecondsPerRun = 40,
+        DiagnosticPoints = 8,
+        DiagnosticTokens = 16_384,
     };
 
     /// <summary>large (a bigger machine): medium's schedule at d = 256, 6 blocks, d_key = 128, 4,000 and 1,600 reference steps.</summary>
     public static Budget Large { get; } = Medium with
     {
-        Name = "large", Dimension = 256, Layers = 6, AttentionHeads = 4, KeyDimension = 128, ReferenceSteps = 4000, LowReferenceSteps = 1600,
-        WarmupSteps = 200, LearningRate = 2e-3, AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 1.5,
-        AssumedEvaluationSecondsPerRun = 120, DiagnosticPoints = 10,
+        Name = "large",
+        Dimension = 256,
+        Layers = 6,
+        AttentionHeads = 4,
+        KeyDimension = 128,
+        ReferenceSteps = 4000,
+        LowReferenceSteps = 1600,
+        WarmupSteps = 200,
+        LearningRate = 2e-3,
+        AssumedSecondsPerStep = new Dictionary<string, double>(),
+        DefaultSecondsPerStep = 1.5,
+        AssumedEvaluationSecondsPerRun = 120,
+        DiagnosticPoints = 10,
     };
 
     public static Budget Parse(string name) => name.ToLowerInvariant() switch
@@ -148,8 +171,11 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             SparseBlocks = SparseBlocks?.ToArray(),
         };
         if (Kind == FeedForwardKind.Peer)
-            options.Peer = new PeerOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true,
-                InputBatchNorm = InputBatchNorm, QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys };
+            options.Peer = new PeerOptions
+            {
+                Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true,
+                InputBatchNorm = InputBatchNorm, QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys
+            };
         if (Kind == FeedForwardKind.ProductKeyMemory)
             options.ProductKeyMemory = new ProductKeyOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
         return options;

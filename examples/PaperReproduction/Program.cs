@@ -87,8 +87,13 @@ Console.WriteLine($"  budget {budget.Name}: d = {budget.Dimension}, {budget.Laye
 string[] addedOptions = { "\"InputBatchNorm\":false,", "\"QueryWhitening\":false,", "\"NormalizeSubKeys\":false,", ",\"expertLearningRateScale\":1" };
 string Fingerprint(RunSpec spec) => addedOptions.Aggregate(JsonSerializer.Serialize(new
 {
-    budget = budget with { AssumedSecondsPerStep = new Dictionary<string, double>(), DefaultSecondsPerStep = 0, AssumedEvaluationSecondsPerRun = 0,
-                           LearningRate = spec.LearningRate ?? budget.LearningRate },
+    budget = budget with
+    {
+        AssumedSecondsPerStep = new Dictionary<string, double>(),
+        DefaultSecondsPerStep = 0,
+        AssumedEvaluationSecondsPerRun = 0,
+        LearningRate = spec.LearningRate ?? budget.LearningRate
+    },
     model = spec.ModelOptions(budget),
     steps = spec.Steps(budget),
     trainTokens = trainTokens.Length,

@@ -46,12 +46,12 @@ internal static class LanguageModelEvaluation
                 var inputs = new long[batch * length];
                 var targets = new long[batch * length];
                 for (int b = 0; b < batch; b++)
-                for (int t = 0; t < length; t++)
-                {
-                    int at = (first + b) * length + t;
-                    inputs[b * length + t] = tokens[at];
-                    targets[b * length + t] = tokens[at + 1];
-                }
+                    for (int t = 0; t < length; t++)
+                    {
+                        int at = (first + b) * length + t;
+                        inputs[b * length + t] = tokens[at];
+                        targets[b * length + t] = tokens[at + 1];
+                    }
                 var (_, crossEntropy) = model.Loss(tensor(inputs, new long[] { batch, length }), tensor(targets, new long[] { batch, length }));
                 totalLoss += crossEntropy.item<float>() * (double)(batch * length);
                 count += batch * length;

@@ -63,13 +63,13 @@ internal static class NaivePeerReference
                 // Score all N = n² keys [c_a ; c'_b].
                 var scores = new (double Score, int Index)[n * n];
                 for (int a = 0; a < n; a++)
-                for (int b = 0; b < n; b++)
-                {
-                    double s = 0;
-                    for (int j = 0; j < half; j++)
-                        s += q[t][head * dk + j] * sub[(0 * n + a) * half + j] + q[t][head * dk + half + j] * sub[(1 * n + b) * half + j];
-                    scores[a * n + b] = (s, a * n + b);
-                }
+                    for (int b = 0; b < n; b++)
+                    {
+                        double s = 0;
+                        for (int j = 0; j < half; j++)
+                            s += q[t][head * dk + j] * sub[(0 * n + a) * half + j] + q[t][head * dk + half + j] * sub[(1 * n + b) * half + j];
+                        scores[a * n + b] = (s, a * n + b);
+                    }
                 var top = scores.OrderByDescending(s => s.Score).Take(k).ToArray();
                 double[] gates = o.ScoreActivation == ScoreActivation.Softmax
                     ? Softmax(top.Select(s => s.Score).ToArray())

@@ -32,8 +32,8 @@ public sealed class PeerLayerTests
         var expected = NaivePeerReference.Forward(layer, rows, training);
         var actual = y.detach().data<float>().ToArray();
         for (int t = 0; t < T; t++)
-        for (int m = 0; m < d; m++)
-            Assert.AreEqual(expected[t][m], actual[t * d + m], 1e-5, $"token {t}, feature {m}");
+            for (int m = 0; m < d; m++)
+                Assert.AreEqual(expected[t][m], actual[t * d + m], 1e-5, $"token {t}, feature {m}");
     }
 
     [TestMethod]
