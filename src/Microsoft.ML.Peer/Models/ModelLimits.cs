@@ -1,9 +1,12 @@
+using Microsoft.ML.Peer.Layers;
+
 namespace Microsoft.ML.Peer.Models;
 
 /// <summary>
 /// The largest shapes the options accept, for training and for loading alike. They sit far above anything trainable
 /// on one machine (the paper's largest layer is 1024² experts) and exist so that a damaged or hostile saved model cannot
-/// make loading build something absurd: options beyond them are refused before anything is allocated.
+/// make loading build something absurd: options beyond them are refused before anything is allocated. The product-key
+/// layer's own limits are <see cref="LayerLimits"/>.
 /// </summary>
 internal static class ModelLimits
 {
@@ -12,17 +15,9 @@ internal static class ModelLimits
     public const int ModelDimension = 1 << 14;
     public const int Layers = 256;
     public const int HiddenDimension = 1 << 18;
-    /// <summary>8192² = 67,108,864 experts: 64 times the paper's million.</summary>
-    public const int Experts = 8192 * 8192;
-    public const int RetrievalHeads = 1024;
-    public const int KeyDimension = 1 << 14;
     public const int MoeExperts = 1 << 12;
     public const int ClassCount = 1 << 16;
 
     /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> when <paramref name="value"/> exceeds <paramref name="limit"/>.</summary>
-    public static void AtMost(int value, int limit, string name)
-    {
-        if (value > limit)
-            throw new ArgumentOutOfRangeException(name, value, $"{name} must be at most {limit:N0}; got {value:N0}.");
-    }
+    public static void AtMost(int value, int limit, string name) => LayerLimits.AtMost(value, limit, name);
 }
