@@ -23,11 +23,10 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     /// <summary>
     /// Options of <see cref="PeerTextClassificationTrainer"/>; shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.
     /// The defaults are the configuration measured on SpamAssassin (docs/ml-net-plugin.md), taken from where it is stated:
-    /// the model's from <see cref="TextClassifierOptions.Recommended"/> (512 tokens of each text, its first and last 256;
-    /// d = 128; no attention blocks, <see cref="PeerTrainerOptionsBase.Layers"/> = 0, so the mean of the token embeddings goes
-    /// through one residual PEER layer with N = 128², h = 4, k = 8, d_key = 64 before the linear head) and the training's
-    /// from the classifier's training defaults (4 epochs of batches of 32 at learning rate 5e-3, 30 warm-up steps).
-    /// Set <c>Layers</c> ≥ 1 for bidirectional attention blocks.
+    /// the model's from <see cref="TextClassifierOptions.Recommended"/> (512 tokens of each text, its first and last half;
+    /// no attention blocks, so the mean of the token embeddings goes through one residual PEER layer before the linear
+    /// head) and the training's from the classifier's training settings. Set <c>Layers</c> ≥ 1 for bidirectional
+    /// attention blocks.
     /// </summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
