@@ -109,14 +109,14 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
         protected override Delegate MakeGetter(DataViewRow input, int iinfo, Func<int, bool> activeOutput, out Action disposer) =>
             CreateGetters(input, i => i == iinfo, out disposer)[iinfo];
 
-        public override Func<int, bool> GetDependenciesCore(Func<int, bool> activeOutput)
+        protected override Func<int, bool> GetDependenciesCore(Func<int, bool> activeOutput)
         {
             bool anyActive = Enumerable.Range(0, OutputColumns.Value.Length).Any(activeOutput);
             return column => anyActive && column == _textIndex;
         }
 
         // As ML.NET's transformers do: a mapper saves as its transformer (a transformed data view saved with its pipeline).
-        public override void SaveModel(ModelSaveContext ctx) => _parent.SaveModel(ctx);
+        protected override void SaveModel(ModelSaveContext ctx) => _parent.SaveModel(ctx);
 
         private Func<TScore> ScorePerRow(DataViewRow input)
         {
@@ -150,7 +150,7 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
     private protected abstract string HeaderDigest { get; }
 
     // ICanSaveModel.Save (RowToRowTransformerBase's) calls this.
-    public sealed override void SaveModel(ModelSaveContext ctx)
+    protected sealed override void SaveModel(ModelSaveContext ctx)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         // A disposed model has no weights left to write: saving it would replace a good file with an empty model.
@@ -181,7 +181,7 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
         Model.Dispose();
     }
 
-    public sealed override IRowMapper MakeRowMapper(DataViewSchema schema)
+    protected sealed override IRowMapper MakeRowMapper(DataViewSchema schema)
     {
         ArgumentNullException.ThrowIfNull(schema);
         lock (_lifetime) ObjectDisposedException.ThrowIf(_disposed, this);
