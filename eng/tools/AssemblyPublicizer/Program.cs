@@ -1,6 +1,7 @@
 // Writes a reference-only copy of an assembly in which every internal type and member is public.
-// Only accessibility changes: private members stay private (so no new overloads or name clashes appear),
-// and the copy is never shipped: the real assembly is what runs, reached through IgnoresAccessChecksTo.
+// Only accessibility changes: private members stay private (so no new overloads or name clashes appear), and
+// private protected members become protected, not public, so that overriding them (RowToRowTransformerBase's) does
+// not put the overrides in the deriving assembly's public API. The copy is never shipped: the real assembly is what runs, reached through IgnoresAccessChecksTo.
 using Mono.Cecil;
 
 if (args.Length != 2)
@@ -39,7 +40,12 @@ foreach (var type in assembly.MainModule.GetTypes())
 
     foreach (var method in type.Methods)
     {
-        if (method.IsAssembly || method.IsFamilyAndAssembly || method.IsFamilyOrAssembly)
+        if (method.IsFamilyAndAssembly)
+        {
+            method.IsFamily = true;
+            changed++;
+        }
+        else if (method.IsAssembly || method.IsFamilyOrAssembly)
         {
             method.IsPublic = true;
             changed++;
@@ -48,7 +54,12 @@ foreach (var type in assembly.MainModule.GetTypes())
 
     foreach (var field in type.Fields)
     {
-        if (field.IsAssembly || field.IsFamilyAndAssembly || field.IsFamilyOrAssembly)
+        if (field.IsFamilyAndAssembly)
+        {
+            field.IsFamily = true;
+            changed++;
+        }
+        else if (field.IsAssembly || field.IsFamilyOrAssembly)
         {
             field.IsPublic = true;
             changed++;

@@ -124,33 +124,20 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         return Tokenizer.Decode(generated.Where(id => id != Tokenizer.EndOfTextId));
     }
 
-    private protected override ColumnAppendingMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
+    private protected override IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
 
-    private sealed class Mapper : ColumnAppendingMapper
+    private sealed class Mapper(PeerLanguageModelTransformer parent, DataViewSchema inputSchema, int textIndex)
+        : PeerMapper<(float Perplexity, int TokenCount)>(parent, inputSchema, textIndex, parent.Score)
     {
-        private readonly PeerLanguageModelTransformer _parent;
-        private readonly int _textIndex;
-
-        public Mapper(PeerLanguageModelTransformer parent, DataViewSchema inputSchema, int textIndex)
-            : base(inputSchema, new[]
-            {
-                new DataViewSchema.DetachedColumn(parent.PerplexityColumnName, NumberDataViewType.Single),
-                new DataViewSchema.DetachedColumn(parent.TokenCountColumnName, NumberDataViewType.Int32),
-            }, new[] { textIndex })
+        protected override DataViewSchema.DetachedColumn[] GetOutputColumnsCore() => new[]
         {
-            _parent = parent;
-            _textIndex = textIndex;
-        }
+            new DataViewSchema.DetachedColumn(parent.PerplexityColumnName, NumberDataViewType.Single),
+            new DataViewSchema.DetachedColumn(parent.TokenCountColumnName, NumberDataViewType.Int32),
+        };
 
-        protected override Delegate?[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
-        {
-            var getters = new Delegate?[AppendedCount];
-            if (!isActive(0) && !isActive(1)) return getters;
-            var score = ScorePerRow(input, _textIndex, _parent.Score);
-            if (isActive(0)) getters[0] = (ValueGetter<float>)((ref float value) => value = score().Perplexity);
-            if (isActive(1)) getters[1] = (ValueGetter<int>)((ref int value) => value = score().TokenCount);
-            return getters;
-        }
+        protected override Delegate MakeGetter(int iinfo, Func<(float Perplexity, int TokenCount)> score) => iinfo == 0
+            ? (ValueGetter<float>)((ref float value) => value = score().Perplexity)
+            : (ValueGetter<int>)((ref int value) => value = score().TokenCount);
     }
 
     // *** Binary format (version 0x00010002; 0x00010001 lacks PeerChecksums.json) ***

@@ -64,21 +64,12 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
         return Model.PredictProbabilities(new[] { ids }, batchSize: 1)[0];
     }
 
-    private protected override ColumnAppendingMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
+    private protected override IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
 
-    private sealed class Mapper : ColumnAppendingMapper
+    private sealed class Mapper(PeerTextClassificationTransformer parent, DataViewSchema inputSchema, int textIndex)
+        : PeerMapper<float[]>(parent, inputSchema, textIndex, parent.PredictProbabilities)
     {
-        private readonly PeerTextClassificationTransformer _parent;
-        private readonly int _textIndex;
-
-        public Mapper(PeerTextClassificationTransformer parent, DataViewSchema inputSchema, int textIndex)
-            : base(inputSchema, OutputColumns(parent), new[] { textIndex })
-        {
-            _parent = parent;
-            _textIndex = textIndex;
-        }
-
-        private static DataViewSchema.DetachedColumn[] OutputColumns(PeerTextClassificationTransformer parent)
+        protected override DataViewSchema.DetachedColumn[] GetOutputColumnsCore()
         {
             int classes = parent.ClassCount;
             var score = new DataViewSchema.Annotations.Builder();
@@ -94,33 +85,21 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
             };
         }
 
-        protected override Delegate?[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
-        {
-            var getters = new Delegate?[AppendedCount];
-            if (!isActive(0) && !isActive(1)) return getters;
-            var probabilities = ScorePerRow(input, _textIndex, _parent.PredictProbabilities);
-            if (isActive(0))
+        protected override Delegate MakeGetter(int iinfo, Func<float[]> probabilities) => iinfo == 0
+            ? (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
             {
-                getters[0] = (ValueGetter<VBuffer<float>>)((ref VBuffer<float> value) =>
-                {
-                    var p = probabilities();
-                    var editor = VBufferEditor.Create(ref value, p.Length);
-                    p.AsSpan().CopyTo(editor.Values);
-                    value = editor.Commit();
-                });
-            }
-            if (isActive(1))
+                var p = probabilities();
+                var editor = VBufferEditor.Create(ref value, p.Length);
+                p.AsSpan().CopyTo(editor.Values);
+                value = editor.Commit();
+            })
+            : (ValueGetter<uint>)((ref uint value) =>
             {
-                getters[1] = (ValueGetter<uint>)((ref uint value) =>
-                {
-                    var p = probabilities();
-                    int best = 0;
-                    for (int c = 1; c < p.Length; c++) if (p[c] > p[best]) best = c;
-                    value = (uint)best + 1;  // keys are 1-based; 0 means missing
-                });
-            }
-            return getters;
-        }
+                var p = probabilities();
+                int best = 0;
+                for (int c = 1; c < p.Length; c++) if (p[c] > p[best]) best = c;
+                value = (uint)best + 1;  // keys are 1-based; 0 means missing
+            });
     }
 
     // *** Binary format (version 0x00010002; 0x00010001 lacks PeerChecksums.json) ***
