@@ -108,20 +108,26 @@ public abstract class TransformerOptions
         Positive(ModelDimension, nameof(ModelDimension));
         ModelLimits.AtMost(ModelDimension, ModelLimits.ModelDimension, nameof(ModelDimension));
         if (Layers < minimumLayers)
-            throw new ArgumentOutOfRangeException(nameof(Layers), Layers, $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
+            throw new ArgumentOutOfRangeException(nameof(Layers), Layers,
+                $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
         ModelLimits.AtMost(Layers, ModelLimits.Layers, nameof(Layers));
         Positive(AttentionHeads, nameof(AttentionHeads));
         if (ModelDimension % AttentionHeads != 0)
             throw new ArgumentOutOfRangeException(nameof(AttentionHeads), AttentionHeads,
                 $"{nameof(AttentionHeads)} ({AttentionHeads}) must divide {nameof(ModelDimension)} ({ModelDimension}).");
-        if (DenseHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension, $"{nameof(DenseHiddenDimension)} must not be negative.");
+        if (DenseHiddenDimension < 0)
+            throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension,
+                $"{nameof(DenseHiddenDimension)} must not be negative.");
         ModelLimits.AtMost(EffectiveDenseHidden, ModelLimits.HiddenDimension, nameof(DenseHiddenDimension));
         if (Peer is null) throw new ArgumentNullException(nameof(Peer), $"{nameof(Peer)} options are required.");
-        if (ProductKeyMemory is null) throw new ArgumentNullException(nameof(ProductKeyMemory), $"{nameof(ProductKeyMemory)} options are required.");
-        if (!Enum.IsDefined(FeedForward)) throw new ArgumentOutOfRangeException(nameof(FeedForward), FeedForward, $"Unknown {nameof(FeedForward)} kind {FeedForward}.");
+        if (ProductKeyMemory is null)
+            throw new ArgumentNullException(nameof(ProductKeyMemory), $"{nameof(ProductKeyMemory)} options are required.");
+        if (!Enum.IsDefined(FeedForward))
+            throw new ArgumentOutOfRangeException(nameof(FeedForward), FeedForward, $"Unknown {nameof(FeedForward)} kind {FeedForward}.");
         foreach (var block in EffectiveSparseBlocks)
             if (block < 0 || block >= Layers)
-                throw new ArgumentOutOfRangeException(nameof(SparseBlocks), block, $"{nameof(SparseBlocks)} holds block {block}, outside 0..{Layers - 1}.");
+                throw new ArgumentOutOfRangeException(nameof(SparseBlocks), block,
+                    $"{nameof(SparseBlocks)} holds block {block}, outside 0..{Layers - 1}.");
         switch (FeedForward)
         {
             case FeedForwardKind.Peer: Peer.Validate(); break;
@@ -129,12 +135,16 @@ public abstract class TransformerOptions
             case FeedForwardKind.MoE:
                 Positive(MoeExperts, nameof(MoeExperts));
                 ModelLimits.AtMost(MoeExperts, ModelLimits.MoeExperts, nameof(MoeExperts));
-                if (MoeHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(MoeHiddenDimension), MoeHiddenDimension, $"{nameof(MoeHiddenDimension)} must not be negative.");
+                if (MoeHiddenDimension < 0)
+                    throw new ArgumentOutOfRangeException(nameof(MoeHiddenDimension), MoeHiddenDimension,
+                        $"{nameof(MoeHiddenDimension)} must not be negative.");
                 ModelLimits.AtMost(EffectiveMoeHidden, ModelLimits.HiddenDimension, nameof(MoeHiddenDimension));
                 if (!double.IsFinite(MoeLoadBalancingWeight) || MoeLoadBalancingWeight < 0)
-                    throw new ArgumentOutOfRangeException(nameof(MoeLoadBalancingWeight), MoeLoadBalancingWeight, $"{nameof(MoeLoadBalancingWeight)} must be finite and not negative; got {MoeLoadBalancingWeight}.");
+                    throw new ArgumentOutOfRangeException(nameof(MoeLoadBalancingWeight), MoeLoadBalancingWeight,
+                        $"{nameof(MoeLoadBalancingWeight)} must be finite and not negative; got {MoeLoadBalancingWeight}.");
                 if (MoeTopK <= 0 || MoeTopK > MoeExperts)
-                    throw new ArgumentOutOfRangeException(nameof(MoeTopK), MoeTopK, $"{nameof(MoeTopK)} must be between 1 and {nameof(MoeExperts)} ({MoeExperts}); got {MoeTopK}.");
+                    throw new ArgumentOutOfRangeException(nameof(MoeTopK), MoeTopK,
+                        $"{nameof(MoeTopK)} must be between 1 and {nameof(MoeExperts)} ({MoeExperts}); got {MoeTopK}.");
                 break;
         }
     }

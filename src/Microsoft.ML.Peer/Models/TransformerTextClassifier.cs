@@ -135,7 +135,9 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         using var scope = NewDisposeScope();
         var logits = forward(tokens);
         var crossEntropy = F.cross_entropy(logits, labels);
-        var loss = training && Settings.LabelSmoothing > 0 ? F.cross_entropy(logits, labels, label_smoothing: Settings.LabelSmoothing) : crossEntropy;
+        var loss = training && Settings.LabelSmoothing > 0
+            ? F.cross_entropy(logits, labels, label_smoothing: Settings.LabelSmoothing)
+            : crossEntropy;
         loss = WithAuxiliaryLosses(loss);
         return (loss.MoveToOuterDisposeScope(), crossEntropy.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }
