@@ -71,11 +71,17 @@ internal sealed class TrainingOptions : TrainingLoopOptions
         Positive(MaxSteps, nameof(MaxSteps));
         Positive(ExpertLearningRateScale, nameof(ExpertLearningRateScale));
         if (SequenceLength > contextLength)
-            throw new ArgumentOutOfRangeException(nameof(SequenceLength), SequenceLength, $"{nameof(SequenceLength)} ({SequenceLength}) exceeds the model's context length ({contextLength}).");
-        if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
-        if (ReestimateQueryNormBatches < 0) throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches, $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
-        if (DiagnoseEvery < 0) throw new ArgumentOutOfRangeException(nameof(DiagnoseEvery), DiagnoseEvery, $"{nameof(DiagnoseEvery)} must not be negative.");
+            throw new ArgumentOutOfRangeException(nameof(SequenceLength), SequenceLength,
+                $"{nameof(SequenceLength)} ({SequenceLength}) exceeds the model's context length ({contextLength}).");
+        if (EvaluateEvery < 0)
+            throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
+        if (ReestimateQueryNormBatches < 0)
+            throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches,
+                $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
+        if (DiagnoseEvery < 0)
+            throw new ArgumentOutOfRangeException(nameof(DiagnoseEvery), DiagnoseEvery, $"{nameof(DiagnoseEvery)} must not be negative.");
         if (CheckpointPath is not null && CheckpointEvery <= 0)
-            throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, $"{nameof(CheckpointEvery)} must be positive when {nameof(CheckpointPath)} is set.");
+            throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery,
+                $"{nameof(CheckpointEvery)} must be positive when {nameof(CheckpointPath)} is set.");
     }
 }
