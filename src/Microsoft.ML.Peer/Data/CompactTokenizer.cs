@@ -331,7 +331,8 @@ public sealed class CompactTokenizer
             int version = reader.ReadInt32();
             if (version != FormatVersion)
             {
-                throw new InvalidDataException($"Unsupported compact tokenizer format version {version}; this build reads version {FormatVersion}.");
+                throw new InvalidDataException(
+                    $"Unsupported compact tokenizer format version {version}; this build reads version {FormatVersion}.");
             }
 
             int count = reader.ReadInt32();
@@ -348,7 +349,8 @@ public sealed class CompactTokenizer
                 int id = reader.ReadInt32();
                 if ((uint)id >= (uint)cl.TokenBytes.Length || cl.TokenBytes[id].Length < 2 || !seen.Add(id))
                 {
-                    throw new InvalidDataException($"Invalid compact tokenizer file: entry {i} ({id}) is not a distinct multi-byte cl100k token id.");
+                    throw new InvalidDataException(
+                        $"Invalid compact tokenizer file: entry {i} ({id}) is not a distinct multi-byte cl100k token id.");
                 }
 
                 kept[i] = id;
@@ -454,7 +456,8 @@ public sealed class CompactTokenizer
 
             if (Array.IndexOf(byteToId, -1) >= 0)
             {
-                throw new InvalidOperationException($"{DataResource}: not every single byte has its own token, so byte fallback is impossible.");
+                throw new InvalidOperationException(
+                    $"{DataResource}: not every single byte has its own token, so byte fallback is impossible.");
             }
 
             var cl = new Cl100k(tokenizer, tokenBytes, byteToId);
