@@ -62,13 +62,15 @@ public static class SpamAssassinCorpus
             using var document = JsonDocument.Parse(json);
             var root = document.RootElement;
             string Field(string name) =>
-                root.ValueKind == JsonValueKind.Object && root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+                root.ValueKind == JsonValueKind.Object && root.TryGetProperty(name, out var value) &&
+                value.ValueKind == JsonValueKind.String
                     ? value.GetString()!
                     : throw new InvalidDataException($"{source}: the string field '{name}' is missing.");
             string id = Field("id"), group = Field("group"), text = Field("text");
             bool spam = SpamGroups.Contains(group);
             if (!spam && !HamGroups.Contains(group))
-                throw new InvalidDataException($"{source}: unknown group '{group}' (expected one of {string.Join(", ", HamGroups.Concat(SpamGroups))}).");
+                throw new InvalidDataException(
+                    $"{source}: unknown group '{group}' (expected one of {string.Join(", ", HamGroups.Concat(SpamGroups))}).");
             return new SpamAssassinMail(id, group, text, spam);
         }
         catch (JsonException e)
