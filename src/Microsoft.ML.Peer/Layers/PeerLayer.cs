@@ -59,7 +59,8 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     /// <summary>The N×d table of expert output weights v_i.</summary>
     public Parameter UpWeights => expert_up.weight!;
 
-    /// <summary>The names of <see cref="DownWeights"/> and <see cref="UpWeights"/> within this layer, as named_parameters() gives them.</summary>
+    /// <summary>The names of <see cref="DownWeights"/> and <see cref="UpWeights"/> within this layer, as named_parameters() gives
+    /// them.</summary>
     internal static IReadOnlyList<string> ExpertTableNames { get; } =
         new[] { $"{nameof(expert_down)}.weight", $"{nameof(expert_up)}.weight" };
 

@@ -148,7 +148,8 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         query_whitening.SetStatistics(mean, covariance);
     }
 
-    /// <summary>Moment sums fit for <see cref="SetQueryNormStatistics"/>: per-head cross products too where the queries are whitened.</summary>
+    /// <summary>Moment sums fit for <see cref="SetQueryNormStatistics"/>: per-head cross products too where the queries are
+    /// whitened.</summary>
     internal QueryMomentSums NewQueryMoments() => new(query_whitening is null ? 0 : _options.KeyDimension);
 
     /// <summary>As <see cref="SetQueryNormStatistics"/>, for the input batch norm.</summary>
