@@ -93,7 +93,8 @@ internal static class FlopCounter
         return h * (2 * n + k * k);
     }
 
-    /// <summary>Trainable parameters of the model <paramref name="options"/> describes (what <c>parameters()</c> holds; BN running statistics are buffers).</summary>
+    /// <summary>Trainable parameters of the model <paramref name="options"/> describes (what <c>parameters()</c> holds; BN running
+    /// statistics are buffers).</summary>
     public static long TotalParameters(LanguageModelOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);

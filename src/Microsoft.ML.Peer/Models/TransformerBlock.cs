@@ -77,7 +77,8 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>The expert/value tables of <paramref name="blocks"/>' PEER and PKM layers, with whether their gradients are sparse rows.</summary>
+    /// <summary>The expert/value tables of <paramref name="blocks"/>' PEER and PKM layers, with whether their gradients are sparse
+    /// rows.</summary>
     public static IEnumerable<(Parameter Table, bool Sparse)> ExpertTablesOf(IEnumerable<TransformerBlock> blocks)
         => blocks.SelectMany(b => b.FeedForward switch
     {
@@ -86,7 +87,8 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
         _ => Array.Empty<(Parameter, bool)>(),
     });
 
-    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
+    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients
+    /// on).</summary>
     public static IEnumerable<Parameter> SparseGradientTablesOf(IEnumerable<TransformerBlock> blocks) =>
         ExpertTablesOf(blocks).Where(t => t.Sparse).Select(t => t.Table);
 }

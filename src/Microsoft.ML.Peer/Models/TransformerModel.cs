@@ -67,7 +67,8 @@ public abstract class TransformerModel<TOptions> : Module<Tensor, Tensor> where 
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
     public virtual IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
 
-    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse rows.</summary>
+    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse
+    /// rows.</summary>
     internal IEnumerable<(string Name, bool Sparse)> ExpertTableNames() => TransformerBlock.ExpertTableNamesOf(this);
 
     /// <summary>The token embedding table [V, d] (the language model ties its output projection to it).</summary>

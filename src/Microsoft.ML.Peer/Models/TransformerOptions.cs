@@ -21,7 +21,8 @@ public abstract class TransformerOptions
     /// </summary>
     public const int RecommendedVocabularySize = 8192;
 
-    /// <summary>Longest sequence the model attends over (learned positions); at most 65,536. Each model's options set the default.</summary>
+    /// <summary>Longest sequence the model attends over (learned positions); at most 65,536. Each model's options set the
+    /// default.</summary>
     public int ContextLength { get; set; }
 
     /// <summary>Residual width d; at most 16,384. Each model's options set the default.</summary>
@@ -48,7 +49,8 @@ public abstract class TransformerOptions
     /// <summary>PEER options (FeedForward = Peer). Each model's options set the default (see <see cref="UseProductKeys"/>).</summary>
     public PeerOptions Peer { get; set; } = new();
 
-    /// <summary>PKM options (FeedForward = ProductKeyMemory). Each model's options set the default, the same as <see cref="Peer"/>'s.</summary>
+    /// <summary>PKM options (FeedForward = ProductKeyMemory). Each model's options set the default, the same as
+    /// <see cref="Peer"/>'s.</summary>
     public ProductKeyOptions ProductKeyMemory { get; set; } = new();
 
     /// <summary>MoE experts E. Default 8; at most 4,096.</summary>
@@ -67,7 +69,8 @@ public abstract class TransformerOptions
 
     public int EffectiveMoeHidden => MoeHiddenDimension > 0 ? MoeHiddenDimension : EffectiveDenseHidden;
 
-    /// <summary>The blocks that get <see cref="FeedForward"/>: none for Dense or without blocks, else <see cref="SparseBlocks"/> or the middle one.</summary>
+    /// <summary>The blocks that get <see cref="FeedForward"/>: none for Dense or without blocks, else <see cref="SparseBlocks"/> or the
+    /// middle one.</summary>
     public int[] EffectiveSparseBlocks =>
         FeedForward == FeedForwardKind.Dense || Layers == 0 ? Array.Empty<int>() : SparseBlocks ?? new[] { Layers / 2 };
 
@@ -91,7 +94,8 @@ public abstract class TransformerOptions
         return copy;
     }
 
-    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> unless <paramref name="value"/> &gt; 0.</summary>
+    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> unless <paramref name="value"/> &gt;
+    /// 0.</summary>
     protected static void Positive(int value, string name)
     {
         if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
@@ -159,7 +163,8 @@ public abstract class TransformerOptions
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown feed-forward kind."),
     };
 
-    /// <summary>The feed-forward module of block <paramref name="block"/>: <see cref="FeedForward"/> in a sparse block, dense elsewhere.</summary>
+    /// <summary>The feed-forward module of block <paramref name="block"/>: <see cref="FeedForward"/> in a sparse block, dense
+    /// elsewhere.</summary>
     internal Module<Tensor, Tensor> CreateFeedForwardOfBlock(int block) =>
         CreateFeedForward(EffectiveSparseBlocks.Contains(block) ? FeedForward : FeedForwardKind.Dense);
 }
