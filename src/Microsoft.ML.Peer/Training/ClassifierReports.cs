@@ -1,6 +1,7 @@
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Progress of a classifier run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps (Loss: mean since the last report; Epoch: 1-based).</summary>
+/// <summary>Progress of a classifier run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps (Loss: mean since the last
+/// report; Epoch: 1-based).</summary>
 internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond,
     TimeSpan Elapsed);
 
@@ -16,5 +17,6 @@ internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSt
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
 internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
 
-/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken and the time.</summary>
+/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken and the
+/// time.</summary>
 internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed);

@@ -23,8 +23,10 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     /// <param name="beta1">AdamW β1.</param>
     /// <param name="beta2">AdamW β2.</param>
     /// <param name="weightDecay">Decoupled weight decay of matrices, tables and sparse rows.</param>
-    /// <param name="expertTables">The names of the expert/value tables (sparse or not), stepped at <paramref name="expertLearningRateScale"/> × the learning rate.</param>
-    /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything else.</param>
+    /// <param name="expertTables">The names of the expert/value tables (sparse or not), stepped at
+    /// <paramref name="expertLearningRateScale"/> × the learning rate.</param>
+    /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything
+    /// else.</param>
     public DenseAndSparseAdamW(IEnumerable<(string Name, Parameter Parameter)> namedParameters, IEnumerable<string> sparseTables,
         double learningRate, double beta1, double beta2, double weightDecay, IEnumerable<string>? expertTables = null,
         double expertLearningRateScale = 1)
@@ -67,7 +69,8 @@ internal sealed class DenseAndSparseAdamW : IDisposable
         _sparse?.ZeroGrad();
     }
 
-    /// <summary>Clips all gradients to a global norm of <paramref name="clipNorm"/> (0: no clipping) and takes one step at <paramref name="learningRate"/>.</summary>
+    /// <summary>Clips all gradients to a global norm of <paramref name="clipNorm"/> (0: no clipping) and takes one step at
+    /// <paramref name="learningRate"/>.</summary>
     public void Step(double learningRate, double clipNorm)
     {
         var groups = _dense.ParamGroups.ToList();

@@ -4,7 +4,8 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Validation perplexity and expert usage of a language model over a token stream (used by the trainer and the ML.NET transformer).</summary>
+/// <summary>Validation perplexity and expert usage of a language model over a token stream (used by the trainer and the ML.NET
+/// transformer).</summary>
 internal static class LanguageModelEvaluation
 {
     /// <summary>

@@ -195,7 +195,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
 
     /// <summary>Restores a trainer from <see cref="SaveCheckpoint"/>; training continues where it stopped.</summary>
     /// <param name="path">The checkpoint file.</param>
-    /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint path).</param>
+    /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint
+    /// path).</param>
     public static LanguageModelTrainingLoop LoadCheckpoint(string path, Action<TrainingOptions>? configure = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);

@@ -104,7 +104,8 @@ internal sealed class SparseRowAdamW : IDisposable
         foreach (var (table, _, _, _) in _state) table.grad = null;
     }
 
-    /// <summary>One update of every touched row with learning rate <paramref name="lr"/>, gradients scaled by <paramref name="gradScale"/>.</summary>
+    /// <summary>One update of every touched row with learning rate <paramref name="lr"/>, gradients scaled by
+    /// <paramref name="gradScale"/>.</summary>
     public void Step(double lr, double gradScale = 1.0)
     {
         using var noGrad = no_grad();

@@ -46,7 +46,8 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     /// <param name="validationTokens">Optional validation texts.</param>
     /// <param name="validationLabels">Their classes; given exactly when <paramref name="validationTokens"/> is.</param>
     /// <param name="progress">Called every <see cref="TrainingLoopOptions.LogEvery"/> steps.</param>
-    /// <param name="cancellation">Checked before every step; cancellation throws <see cref="OperationCanceledException"/>, leaving the model as the last finished step left it.</param>
+    /// <param name="cancellation">Checked before every step; cancellation throws <see cref="OperationCanceledException"/>, leaving the
+    /// model as the last finished step left it.</param>
     /// <param name="epochCompleted">Called after each epoch (and its validation pass), as the report is made.</param>
     public ClassifierTrainingResult Train(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels,
         IReadOnlyList<int[]>? validationTokens = null, IReadOnlyList<int>? validationLabels = null,

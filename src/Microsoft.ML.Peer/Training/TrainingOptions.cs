@@ -1,7 +1,8 @@
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Settings of <see cref="LanguageModelTrainingLoop"/>. Defaults suit a small model on a laptop.</summary>
-/// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on <see cref="TrainingLoopOptions"/>.</remarks>
+/// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on
+/// <see cref="TrainingLoopOptions"/>.</remarks>
 internal sealed class TrainingOptions : TrainingLoopOptions
 {
     /// <summary>
@@ -39,7 +40,8 @@ internal sealed class TrainingOptions : TrainingLoopOptions
     /// <summary>Evaluate on the validation tokens every this many steps; 0 evaluates only at the end. Default 0.</summary>
     public int EvaluateEvery { get; set; }
 
-    /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final evaluation scores all. Default 0.</summary>
+    /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final evaluation scores all. Default
+    /// 0.</summary>
     public int EvaluationTokens { get; set; }
 
     /// <summary>
