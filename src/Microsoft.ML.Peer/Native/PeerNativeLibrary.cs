@@ -102,7 +102,8 @@ public static class PeerNativeLibrary
     internal static bool CanUse(PeerKernels kernels, params Tensor[] tensors) =>
         kernels != PeerKernels.Managed && tensors.All(Suits) && IsAvailable;
 
-    /// <summary>Throws, saying <paramref name="asker"/> wanted them, when <paramref name="kernels"/> is Native and the library is not available.</summary>
+    /// <summary>Throws, saying <paramref name="asker"/> wanted them, when <paramref name="kernels"/> is Native and the library is not
+    /// available.</summary>
     internal static void RequireAvailable(PeerKernels kernels, string asker)
     {
         if (kernels == PeerKernels.Native && !IsAvailable) throw new InvalidOperationException($"{asker}, but {UnavailableReason}.");
