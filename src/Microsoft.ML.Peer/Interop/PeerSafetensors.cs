@@ -61,11 +61,13 @@ public static class PeerSafetensors
         Write(path, model, model.Options, TextClassifierKind, null);
     }
 
-    /// <summary>A language model built from the options and filled with the weights of the safetensors file at <paramref name="path"/>.</summary>
+    /// <summary>A language model built from the options and filled with the weights of the safetensors file at
+    /// <paramref name="path"/>.</summary>
     public static TransformerLanguageModel LoadLanguageModel(string path) =>
         Read(path, LanguageModelKind, (LanguageModelOptions o) => { o.Validate(); return o; }, o => new TransformerLanguageModel(o)).Model;
 
-    /// <summary>A text classifier built from the options and filled with the weights of the safetensors file at <paramref name="path"/>.</summary>
+    /// <summary>A text classifier built from the options and filled with the weights of the safetensors file at
+    /// <paramref name="path"/>.</summary>
     public static TransformerTextClassifier LoadTextClassifier(string path) =>
         Read(path, TextClassifierKind, (TextClassifierOptions o) => { o.Validate(); return o; },
             o => new TransformerTextClassifier(o)).Model;

@@ -230,7 +230,8 @@ internal static class SafetensorsFile
         return new SafetensorsEntry(rawName, known.Type, dtype, shape, begin, end);
     }
 
-    /// <summary>Reads the bytes of <paramref name="entry"/> into <paramref name="target"/> (contiguous, on the CPU, of the entry's type and size).</summary>
+    /// <summary>Reads the bytes of <paramref name="entry"/> into <paramref name="target"/> (contiguous, on the CPU, of the entry's type and
+    /// size).</summary>
     public static unsafe void ReadData(Stream stream, long dataStart, SafetensorsEntry entry, Tensor target)
     {
         EnsureLittleEndian();
