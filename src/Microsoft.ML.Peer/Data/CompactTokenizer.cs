@@ -30,7 +30,8 @@ public sealed class CompactTokenizer
     /// <summary>Ids reserved after the kept tokens; currently only <see cref="EndOfTextId"/>.</summary>
     public const int ReservedTokenCount = 1;
 
-    /// <summary>The text <see cref="Decode"/> writes for <see cref="EndOfTextId"/>; <see cref="Encode"/> spells this text as ordinary tokens.</summary>
+    /// <summary>The text <see cref="Decode"/> writes for <see cref="EndOfTextId"/>; <see cref="Encode"/> spells this text as ordinary
+    /// tokens.</summary>
     public const string EndOfTextMarker = "<|endoftext|>";
 
     private const int ByteTokenCount = 256;
@@ -98,7 +99,8 @@ public sealed class CompactTokenizer
         _splitCache = new int[]?[cl.IdLimit];
     }
 
-    /// <summary>Number of ids: 256 byte tokens + kept cl100k tokens + reserved ids. Smaller than requested when the training texts have fewer distinct tokens.</summary>
+    /// <summary>Number of ids: 256 byte tokens + kept cl100k tokens + reserved ids. Smaller than requested when the training texts have
+    /// fewer distinct tokens.</summary>
     public int VocabularySize => ByteTokenCount + _keptIds.Length + ReservedTokenCount;
 
     /// <summary>Id that separates documents; never produced by <see cref="Encode"/>.</summary>
@@ -291,7 +293,8 @@ public sealed class CompactTokenizer
         return text.ToString();
     }
 
-    /// <summary>Writes the tokenizer: magic "PCTK", int32 format version, int32 kept count, then the kept cl100k ids (little-endian int32).</summary>
+    /// <summary>Writes the tokenizer: magic "PCTK", int32 format version, int32 kept count, then the kept cl100k ids (little-endian
+    /// int32).</summary>
     public void Save(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
@@ -308,7 +311,8 @@ public sealed class CompactTokenizer
     }
 
     /// <summary>Reads a tokenizer written by <see cref="Save"/>.</summary>
-    /// <exception cref="InvalidDataException">The stream is not a compact tokenizer, has an unsupported version, is truncated or inconsistent.</exception>
+    /// <exception cref="InvalidDataException">The stream is not a compact tokenizer, has an unsupported version, is truncated or
+    /// inconsistent.</exception>
     public static CompactTokenizer Load(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
