@@ -18,7 +18,8 @@ public sealed class ServedModel
     private int _references = 1;
     private bool _retired;
 
-    internal ServedModel(MLContext mlContext, ITransformer model, ModelFileStamp file, int version, int retainedEngines, Action<ServedModel> disposed)
+    internal ServedModel(MLContext mlContext, ITransformer model, ModelFileStamp file, int version, int retainedEngines,
+        Action<ServedModel> disposed)
     {
         _model = model;
         _disposed = disposed;
@@ -97,7 +98,8 @@ public sealed class ServedModel
         return names.DenseValues().Select(n => n.ToString()).ToArray();
     }
 
-    private sealed class EnginePolicy(MLContext mlContext, ITransformer model) : IPooledObjectPolicy<PredictionEngine<ModelInput, ModelOutput>>
+    private sealed class EnginePolicy(MLContext mlContext, ITransformer model)
+        : IPooledObjectPolicy<PredictionEngine<ModelInput, ModelOutput>>
     {
         // An engine holds only its own buffers over the shared model, so making one on a pool miss is cheap.
         public PredictionEngine<ModelInput, ModelOutput> Create() => mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(model);
