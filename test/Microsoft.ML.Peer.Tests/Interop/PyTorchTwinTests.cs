@@ -315,7 +315,8 @@ public sealed class PyTorchTwinTests
         return Math.Exp(total / (windows * context));
     }
 
-    /// <summary>The twin's own unit tests (python/tests): exact product-key top-k against brute force, ties included; safetensors round trip.</summary>
+    /// <summary>The twin's own unit tests (python/tests): exact product-key top-k against brute force, ties included; safetensors round
+    /// trip.</summary>
     [TestMethod]
     public void TwinUnitTestsPass()
     {

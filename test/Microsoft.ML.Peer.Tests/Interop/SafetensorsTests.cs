@@ -17,7 +17,8 @@ public sealed class SafetensorsTests
         new object[] { "PeerWhitenedNormalizedInputBN" },
     };
 
-    /// <summary>The tiny language model of <paramref name="variant"/>: a feed-forward kind, or PEER with every retrieval option on.</summary>
+    /// <summary>The tiny language model of <paramref name="variant"/>: a feed-forward kind, or PEER with every retrieval option
+    /// on.</summary>
     internal static LanguageModelOptions LanguageModelVariant(string variant) => variant switch
     {
         "PeerWhitenedNormalizedInputBN" => SafetensorsFiles.LanguageModel(FeedForwardKind.Peer, p =>
@@ -257,7 +258,8 @@ public sealed class SafetensorsTests
         ("metadata key twice", "its '__metadata__' names 'peer.model' twice"),
     }.Select(c => new object[] { c.Name, c.Expected });
 
-    /// <summary>Each damaged or hostile file is refused with an InvalidDataException that says what is wrong, before anything big is allocated.</summary>
+    /// <summary>Each damaged or hostile file is refused with an InvalidDataException that says what is wrong, before anything big is
+    /// allocated.</summary>
     [TestMethod]
     [DynamicData(nameof(HostileEdits))]
     public void HostileFilesFailWithClearErrors(string edit, string expected)

@@ -73,7 +73,8 @@ internal static class PluginTestData
         LearningRate = 3e-3,
     });
 
-    /// <summary>The size both tiny models share: a 300-token vocabulary, d = 32, 16² experts, 2 heads of top-4 over 16-dimensional keys.</summary>
+    /// <summary>The size both tiny models share: a 300-token vocabulary, d = 32, 16² experts, 2 heads of top-4 over 16-dimensional
+    /// keys.</summary>
     private static T Tiny<T>(T options) where T : PeerTrainerOptionsBase
     {
         options.VocabularySize = 300;

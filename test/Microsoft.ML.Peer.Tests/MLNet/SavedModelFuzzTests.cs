@@ -123,7 +123,8 @@ public sealed class SavedModelFuzzTests
     /// <summary>Damage to the zip or to ML.NET's model header (in the transformer's Model.key) reaches ML.NET's parsers first.</summary>
     private static bool MayFailInMLNet(string kind) => kind is "zip-flip" or "zip-truncate" or "header";
 
-    /// <summary>The loader's own exception: ML.NET wraps it in TargetInvocationException, and in "Error during class instantiation".</summary>
+    /// <summary>The loader's own exception: ML.NET wraps it in TargetInvocationException, and in "Error during class
+    /// instantiation".</summary>
     private static Exception Unwrap(Exception e)
     {
         while (e.InnerException is { } inner &&

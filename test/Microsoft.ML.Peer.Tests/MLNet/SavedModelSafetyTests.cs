@@ -86,7 +86,8 @@ public sealed class SavedModelSafetyTests
             "language-model-format-main-8f6f7c0.zip", "lm-main-scores.txt") as IDisposable;
     }
 
-    /// <summary>Loads both fixture models, scores the fixture texts and compares with the saved scores; returns the language model.</summary>
+    /// <summary>Loads both fixture models, scores the fixture texts and compares with the saved scores; returns the language
+    /// model.</summary>
     private static ITransformer AssertLoadsAndScoresAsSaved(string classifierZip, string classifierScores, string languageModelZip,
         string languageModelScores)
     {

@@ -27,7 +27,8 @@ public sealed class SpamDetectionWebApiTests
     private static readonly string[] Texts = PluginTestData.Topics(24, seed: 11).Select(r => r.Text!).Append("")
         .Append(string.Concat(Enumerable.Repeat("cheese ", 5000))).ToArray();
 
-    /// <summary>A model trained here and saved, with its answers to <see cref="Texts"/> from a PredictionEngine on the saved file.</summary>
+    /// <summary>A model trained here and saved, with its answers to <see cref="Texts"/> from a PredictionEngine on the saved
+    /// file.</summary>
     private sealed record TrainedModel(ITransformer Model, DataViewSchema Schema, string Path, string[] Labels,
         Dictionary<string, SpamModel.ModelOutput> Expected);
 
