@@ -420,7 +420,8 @@ public sealed class CompactTokenizer
             // The tokenizer keeps its id->bytes table internal, so read the same data file it was built from.
             Assembly assembly = Assembly.Load(new AssemblyName(DataAssembly));
             using Stream resource = assembly.GetManifestResourceStream(DataResource)
-                ?? throw new InvalidOperationException($"The {DataAssembly} package has no '{DataResource}' resource; this version of it is not supported.");
+                ?? throw new InvalidOperationException(
+                    $"The {DataAssembly} package has no '{DataResource}' resource; this version of it is not supported.");
             using var inflated = new DeflateStream(resource, CompressionMode.Decompress);
             using var reader = new StreamReader(inflated, Encoding.ASCII);
 
