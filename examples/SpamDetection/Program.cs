@@ -8,7 +8,10 @@ using Spectre.Console;
 
 var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/SpamDetection -- [options]",
     ClassifierWalkthrough.Options,
-    new Dictionary<string, string> { ["baseline"] = "also fit ML.NET's FeaturizeText + SdcaMaximumEntropy on the same split (about 9 minutes here)" });
+    new Dictionary<string, string>
+    {
+        ["baseline"] = "also fit ML.NET's FeaturizeText + SdcaMaximumEntropy on the same split (about 9 minutes here)"
+    });
 if (arguments is null) return 2;
 var options = ClassifierWalkthrough.TrainerOptions(arguments);
 if (options is null) return 2;
