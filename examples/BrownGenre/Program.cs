@@ -5,7 +5,8 @@ using Microsoft.ML.Peer.Examples;
 using BrownGenre;
 using Spectre.Console;
 
-var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/BrownGenre -- [options]", ClassifierWalkthrough.Options,
+var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/BrownGenre -- [options]",
+    ClassifierWalkthrough.Options,
     new Dictionary<string, string> { ["baseline"] = "also fit ML.NET's FeaturizeText + SdcaMaximumEntropy on the same split" });
 if (arguments is null) return 2;
 var options = ClassifierWalkthrough.TrainerOptions(arguments);
@@ -21,7 +22,8 @@ int trainRows = split.TrainSet.Preview(int.MaxValue).RowView.Length, testRows = 
 AnsiConsole.WriteLine($"  {trainRows + testRows:N0} passages of {GenreModel.PassageWords} words: {trainRows:N0} to train, {testRows:N0} to test (split by text)");
 ClassifierWalkthrough.DescribeModel(options);
 
-var trained = ClassifierWalkthrough.TrainAndEvaluate(mlContext, options, split.TrainSet, split.TestSet, GenreModel.RetrainPipeline, GenreModel.MLNetModelPath, "PEER genre classifier");
+var trained = ClassifierWalkthrough.TrainAndEvaluate(mlContext, options, split.TrainSet, split.TestSet, GenreModel.RetrainPipeline,
+    GenreModel.MLNetModelPath, "PEER genre classifier");
 bool identical = ClassifierWalkthrough.CheckReload(trained.Model, GenreModel.MLNetModelPath, split.TestSet);
 
 foreach (var row in split.TestSet.Preview(maxRows: 3).RowView)
@@ -29,7 +31,8 @@ foreach (var row in split.TestSet.Preview(maxRows: 3).RowView)
     string text = row.Values.First(v => v.Key == "Text").Value.ToString()!;
     string truth = row.Values.First(v => v.Key == "Label").Value.ToString()!;
     var prediction = GenreModel.Predict(new GenreModel.ModelInput { Text = text });
-    AnsiConsole.WriteLine($"  \"{text[..Math.Min(50, text.Length)]}…\" ({truth}) → {prediction.PredictedLabel} (p = {prediction.Score.Max():F3})");
+    AnsiConsole.WriteLine(
+        $"  \"{text[..Math.Min(50, text.Length)]}…\" ({truth}) → {prediction.PredictedLabel} (p = {prediction.Score.Max():F3})");
 }
 
 AnsiConsole.WriteLine($"Training curve: {TrainingCurvePlot.Save(Path.Combine(output, "training-curve.png"), trained.Reports, "PEER genre classifier on Brown passages", "validation accuracy")}");

@@ -26,7 +26,8 @@ public partial class LanguageModel
     }
 
     /// <summary>Where the trained model is saved and loaded from.</summary>
-    public static string MLNetModelPath { get; set; } = Path.GetFullPath(Path.Combine("artifacts", "BrownLanguageModel", "LanguageModel.mlnet"));
+    public static string MLNetModelPath { get; set; } =
+        Path.GetFullPath(Path.Combine("artifacts", "BrownLanguageModel", "LanguageModel.mlnet"));
 
     private static readonly Lazy<PeerLanguageModelTransformer> Model = new(() =>
         (PeerLanguageModelTransformer)new MLContext().Model.Load(MLNetModelPath, out _), true);

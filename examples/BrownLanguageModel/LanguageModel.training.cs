@@ -36,7 +36,8 @@ public partial class LanguageModel
     };
 
     /// <summary>Trains on <paramref name="trainData"/> and saves the model to <paramref name="outputModelPath"/>.</summary>
-    public static PeerLanguageModelTransformer Train(MLContext mlContext, IDataView trainData, string outputModelPath, PeerLanguageModelTrainer.Options? options = null)
+    public static PeerLanguageModelTransformer Train(MLContext mlContext, IDataView trainData, string outputModelPath,
+        PeerLanguageModelTrainer.Options? options = null)
     {
         var model = RetrainPipeline(mlContext, trainData, options);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputModelPath))!);
@@ -45,7 +46,8 @@ public partial class LanguageModel
     }
 
     /// <summary>Fits <see cref="BuildPipeline"/> to <paramref name="trainData"/>.</summary>
-    public static PeerLanguageModelTransformer RetrainPipeline(MLContext mlContext, IDataView trainData, PeerLanguageModelTrainer.Options? options = null) =>
+    public static PeerLanguageModelTransformer RetrainPipeline(MLContext mlContext, IDataView trainData,
+        PeerLanguageModelTrainer.Options? options = null) =>
         BuildPipeline(mlContext, options).Fit(trainData);
 
     /// <summary>The PEER language model over the documents' text.</summary>

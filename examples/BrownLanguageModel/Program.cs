@@ -67,14 +67,16 @@ AnsiConsole.WriteLine($"Parameters: {model.Model.parameters().Sum(p => p.numel()
 
 var metrics = model.Evaluate(validation);
 var tokenizer = model.Tokenizer;
-int[] Stream(IDataView data) => data.GetColumn<string>("Text").Where(t => t.Length > 0).SelectMany(t => tokenizer.Encode(t).Append(tokenizer.EndOfTextId)).ToArray();
+int[] Stream(IDataView data)
+    => data.GetColumn<string>("Text").Where(t => t.Length > 0).SelectMany(t => tokenizer.Encode(t).Append(tokenizer.EndOfTextId)).ToArray();
 var trainTokens = Stream(train);
 var validationTokens = Stream(validation);
 // The unigram baseline scores exactly the tokens the model predicted (the targets of its windows).
 double unigram = UnigramBaseline.Perplexity(trainTokens, validationTokens[1..(int)(metrics.Tokens + 1)], tokenizer.VocabularySize);
 AnsiConsole.MarkupLine($"Validation perplexity: [green]{metrics.Perplexity:F2}[/] over {metrics.Tokens:N0} tokens; unigram baseline on the same tokens: {unigram:F2} (ratio {metrics.Perplexity / unigram:F3})");
 var throughput = progress.Reports.Select(r => r.TokensPerSecond).Order().ToArray();
-if (throughput.Length > 0) AnsiConsole.WriteLine($"Training throughput: {throughput[throughput.Length / 2]:N0} tokens/s (median of {throughput.Length} reports)");
+if (throughput.Length > 0)
+    AnsiConsole.WriteLine($"Training throughput: {throughput[throughput.Length / 2]:N0} tokens/s (median of {throughput.Length} reports)");
 foreach (var (block, usage) in metrics.ExpertUsage)
     AnsiConsole.WriteLine($"Expert usage, block {block}: {usage.UsedFraction:P2} of {usage.Experts:N0} experts retrieved, unevenness KL(z‖uniform) = {usage.Unevenness:F3}, the top 1% hold {usage.TopPercentShare:P1}, input rank {usage.InputEffectiveRank:F1}");
 

@@ -47,15 +47,19 @@ public static class ClassifierWalkthrough
 
     public static void DescribeModel(PeerTextClassificationTrainer.Options options) =>
         AnsiConsole.WriteLine($"  model: {options.FeedForward} feed-forward" +
-            (options.FeedForward == FeedForwardKind.Peer ? $" with N = {options.Experts:N0} experts, h = {options.Heads}, k = {options.TopK}" : "") +
+            (options.FeedForward == FeedForwardKind.Peer
+                ? $" with N = {options.Experts:N0} experts, h = {options.Heads}, k = {options.TopK}"
+                : "") +
             $", d = {options.ModelDimension}, {options.Layers} block(s), " +
             (options.Truncation == TextTruncation.KeepStartAndEnd
                 ? $"the first and last {options.MaxSequenceLength / 2} tokens of each longer text"
                 : $"the first {options.MaxSequenceLength} tokens of each text"));
 
-    /// <summary>Fits <paramref name="retrain"/> under a progress bar, saves the model and evaluates it on <paramref name="test"/>.</summary>
-    public static TrainedClassifier TrainAndEvaluate(MLContext mlContext, PeerTextClassificationTrainer.Options options, IDataView train, IDataView test,
-        Func<MLContext, IDataView, PeerTextClassificationTrainer.Options, ITransformer> retrain, string modelPath, string title)
+    /// <summary>Fits <paramref name="retrain"/> under a progress bar, saves the model and evaluates it on
+    /// <paramref name="test"/>.</summary>
+    public static TrainedClassifier TrainAndEvaluate(MLContext mlContext, PeerTextClassificationTrainer.Options options, IDataView train,
+        IDataView test, Func<MLContext, IDataView, PeerTextClassificationTrainer.Options, ITransformer> retrain, string modelPath,
+        string title)
     {
         var progress = new TrainingProgressDisplay();
         var clock = Stopwatch.StartNew();
@@ -74,7 +78,8 @@ public static class ClassifierWalkthrough
         return new TrainedClassifier(model, metrics, fitTime, progress.Reports);
     }
 
-    /// <summary>Reloads the saved model in a fresh MLContext and reports whether its scores on <paramref name="sample"/> are bit-identical.</summary>
+    /// <summary>Reloads the saved model in a fresh MLContext and reports whether its scores on <paramref name="sample"/> are
+    /// bit-identical.</summary>
     public static bool CheckReload(ITransformer model, string modelPath, IDataView sample, int rows = 200)
     {
         var reloaded = new MLContext().Model.Load(modelPath, out _);
@@ -91,12 +96,15 @@ public static class ClassifierWalkthrough
         AnsiConsole.MarkupLine("[bold]Fitting ML.NET's FeaturizeText + SdcaMaximumEntropy on the same split...[/]");
         var baseline = MLNetTextBaseline.Run(mlContext, train, test);
         var table = new Table().AddColumns("model", "micro-accuracy", "macro-accuracy", "log-loss", "fit time (s)");
-        table.AddRow("PEER text classifier", $"{peer.Metrics.MicroAccuracy:F4}", $"{peer.Metrics.MacroAccuracy:F4}", $"{peer.Metrics.LogLoss:F4}", $"{peer.FitTime.TotalSeconds:F1}");
-        table.AddRow("FeaturizeText + SdcaMaximumEntropy", $"{baseline.MicroAccuracy:F4}", $"{baseline.MacroAccuracy:F4}", $"{baseline.LogLoss:F4}", $"{baseline.FitTime.TotalSeconds:F1}");
+        table.AddRow("PEER text classifier", $"{peer.Metrics.MicroAccuracy:F4}", $"{peer.Metrics.MacroAccuracy:F4}",
+            $"{peer.Metrics.LogLoss:F4}", $"{peer.FitTime.TotalSeconds:F1}");
+        table.AddRow("FeaturizeText + SdcaMaximumEntropy", $"{baseline.MicroAccuracy:F4}", $"{baseline.MacroAccuracy:F4}",
+            $"{baseline.LogLoss:F4}", $"{baseline.FitTime.TotalSeconds:F1}");
         AnsiConsole.Write(table);
         AnsiConsole.WriteLine($"PEER fit time is {peer.FitTime / baseline.FitTime:P1} of the baseline's; micro-accuracy difference {peer.Metrics.MicroAccuracy - baseline.MicroAccuracy:+0.0000;-0.0000}.");
     }
 }
 
 /// <summary>A trained classification pipeline with its test metrics, fit time and training reports.</summary>
-public sealed record TrainedClassifier(ITransformer Model, MulticlassClassificationMetrics Metrics, TimeSpan FitTime, IReadOnlyList<PeerTrainingProgress> Reports);
+public sealed record TrainedClassifier(ITransformer Model, MulticlassClassificationMetrics Metrics, TimeSpan FitTime,
+    IReadOnlyList<PeerTrainingProgress> Reports);

@@ -18,7 +18,8 @@ public sealed class ExampleArguments
     /// <param name="usage">The first usage line (the command).</param>
     /// <param name="options">Value options: name → help.</param>
     /// <param name="flags">Switches: name → help.</param>
-    public static ExampleArguments? Parse(string[] args, string usage, IReadOnlyDictionary<string, string> options, IReadOnlyDictionary<string, string>? flags = null)
+    public static ExampleArguments? Parse(string[] args, string usage, IReadOnlyDictionary<string, string> options,
+        IReadOnlyDictionary<string, string>? flags = null)
     {
         flags ??= new Dictionary<string, string>();
         string help = usage + Environment.NewLine + string.Join(Environment.NewLine,

@@ -10,7 +10,8 @@ namespace Microsoft.ML.Peer.Examples;
 public static class MLNetTextBaseline
 {
     /// <summary>Fits the baseline on <paramref name="train"/> and evaluates it on <paramref name="test"/>.</summary>
-    public static BaselineResult Run(MLContext mlContext, IDataView train, IDataView test, string labelColumnName = "Label", string textColumnName = "Text")
+    public static BaselineResult Run(MLContext mlContext, IDataView train, IDataView test, string labelColumnName = "Label",
+        string textColumnName = "Text")
     {
         var pipeline = mlContext.Transforms.Conversion.MapValueToKey(labelColumnName)
             .Append(mlContext.Transforms.Text.FeaturizeText("Features", textColumnName))

@@ -25,7 +25,8 @@ public static class TrainingCurvePlot
             loss.LegendText = "training loss (mean since last report)";
             loss.MarkerSize = 3;
         }
-        var points = validationPoints?.ToList() ?? reports.Where(r => r.ValidationMetric is not null).Select(r => ((double)r.Step, r.ValidationMetric!.Value)).ToList();
+        var points = validationPoints?.ToList()
+            ?? reports.Where(r => r.ValidationMetric is not null).Select(r => ((double)r.Step, r.ValidationMetric!.Value)).ToList();
         if (validationLabel is not null && points.Count > 0)
         {
             var validation = plot.Add.Scatter(points.Select(p => p.Item1).ToArray(), points.Select(p => p.Item2).ToArray());

@@ -28,7 +28,8 @@ public sealed class TrainingProgressDisplay
         T result = default!;
         AnsiConsole.Progress()
             .AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(),
+                new SpinnerColumn())
             .Start(ctx =>
             {
                 var task = ctx.AddTask(Markup.Escape(title), maxValue: 1);
@@ -45,7 +46,8 @@ public sealed class TrainingProgressDisplay
     }
 
     private static string Describe(PeerTrainingProgress p) =>
-        FormattableString.Invariant($"epoch {p.Epoch}, step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {p.Remaining:mm\\:ss}");
+        FormattableString.Invariant(
+            $"epoch {p.Epoch}, step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {p.Remaining:mm\\:ss}");
 
     // Progress<T> would post reports to the thread pool, out of order and after Fit returns; this calls back inline.
     private sealed class SynchronousProgress(Action<PeerTrainingProgress> report) : IProgress<PeerTrainingProgress>

@@ -23,8 +23,8 @@ namespace PaperReproduction;
 /// Steps (spread evenly in log scale, the last step included) at which each run measures validation perplexity and, for PEER
 /// and PKM, expert usage with running and batch statistics over <see cref="DiagnosticTokens"/> tokens: the usage_curve.
 /// </param>
-internal sealed record Budget(string Name, int Dimension, int Layers, int AttentionHeads, int KeyDimension, int BatchSize, int SequenceLength,
-    int ReferenceSteps, int WarmupSteps, int EvaluationTokens, double LearningRate,
+internal sealed record Budget(string Name, int Dimension, int Layers, int AttentionHeads, int KeyDimension, int BatchSize,
+    int SequenceLength, int ReferenceSteps, int WarmupSteps, int EvaluationTokens, double LearningRate,
     IReadOnlyDictionary<string, double> AssumedSecondsPerStep, double DefaultSecondsPerStep, double AssumedEvaluationSecondsPerRun,
     int LowReferenceSteps = 0, int DiagnosticPoints = 6, int DiagnosticTokens = 8_192)
 {
@@ -56,11 +56,13 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
     /// tokens. With the step times assumed below (measured for dense, scaled for the rest), the 14 runs take ≈ 24 min
     /// plus ≈ 5 s per run to build, evaluate and free the model.
     /// </summary>
-    public static Budget Small { get; } = new("small", Dimension: 128, Layers: 4, AttentionHeads: 2, KeyDimension: 64, BatchSize: 16, SequenceLength: 128,
+    public static Budget Small { get; } =
+        new("small", Dimension: 128, Layers: 4, AttentionHeads: 2, KeyDimension: 64, BatchSize: 16, SequenceLength: 128,
         ReferenceSteps: 180, WarmupSteps: 30, EvaluationTokens: 32_768, LearningRate: 3e-3,
         AssumedSecondsPerStep: SmallStepSeconds, DefaultSecondsPerStep: 0.42, AssumedEvaluationSecondsPerRun: 5);
 
-    /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3 min).</summary>
+    /// <summary>tiny: small's models for 8 (and 4) reference steps and 4,096 evaluation tokens, to smoke-test the program (≈ 3
+    /// min).</summary>
     public static Budget Tiny { get; } = Small with
     {
         Name = "tiny",
@@ -138,13 +140,16 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 /// <param name="LowCompute">Trained for the budget's lower compute level (<see cref="Budget.LowReferenceSteps"/>).</param>
 /// <param name="SparseBlocks">The blocks that hold the sparse layer (null: the middle one).</param>
 /// <param name="LearningRate">A peak learning rate other than the budget's (null: the budget's).</param>
-/// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
-/// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
-/// <param name="QueryWhitening">Whiten each head's query instead of batch-normalising it (<see cref="ProductKeyOptions.QueryWhitening"/>).</param>
+/// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection
+/// (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
+/// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables
+/// (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
+/// <param name="QueryWhitening">Whiten each head's query instead of batch-normalising it
+/// (<see cref="ProductKeyOptions.QueryWhitening"/>).</param>
 /// <param name="NormalizeSubKeys">Score against unit-length sub-keys (<see cref="ProductKeyOptions.NormalizeSubKeys"/>).</param>
-internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0, int TopK = 0, bool QueryBatchNorm = true,
-    bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null, bool InputBatchNorm = false, double ExpertLearningRateScale = 1,
-    bool QueryWhitening = false, bool NormalizeSubKeys = false)
+internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, FeedForwardKind Kind, int Experts = 0, int Heads = 0,
+    int TopK = 0, bool QueryBatchNorm = true, bool LowCompute = false, int[]? SparseBlocks = null, double? LearningRate = null,
+    bool InputBatchNorm = false, double ExpertLearningRateScale = 1, bool QueryWhitening = false, bool NormalizeSubKeys = false)
 {
     public const string Remedy = "remedy";
     public const string IsoFlop = "isoflop";
@@ -173,11 +178,16 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
         if (Kind == FeedForwardKind.Peer)
             options.Peer = new PeerOptions
             {
-                Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true,
-                InputBatchNorm = InputBatchNorm, QueryWhitening = QueryWhitening, NormalizeSubKeys = NormalizeSubKeys
+                Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm,
+                SparseGradients = true, InputBatchNorm = InputBatchNorm, QueryWhitening = QueryWhitening,
+                NormalizeSubKeys = NormalizeSubKeys
             };
         if (Kind == FeedForwardKind.ProductKeyMemory)
-            options.ProductKeyMemory = new ProductKeyOptions { Experts = Experts, Heads = Heads, TopK = TopK, KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true };
+            options.ProductKeyMemory = new ProductKeyOptions
+            {
+                Experts = Experts, Heads = Heads, TopK = TopK,
+                KeyDimension = budget.KeyDimension, QueryBatchNorm = QueryBatchNorm, SparseGradients = true
+            };
         return options;
     }
 
@@ -197,7 +207,8 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
     };
 
     /// <summary>The isoFLOP runs again at the lower compute level, named with a "-low" suffix.</summary>
-    private static IEnumerable<RunSpec> LowComputeRuns => IsoFlopRuns.Select(r => r with { Name = r.Name + "-low", Experiments = new[] { IsoFlopLow }, LowCompute = true });
+    private static IEnumerable<RunSpec> LowComputeRuns
+        => IsoFlopRuns.Select(r => r with { Name = r.Name + "-low", Experiments = new[] { IsoFlopLow }, LowCompute = true });
 
     /// <summary>
     /// Attempts to keep PEER 1024²'s experts in use (issue 11), each at the low compute level beside the paper's layer
@@ -222,7 +233,13 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
             yield return paper with { Name = paper.Name + "-tablelr4", ExpertLearningRateScale = 4 };
             yield return paper with { Name = paper.Name + "-tablelr0.25", ExpertLearningRateScale = 0.25 };
             // The best of them at the main compute level too: does usage keep climbing with 2.5× the tokens?
-            yield return Reference with { Name = Reference.Name + "-whiten-unitkeys", Experiments = new[] { Remedy }, QueryWhitening = true, NormalizeSubKeys = true };
+            yield return Reference with
+            {
+                Name = Reference.Name + "-whiten-unitkeys",
+                Experiments = new[] { Remedy },
+                QueryWhitening = true,
+                NormalizeSubKeys = true
+            };
         }
     }
 
@@ -262,6 +279,7 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
 
     /// <summary>Training steps that give this run the reference run's training FLOPs.</summary>
     public int Steps(Budget budget) =>
-        Math.Max(1, (int)Math.Round((LowCompute ? budget.LowReferenceSteps : budget.ReferenceSteps) * (double)FlopCounter.ForwardPerToken(Reference.ModelOptions(budget)).Total
+        Math.Max(1, (int)Math.Round((LowCompute ? budget.LowReferenceSteps : budget.ReferenceSteps)
+                                    * (double)FlopCounter.ForwardPerToken(Reference.ModelOptions(budget)).Total
                                     / FlopCounter.ForwardPerToken(ModelOptions(budget)).Total));
 }

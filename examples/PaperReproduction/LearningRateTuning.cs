@@ -7,7 +7,8 @@ namespace PaperReproduction;
 
 /// <summary>
 /// --tune-lr: the peak learning rate of a budget, chosen once for the dense model and then used by every run. Each rate
-/// trains dense for the steps of the budget's low compute level (the main level's where it has none) on nine tenths of the training documents and is scored on the other tenth,
+/// trains dense for the steps of the budget's low compute level (the main level's where it has none) on nine tenths of the training
+/// documents and is scored on the other tenth,
 /// so the choice never sees the validation split the experiments report.
 /// </summary>
 internal static class LearningRateTuning
@@ -31,14 +32,16 @@ internal static class LearningRateTuning
             return 2;
         }
         var (fit, heldOut) = BrownCorpus.SplitByDocument(trainDocs, validationFraction: 0.1, seed: 1);
-        int[] Stream(IEnumerable<BrownDocument> docs) => docs.SelectMany(d => tokenizer.Encode(d.Text).Append(tokenizer.EndOfTextId)).ToArray();
+        int[] Stream(IEnumerable<BrownDocument> docs)
+            => docs.SelectMany(d => tokenizer.Encode(d.Text).Append(tokenizer.EndOfTextId)).ToArray();
         var fitTokens = Stream(fit);
         var heldOutTokens = Stream(heldOut);
         var dense = RunSpec.All[0];
         // The low compute level's schedule where the budget has one: a third of the cost of tuning at the main level.
         var tuning = budget.LowReferenceSteps > 0 ? dense with { LowCompute = true } : dense;
         int steps = tuning.Steps(budget);
-        Console.WriteLine($"Tuning the peak learning rate of {dense.Name} for budget {budget.Name}: {steps} steps on {fitTokens.Length:N0} tokens " +
+        Console.WriteLine(
+            $"Tuning the peak learning rate of {dense.Name} for budget {budget.Name}: {steps} steps on {fitTokens.Length:N0} tokens " +
                           $"({fit.Count} of the training documents), scored on the other {heldOut.Count} ({heldOutTokens.Length:N0} tokens)");
         var scores = new List<(double Rate, double Perplexity, double Seconds)>();
         foreach (double rate in rates)
@@ -68,7 +71,11 @@ internal static class LearningRateTuning
         File.WriteAllText(Path.Combine(output, "lr-tuning.json"), JsonSerializer.Serialize(new
         {
             budget = budget.Name, run = dense.Name, steps, fit_tokens = fitTokens.Length, held_out_tokens = heldOutTokens.Length,
-            results = scores.Select(s => new { learning_rate = s.Rate, held_out_perplexity = double.IsFinite(s.Perplexity) ? s.Perplexity : (double?)null, seconds = s.Seconds }),
+            results = scores.Select(s => new
+            {
+                learning_rate = s.Rate,
+                held_out_perplexity = double.IsFinite(s.Perplexity) ? s.Perplexity : (double?)null, seconds = s.Seconds
+            }),
             best = best.Rate,
         }, new JsonSerializerOptions { WriteIndented = true }));
         return 0;

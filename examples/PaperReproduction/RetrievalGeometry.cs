@@ -33,7 +33,8 @@ internal static class RetrievalGeometry
                     manual_seed(12);
                     using var router = new ProductKeyRouter(d, new ProductKeyOptions
                     {
-                        Experts = subKeys * subKeys, Heads = heads, TopK = topK, KeyDimension = budget.KeyDimension, QueryWhitening = whiten, NormalizeSubKeys = unitKeys,
+                        Experts = subKeys * subKeys, Heads = heads, TopK = topK, KeyDimension = budget.KeyDimension,
+                        QueryWhitening = whiten, NormalizeSubKeys = unitKeys,
                     });
                     router.train();
                     router.Usage.Enabled = true;

@@ -12,8 +12,8 @@ namespace PaperReproduction;
 internal sealed record RunResult(
     string Name, string Experiment, IReadOnlyList<string> Experiments, string FfnKind, int Experts, int Heads, int TopK, bool QueryBn,
     long TotalParams, long ActiveParams, long FlopsPerToken, double TrainingFlops, int Steps, long TokensSeen, double Epochs,
-    double ValLoss, double ValPerplexity, long EvalTokens, double? ExpertUsage, double? UsageKl, double? BatchStatsUsage, double? BatchStatsKl,
-    double? TopPercentShare, double? InputRank, double? QueryRank,
+    double ValLoss, double ValPerplexity, long EvalTokens, double? ExpertUsage, double? UsageKl, double? BatchStatsUsage,
+    double? BatchStatsKl, double? TopPercentShare, double? InputRank, double? QueryRank,
     double TrainSeconds, double EvalSeconds, double WallSeconds, double MedianStepSeconds, IReadOnlyList<double> TrainingLoss,
     IReadOnlyList<UsagePoint> UsageCurve);
 
@@ -22,17 +22,19 @@ internal sealed record RunResult(
 /// training tokens and, for PEER and PKM, usage and KL with running and with batch statistics and the layer's input and
 /// query rank over the same tokens.
 /// </summary>
-internal sealed record UsagePoint(int Step, long TokensSeen, double ValPerplexity, double? Usage, double? Kl, double? BatchStatsUsage, double? BatchStatsKl,
-    double? TopPercentShare, double? InputRank, double? QueryRank);
+internal sealed record UsagePoint(int Step, long TokensSeen, double ValPerplexity, double? Usage, double? Kl, double? BatchStatsUsage,
+    double? BatchStatsKl, double? TopPercentShare, double? InputRank, double? QueryRank);
 
 /// <summary>runs/&lt;name&gt;.json: a finished run and the settings it was trained under (a rerun keeps it only if they match).</summary>
 internal sealed record SavedRun(string Fingerprint, RunResult Result);
 
 /// <summary>Shared settings of all runs; written to results.json beside the runs.</summary>
 internal sealed record ExperimentSetup(
-    string Budget, int ModelDimension, int Layers, int AttentionHeads, int ContextLength, int BatchSize, int KeyDimension, int VocabularySize,
-    int Seed, double LearningRate, int ReferenceSteps, int LowReferenceSteps, string ReferenceRun, double TrainingFlopsPerRun, double? LowTrainingFlopsPerRun,
-    long TrainTokens, long ValidationTokens, long EvalTokens, double UnigramPerplexityOnEvalTokens, string FlopCounting, string Data,
+    string Budget, int ModelDimension, int Layers, int AttentionHeads, int ContextLength, int BatchSize, int KeyDimension,
+    int VocabularySize, int Seed, double LearningRate, int ReferenceSteps, int LowReferenceSteps, string ReferenceRun,
+    double TrainingFlopsPerRun,
+    double? LowTrainingFlopsPerRun, long TrainTokens, long ValidationTokens, long EvalTokens, double UnigramPerplexityOnEvalTokens,
+    string FlopCounting, string Data,
     bool NativeKernels, int TorchThreads, int ProcessorCount, string StartedUtc, double TotalWallSeconds, double SumOfRunWallSeconds);
 
 internal sealed record ResultsFile(ExperimentSetup Setup, IReadOnlyList<RunResult> Runs);
@@ -116,7 +118,8 @@ internal static class ResultTables
             text.AppendLine();
             text.AppendLine("| h | k | val ppl | usage | KL |");
             text.AppendLine("|---|---|---|---|---|");
-            foreach (var r in granularity) text.AppendLine($"| {r.Heads} | {r.TopK} | {F(r.ValPerplexity, "0.00")} | {Usage(r)} | {Kl(r)} |");
+            foreach (var r in granularity)
+                text.AppendLine($"| {r.Heads} | {r.TopK} | {F(r.ValPerplexity, "0.00")} | {Usage(r)} | {Kl(r)} |");
         }
         return text.ToString();
     }

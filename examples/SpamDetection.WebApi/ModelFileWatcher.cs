@@ -7,7 +7,8 @@ namespace SpamDetection.WebApi;
 /// FileSystemWatcher: polling sees a rename over the file (SaveAtomically, `mv`) the same way on every file system,
 /// including network and container mounts where change notifications do not arrive, and costs one stat per interval.
 /// </summary>
-internal sealed class ModelFileWatcher(ModelServer server, IOptions<ModelServingOptions> options, ILogger<ModelFileWatcher> logger) : BackgroundService
+internal sealed class ModelFileWatcher(ModelServer server, IOptions<ModelServingOptions> options,
+    ILogger<ModelFileWatcher> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -29,7 +30,8 @@ internal sealed class ModelFileWatcher(ModelServer server, IOptions<ModelServing
                 continue;
             }
             pending = null;
-            logger.LogInformation("{Path} changed ({Length} bytes, written {Written:O}); reloading", server.ModelPath, now.Value.Length, now.Value.LastWriteUtc);
+            logger.LogInformation("{Path} changed ({Length} bytes, written {Written:O}); reloading", server.ModelPath, now.Value.Length,
+                now.Value.LastWriteUtc);
             // Loading is CPU work of a second or so; it runs here, off the request threads, while the old model serves.
             server.Reload();
         }

@@ -102,13 +102,15 @@ public sealed class ModelServer : IDisposable
                 old.Retire();
                 Interlocked.Increment(ref _reloads);
                 _lastReloadError = null;
-                _logger.LogInformation("Reloaded {Path}: version {Version} ({Labels})", ModelPath, next.Version, string.Join(", ", next.Labels));
+                _logger.LogInformation("Reloaded {Path}: version {Version} ({Labels})", ModelPath, next.Version,
+                    string.Join(", ", next.Labels));
                 return true;
             }
             catch (Exception e)
             {
                 Interlocked.Increment(ref _failedReloads);
-                _lastReloadError = new ReloadError(DateTime.UtcNow, file ?? ModelFileStamp.Of(ModelPath) ?? default, $"{e.GetType().Name}: {e.Message}");
+                _lastReloadError =
+                    new ReloadError(DateTime.UtcNow, file ?? ModelFileStamp.Of(ModelPath) ?? default, $"{e.GetType().Name}: {e.Message}");
                 _logger.LogWarning(e, "Reloading {Path} failed; version {Version} goes on serving", ModelPath, old.Version);
                 return false;
             }

@@ -37,7 +37,8 @@ app.MapPost("/predict", async (HttpRequest request, ModelServer models) =>
     }
     catch (JsonException e)
     {
-        return Results.Problem(statusCode: StatusCodes.Status400BadRequest, title: "The body is not a JSON object with a string field 'text'", detail: e.Message);
+        return Results.Problem(statusCode: StatusCodes.Status400BadRequest,
+            title: "The body is not a JSON object with a string field 'text'", detail: e.Message);
     }
     if (body?.Text is null)
         return Results.ValidationProblem(new Dictionary<string, string[]>
@@ -59,11 +60,14 @@ app.MapGet("/health", (ModelServer models) =>
     return Results.Ok(new HealthResponse(
         // Degraded: still serving, but the file on disk is not the model being served (its last reload failed).
         Status: error is null ? "ok" : "degraded",
-        Model: new ServedModelInfo(models.ModelPath, current.Version, current.LoadedAtUtc, current.File.LastWriteUtc, current.File.Length, current.Labels),
+        Model: new ServedModelInfo(models.ModelPath, current.Version, current.LoadedAtUtc, current.File.LastWriteUtc, current.File.Length,
+            current.Labels),
         Reloads: models.Reloads,
         FailedReloads: models.FailedReloads,
         RetiredModelsInUse: models.RetiredModelsInUse,
-        LastReloadError: error is null ? null : new ReloadErrorInfo(error.AtUtc, error.File.LastWriteUtc, error.File.Length, error.Message)));
+        LastReloadError: error is null
+            ? null
+            : new ReloadErrorInfo(error.AtUtc, error.File.LastWriteUtc, error.File.Length, error.Message)));
 });
 
 app.Logger.LogInformation("Model version {Version} from {Path}", server.Current.Version, server.ModelPath);
@@ -75,8 +79,10 @@ public sealed record PredictRequest(string? Text);
 /// <summary>The answer of POST /predict: the predicted label, the probability of each class, and the model that answered.</summary>
 public sealed record PredictResponse(string PredictedLabel, float[] Score, IReadOnlyList<string> Labels, int ModelVersion);
 
-public sealed record ServedModelInfo(string Path, int Version, DateTime LoadedAtUtc, DateTime FileLastWriteUtc, long FileLength, IReadOnlyList<string> Labels);
+public sealed record ServedModelInfo(string Path, int Version, DateTime LoadedAtUtc, DateTime FileLastWriteUtc, long FileLength,
+    IReadOnlyList<string> Labels);
 
 public sealed record ReloadErrorInfo(DateTime AtUtc, DateTime FileLastWriteUtc, long FileLength, string Message);
 
-public sealed record HealthResponse(string Status, ServedModelInfo Model, int Reloads, int FailedReloads, int RetiredModelsInUse, ReloadErrorInfo? LastReloadError);
+public sealed record HealthResponse(string Status, ServedModelInfo Model, int Reloads, int FailedReloads, int RetiredModelsInUse,
+    ReloadErrorInfo? LastReloadError);

@@ -18,7 +18,8 @@ public sealed class ServedModel
     private int _references = 1;
     private bool _retired;
 
-    internal ServedModel(MLContext mlContext, ITransformer model, ModelFileStamp file, int version, int retainedEngines, Action<ServedModel> disposed)
+    internal ServedModel(MLContext mlContext, ITransformer model, ModelFileStamp file, int version, int retainedEngines,
+        Action<ServedModel> disposed)
     {
         _model = model;
         _disposed = disposed;
@@ -43,7 +44,8 @@ public sealed class ServedModel
     /// <summary>The class of each entry of <see cref="ModelOutput.Score"/> (the Score column's slot names).</summary>
     public IReadOnlyList<string> Labels { get; }
 
-    /// <summary>Scores <paramref name="input"/> with a pooled engine; call it through a <see cref="ModelLease"/>, which keeps the model alive.</summary>
+    /// <summary>Scores <paramref name="input"/> with a pooled engine; call it through a <see cref="ModelLease"/>, which keeps the model
+    /// alive.</summary>
     public ModelOutput Predict(ModelInput input)
     {
         var engine = _engines.Get();
@@ -97,7 +99,8 @@ public sealed class ServedModel
         return names.DenseValues().Select(n => n.ToString()).ToArray();
     }
 
-    private sealed class EnginePolicy(MLContext mlContext, ITransformer model) : IPooledObjectPolicy<PredictionEngine<ModelInput, ModelOutput>>
+    private sealed class EnginePolicy(MLContext mlContext, ITransformer model)
+        : IPooledObjectPolicy<PredictionEngine<ModelInput, ModelOutput>>
     {
         // An engine holds only its own buffers over the shared model, so making one on a pool miss is cheap.
         public PredictionEngine<ModelInput, ModelOutput> Create() => mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(model);

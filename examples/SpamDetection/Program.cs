@@ -6,8 +6,12 @@ using Microsoft.ML.Peer.Examples;
 using SpamDetection;
 using Spectre.Console;
 
-var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/SpamDetection -- [options]", ClassifierWalkthrough.Options,
-    new Dictionary<string, string> { ["baseline"] = "also fit ML.NET's FeaturizeText + SdcaMaximumEntropy on the same split (about 9 minutes here)" });
+var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/SpamDetection -- [options]",
+    ClassifierWalkthrough.Options,
+    new Dictionary<string, string>
+    {
+        ["baseline"] = "also fit ML.NET's FeaturizeText + SdcaMaximumEntropy on the same split (about 9 minutes here)"
+    });
 if (arguments is null) return 2;
 var options = ClassifierWalkthrough.TrainerOptions(arguments);
 if (options is null) return 2;
@@ -20,10 +24,12 @@ var data = SpamModel.LoadData(mlContext);
 var split = mlContext.Data.TrainTestSplit(data, testFraction: 0.2, seed: 7);
 int trainRows = split.TrainSet.GetRowCount() is { } t ? (int)t : split.TrainSet.Preview(int.MaxValue).RowView.Length;
 int testRows = split.TestSet.Preview(int.MaxValue).RowView.Length;
-AnsiConsole.WriteLine($"  {trainRows + testRows:N0} mails: {trainRows:N0} to train, {testRows:N0} to test (TrainTestSplit, testFraction 0.2, seed 7)");
+AnsiConsole.WriteLine(
+    $"  {trainRows + testRows:N0} mails: {trainRows:N0} to train, {testRows:N0} to test (TrainTestSplit, testFraction 0.2, seed 7)");
 ClassifierWalkthrough.DescribeModel(options);
 
-var trained = ClassifierWalkthrough.TrainAndEvaluate(mlContext, options, split.TrainSet, split.TestSet, SpamModel.RetrainPipeline, SpamModel.MLNetModelPath, "PEER spam classifier");
+var trained = ClassifierWalkthrough.TrainAndEvaluate(mlContext, options, split.TrainSet, split.TestSet, SpamModel.RetrainPipeline,
+    SpamModel.MLNetModelPath, "PEER spam classifier");
 AnsiConsole.WriteLine(trained.Metrics.ConfusionMatrix.GetFormattedConfusionTable());
 bool identical = ClassifierWalkthrough.CheckReload(trained.Model, SpamModel.MLNetModelPath, split.TestSet);
 
@@ -32,7 +38,8 @@ foreach (var row in split.TestSet.Preview(maxRows: 3).RowView)
 {
     string text = row.Values.First(v => v.Key == "Text").Value.ToString()!;
     var prediction = SpamModel.Predict(new SpamModel.ModelInput { Text = text });
-    string subject = text.Split('\n').FirstOrDefault(l => l.StartsWith("Subject:", StringComparison.OrdinalIgnoreCase))?.Trim() ?? "(no subject)";
+    string subject =
+        text.Split('\n').FirstOrDefault(l => l.StartsWith("Subject:", StringComparison.OrdinalIgnoreCase))?.Trim() ?? "(no subject)";
     AnsiConsole.WriteLine($"  {(subject.Length > 60 ? subject[..59] + "…" : subject),-60} → {prediction.PredictedLabel} (p = {prediction.Score.Max():F3})");
 }
 

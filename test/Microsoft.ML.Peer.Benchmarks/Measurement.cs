@@ -70,7 +70,8 @@ internal sealed class Table
 
     public void Print()
     {
-        var widths = _header.Select((h, i) => Math.Max(h.Length, _rows.Select(r => i < r.Length ? r[i].Length : 0).DefaultIfEmpty(0).Max())).ToArray();
+        var widths = _header.Select((h, i) => Math.Max(h.Length, _rows.Select(r => i < r.Length ? r[i].Length : 0).DefaultIfEmpty(0).Max()))
+            .ToArray();
         string Line(string[] cells) => string.Join("  ", cells.Select((c, i) => i == 0 ? c.PadRight(widths[i]) : c.PadLeft(widths[i])));
         Console.WriteLine(Line(_header));
         Console.WriteLine(string.Join("  ", widths.Select(w => new string('-', w))));
@@ -86,10 +87,12 @@ internal static class MachineInfo
     {
         string processor = "unknown";
         if (File.Exists("/proc/cpuinfo"))
-            processor = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? processor;
+            processor = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))
+                ?.Split(':', 2)[1].Trim() ?? processor;
         var torchSharp = typeof(torch).Assembly;
         string torchSharpVersion = torchSharp.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
-            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? torchSharp.GetName().Version?.ToString() ?? "unknown";
+            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion
+                ?? torchSharp.GetName().Version?.ToString() ?? "unknown";
         return new JsonObject
         {
             ["processor"] = processor,
@@ -133,7 +136,9 @@ internal static class MemoryProbe
     {
         if (!File.Exists("/proc/self/smaps_rollup")) return null;
         var line = File.ReadLines("/proc/self/smaps_rollup").FirstOrDefault(l => l.StartsWith("AnonHugePages:", StringComparison.Ordinal));
-        return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        return line is null
+            ? null
+            : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
     }
 
     public static long? ResidentBytes() => StatusKilobytes("VmRSS:") * 1024;
@@ -142,7 +147,9 @@ internal static class MemoryProbe
     {
         if (!File.Exists("/proc/meminfo")) return null;
         var line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith("MemTotal:", StringComparison.Ordinal));
-        return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        return line is null
+            ? null
+            : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
     }
 
     private static long? StatusKilobytes(string key)

@@ -24,14 +24,17 @@ internal static class NativeExpertKernel
     internal static extern IntPtr TensorData(IntPtr tensor);
 
     /// <summary>y, hidden ← experts(x; gates, indices). All tensors contiguous float32 / int64 on the CPU.</summary>
-    public static void Forward(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, Tensor y, Tensor hidden)
+    public static void Forward(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, Tensor y,
+        Tensor hidden)
     {
         foreach (var t in new[] { x, gates, indices, down, up, y, hidden })
             if (!t.is_contiguous() || t.device_type != DeviceType.CPU)
                 throw new ArgumentException("The native expert kernel needs contiguous CPU tensors.");
-        int status = ExpertForward(TensorData(x.Handle), TensorData(gates.Handle), TensorData(indices.Handle), TensorData(down.Handle), TensorData(up.Handle),
+        int status = ExpertForward(TensorData(x.Handle), TensorData(gates.Handle), TensorData(indices.Handle), TensorData(down.Handle),
+            TensorData(up.Handle),
             x.shape[0], gates.shape[1], x.shape[1], down.shape[0], (int)activation, TensorData(y.Handle), TensorData(hidden.Handle));
         if (status != 0)
-            throw new InvalidOperationException($"peer_expert_forward_f32 failed with status {status}: {Marshal.PtrToStringUTF8(LastError())}");
+            throw new InvalidOperationException(
+                $"peer_expert_forward_f32 failed with status {status}: {Marshal.PtrToStringUTF8(LastError())}");
     }
 }

@@ -72,7 +72,8 @@ internal static class PeerLayerBenchmark
             var kernelY = empty(tokens, d);
             var kernelHidden = empty(tokens, m);
             if (nativeAvailable)
-                NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
+                NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu,
+                    kernelY, kernelHidden);
 
             var samples = variants.ToDictionary(v => v, v => new StepSamples(v.Name));
             var routerForward = new Samples("  router forward alone (projection + BN + retrieval + softmax)");
@@ -93,12 +94,14 @@ internal static class PeerLayerBenchmark
                 if (nativeAvailable)
                 {
                     long start = Stopwatch.GetTimestamp();
-                    NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
+                    NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu,
+                        kernelY, kernelHidden);
                     kernelForward.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
                     // Right after torch ops libtorch's OpenMP workers may still spin; after a pause they sleep.
                     Thread.Sleep(100);
                     start = Stopwatch.GetTimestamp();
-                    NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu, kernelY, kernelHidden);
+                    NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu,
+                        kernelY, kernelHidden);
                     kernelForwardIdle.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
                 }
                 long probeStart = Stopwatch.GetTimestamp();
@@ -154,7 +157,8 @@ internal static class PeerLayerBenchmark
             Console.WriteLine("== this machine and the floor ==");
             var metrics = new Table("quantity", "value", "unit");
             metrics.Add("sgemm (torch.mm 2048²), median", Table.Format(rates.SgemmGflops), "GFLOP/s");
-            metrics.Add("bandwidth: copy / add_ 512 MiB, median", $"{Table.Format(rates.CopyGbps)} / {Table.Format(rates.AddGbps)}", "GB/s");
+            metrics.Add("bandwidth: copy / add_ 512 MiB, median", $"{Table.Format(rates.CopyGbps)} / {Table.Format(rates.AddGbps)}",
+                "GB/s");
             metrics.Add("stream_gbps (the larger)", Table.Format(rates.StreamGbps), "GB/s");
             metrics.Add("random_row_read_gbps", Table.Format(rowReadGbps), "GB/s");
             metrics.Add("layer FLOPs per step (fwd+bwd)", Table.Format(layerFlops / 1e9), "GFLOP");
@@ -168,7 +172,8 @@ internal static class PeerLayerBenchmark
             metrics.Add("process memory in transparent huge pages", Gigabytes(hugePageBytes), "GB");
             metrics.Add("RSS at start / before the measured step", $"{Gigabytes(residentAtStart)} / {Gigabytes(residentBefore)}", "GB");
             metrics.Add($"peak RSS of a {subject.Kernels} step", peakResident is { } pr ? Table.Format(pr / 1e9) : "n/a", "GB");
-            metrics.Add("peak RSS / parameter bytes (target <= 3.5)", peakResident is { } p2 ? Table.Format((double)p2 / parameterBytes) : "n/a", "");
+            metrics.Add("peak RSS / parameter bytes (target <= 3.5)",
+                peakResident is { } p2 ? Table.Format((double)p2 / parameterBytes) : "n/a", "");
             metrics.Print();
 
             Console.WriteLine("== ratios ==");
@@ -221,13 +226,15 @@ internal static class PeerLayerBenchmark
                 "optimizer: torch AdamW on the router + SparseRowAdamW on both tables.";
             report[nativeAvailable ? "native_breakdown_ms" : "managed_breakdown_ms"] = breakdownJson;
             report["layer_flops"] = layerFlops;
-            report["layer_flops_parts"] = new JsonObject { ["query_projection"] = queryFlops, ["sub_key_scoring"] = subKeyFlops, ["experts"] = expertFlops };
+            report["layer_flops_parts"] =
+                new JsonObject { ["query_projection"] = queryFlops, ["sub_key_scoring"] = subKeyFlops, ["experts"] = expertFlops };
             report["flops_counting"] =
                 "per step, forward + backward = 3 x forward: query projection 2*T*d*(h*d_key) x3; sub-key scoring 2*T*h*2*n*(d_key/2) x3 (n = sqrt(N)); " +
                 "experts 2*T*h*k*d*2 x3 (u.x and g*s*v per slot). Not counted: batch norm, top-k selection, softmax, the optimizer's arithmetic.";
             report["unique_experts"] = uniqueRows;
             report["expert_bytes"] = expertBytes;
-            report["expert_bytes_parts"] = new JsonObject { ["forward"] = forwardBytes, ["backward"] = backwardBytes, ["optimizer"] = optimizerBytes };
+            report["expert_bytes_parts"] =
+                new JsonObject { ["forward"] = forwardBytes, ["backward"] = backwardBytes, ["optimizer"] = optimizerBytes };
             report["expert_bytes_counting"] =
                 "fp32 expert rows: forward reads u and v rows per slot T*h*k*2*d*4; backward reads them again (T*h*k*2*d*4) and writes the unique rows' " +
                 "gradients U*2*d*4; the optimizer reads p, g, m, v and writes p, m, v of each unique row of each table 2*U*d*4*7. " +
@@ -239,7 +246,8 @@ internal static class PeerLayerBenchmark
             report["native_expert_fwd_gbps"] = Json.Number(kernelGbps);
             report["random_row_read_gbps"] = Json.Round(rowReadGbps);
             report["random_row_read_counting"] = "the same T*h*k*2*d*4 bytes read by RandomRowReadProbe (same indices and tables, one thread per core, prefetch 4 slots ahead, rows summed)";
-            report["native_expert_fwd_gbps_counting"] = "T*h*k*2*d*4 bytes of expert rows read / median time of a direct peer_expert_forward_f32 call";
+            report["native_expert_fwd_gbps_counting"] =
+                "T*h*k*2*d*4 bytes of expert rows read / median time of a direct peer_expert_forward_f32 call";
             report["expert_fwd_derived_gbps"] = Json.Number(derivedGbps);
             report["anon_huge_page_bytes"] = hugePageBytes;
             report["peak_rss_bytes"] = peakResident;

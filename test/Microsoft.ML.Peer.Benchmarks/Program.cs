@@ -100,7 +100,8 @@ namespace Microsoft.ML.Peer.Benchmarks
                         settings.RunLanguageModel = false;
                         break;
                     case "--steps" or "--tokens" or "--experts":
-                        if (i + 1 >= args.Length || !int.TryParse(args[i + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || value <= 0)
+                        if (i + 1 >= args.Length ||
+                            !int.TryParse(args[i + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || value <= 0)
                         {
                             error = $"{option} needs a positive integer.";
                             return false;
@@ -141,7 +142,8 @@ namespace Microsoft.ML.Peer.Benchmarks
                     if (File.Exists(Path.Combine(dir.FullName, "Peer.MLNet.sln")))
                         return dir.FullName;
             }
-            throw new InvalidOperationException("Peer.MLNet.sln was not found above the working directory or the program's folder; run from inside the repository.");
+            throw new InvalidOperationException(
+                "Peer.MLNet.sln was not found above the working directory or the program's folder; run from inside the repository.");
         }
     }
 }

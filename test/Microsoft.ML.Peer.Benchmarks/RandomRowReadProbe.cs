@@ -14,7 +14,8 @@ internal static class RandomRowReadProbe
 {
     private const int PrefetchSlots = 4;
 
-    /// <summary>Reads every row indices[t, j] of <paramref name="down"/> and <paramref name="up"/>; returns a checksum so the reads cannot be elided.</summary>
+    /// <summary>Reads every row indices[t, j] of <paramref name="down"/> and <paramref name="up"/>; returns a checksum so the reads cannot
+    /// be elided.</summary>
     public static unsafe float Read(Tensor indices, Tensor down, Tensor up)
     {
         if (!indices.is_contiguous() || !down.is_contiguous() || !up.is_contiguous())

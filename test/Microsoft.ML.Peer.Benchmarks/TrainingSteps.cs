@@ -50,7 +50,8 @@ internal sealed class PeerTrainingStep : ITrainingStep
         // The tables and the router are the layer's only parameters; each goes to exactly one optimizer.
         int routerCount = Layer.Router.parameters().Count();
         if (Layer.parameters().Count() != routerCount + 2)
-            throw new InvalidOperationException("PeerLayer has parameters outside its router and two expert tables; the benchmark would not train them.");
+            throw new InvalidOperationException(
+                "PeerLayer has parameters outside its router and two expert tables; the benchmark would not train them.");
         _routerOptimizer = optim.AdamW(Layer.Router.parameters(), lr: LearningRate, weight_decay: WeightDecay);
         _tableOptimizer = new SparseRowAdamW(new[] { Layer.DownWeights, Layer.UpWeights }, 0.9, 0.999, 1e-8, WeightDecay, kernels);
     }
@@ -76,7 +77,8 @@ internal sealed class PeerTrainingStep : ITrainingStep
         _routerOptimizer.step();
         _tableOptimizer.Step(LearningRate);
         long end = Stopwatch.GetTimestamp();
-        return new StepTimes(Samples.Milliseconds(start, forward), Samples.Milliseconds(forward, backward), Samples.Milliseconds(backward, end));
+        return new StepTimes(Samples.Milliseconds(start, forward), Samples.Milliseconds(forward, backward),
+            Samples.Milliseconds(backward, end));
     }
 
     /// <summary>Router forward alone (projection, batch norm, product-key retrieval, softmax) with autograd on, as in a step.</summary>
@@ -127,7 +129,8 @@ internal sealed class DenseTrainingStep : ITrainingStep
         long backward = Stopwatch.GetTimestamp();
         _optimizer.step();
         long end = Stopwatch.GetTimestamp();
-        return new StepTimes(Samples.Milliseconds(start, forward), Samples.Milliseconds(forward, backward), Samples.Milliseconds(backward, end));
+        return new StepTimes(Samples.Milliseconds(start, forward), Samples.Milliseconds(forward, backward),
+            Samples.Milliseconds(backward, end));
     }
 
     public void Dispose()

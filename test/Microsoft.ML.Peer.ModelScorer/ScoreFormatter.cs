@@ -39,7 +39,12 @@ public static class ScoreFormatter
             case VectorDataViewType v when v.ItemType.RawType == typeof(float):
             {
                 var get = cursor.GetGetter<VBuffer<float>>(column);
-                return () => { VBuffer<float> b = default; get(ref b); return $"{column.Name}=" + string.Join(',', b.DenseValues().Select(Bits)); };
+                return () =>
+                {
+                    VBuffer<float> b = default;
+                    get(ref b);
+                    return $"{column.Name}=" + string.Join(',', b.DenseValues().Select(Bits));
+                };
             }
             default:
                 return () => $"{column.Name}=?";

@@ -15,9 +15,14 @@ public sealed class NativeTestSuite
         while (root is not null && !File.Exists(Path.Combine(root.FullName, "Peer.MLNet.sln"))) root = root.Parent;
         Assert.IsNotNull(root, "repository root (Peer.MLNet.sln) not found above the test output folder");
         var build = Path.Combine(root.FullName, "artifacts", "native", "build");
-        Assert.IsTrue(File.Exists(Path.Combine(build, "CTestTestfile.cmake")), $"no CTest build at {build}: the library build should have made it");
+        Assert.IsTrue(File.Exists(Path.Combine(build, "CTestTestfile.cmake")),
+            $"no CTest build at {build}: the library build should have made it");
 
-        var start = new ProcessStartInfo("ctest", $"--test-dir \"{build}\" --output-on-failure") { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo("ctest", $"--test-dir \"{build}\" --output-on-failure")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true
+        };
         using var ctest = Process.Start(start)!;
         var stdout = ctest.StandardOutput.ReadToEndAsync();
         var stderr = ctest.StandardError.ReadToEndAsync();

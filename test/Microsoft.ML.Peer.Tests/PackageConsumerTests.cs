@@ -34,7 +34,8 @@ public sealed class PackageConsumerTests
             string suffix = $"consumer.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}";
             string feed = Path.Combine(work, "feed");
             Dotnet(repo, $"pack src/Microsoft.ML.Peer/Microsoft.ML.Peer.csproj -c {Configuration} --no-build -o \"{feed}\" -p:VersionSuffix={suffix}");
-            string package = Directory.GetFiles(feed, "Microsoft.ML.Peer.*.nupkg").Single(p => !p.EndsWith(".snupkg", StringComparison.Ordinal));
+            string package =
+                Directory.GetFiles(feed, "Microsoft.ML.Peer.*.nupkg").Single(p => !p.EndsWith(".snupkg", StringComparison.Ordinal));
             Assert.IsTrue(File.Exists(Path.ChangeExtension(package, ".snupkg")), "no symbol package beside the package");
             CheckPackageContents(package);
             string nugetConfig = NuGetConfig(feed, Path.Combine(work, "packages"));
@@ -126,13 +127,15 @@ public sealed class PackageConsumerTests
         Directory.CreateDirectory(folder);
         Dotnet(folder, "new console -n Consumer -o .");
         File.WriteAllText(Path.Combine(folder, "nuget.config"), nugetConfig);
-        File.Copy(Path.Combine(AppContext.BaseDirectory, "PackageConsumer", "Program.cs"), Path.Combine(folder, "Program.cs"), overwrite: true);
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "PackageConsumer", "Program.cs"), Path.Combine(folder, "Program.cs"),
+            overwrite: true);
         return folder;
     }
 
     private static List<string> ScoreLines(string output)
     {
-        StringAssert.Contains(output, "native kernels True", "the consumer ran on the managed kernels: the package's libpeer_native did not load");
+        StringAssert.Contains(output, "native kernels True",
+            "the consumer ran on the managed kernels: the package's libpeer_native did not load");
         return output.Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.StartsWith("score ", StringComparison.Ordinal)).ToList();
     }
 
@@ -159,9 +162,11 @@ public sealed class PackageConsumerTests
         var stderr = process.StandardError.ReadToEndAsync();
         process.WaitForExit();
         var output = new StringBuilder().Append(stdout.Result).Append(stderr.Result).ToString();
-        Console.WriteLine($"[{clock.Elapsed.TotalSeconds:F1} s] {Path.GetFileName(program)} {arguments} (in {folder}): exit {process.ExitCode}");
+        Console.WriteLine(
+            $"[{clock.Elapsed.TotalSeconds:F1} s] {Path.GetFileName(program)} {arguments} (in {folder}): exit {process.ExitCode}");
         Assert.AreEqual(expectedExit, process.ExitCode, $"{program} {arguments} in {folder}:\n{output}");
-        Assert.IsFalse(stderr.Result.Contains("managed PEER kernels", StringComparison.Ordinal), $"the native kernels did not load:\n{output}");
+        Assert.IsFalse(stderr.Result.Contains("managed PEER kernels", StringComparison.Ordinal),
+            $"the native kernels did not load:\n{output}");
         return stdout.Result;
     }
 

@@ -30,7 +30,8 @@ public sealed class CompactTokenizer
     /// <summary>Ids reserved after the kept tokens; currently only <see cref="EndOfTextId"/>.</summary>
     public const int ReservedTokenCount = 1;
 
-    /// <summary>The text <see cref="Decode"/> writes for <see cref="EndOfTextId"/>; <see cref="Encode"/> spells this text as ordinary tokens.</summary>
+    /// <summary>The text <see cref="Decode"/> writes for <see cref="EndOfTextId"/>; <see cref="Encode"/> spells this text as ordinary
+    /// tokens.</summary>
     public const string EndOfTextMarker = "<|endoftext|>";
 
     private const int ByteTokenCount = 256;
@@ -98,7 +99,8 @@ public sealed class CompactTokenizer
         _splitCache = new int[]?[cl.IdLimit];
     }
 
-    /// <summary>Number of ids: 256 byte tokens + kept cl100k tokens + reserved ids. Smaller than requested when the training texts have fewer distinct tokens.</summary>
+    /// <summary>Number of ids: 256 byte tokens + kept cl100k tokens + reserved ids. Smaller than requested when the training texts have
+    /// fewer distinct tokens.</summary>
     public int VocabularySize => ByteTokenCount + _keptIds.Length + ReservedTokenCount;
 
     /// <summary>Id that separates documents; never produced by <see cref="Encode"/>.</summary>
@@ -291,7 +293,8 @@ public sealed class CompactTokenizer
         return text.ToString();
     }
 
-    /// <summary>Writes the tokenizer: magic "PCTK", int32 format version, int32 kept count, then the kept cl100k ids (little-endian int32).</summary>
+    /// <summary>Writes the tokenizer: magic "PCTK", int32 format version, int32 kept count, then the kept cl100k ids (little-endian
+    /// int32).</summary>
     public void Save(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
@@ -308,7 +311,8 @@ public sealed class CompactTokenizer
     }
 
     /// <summary>Reads a tokenizer written by <see cref="Save"/>.</summary>
-    /// <exception cref="InvalidDataException">The stream is not a compact tokenizer, has an unsupported version, is truncated or inconsistent.</exception>
+    /// <exception cref="InvalidDataException">The stream is not a compact tokenizer, has an unsupported version, is truncated or
+    /// inconsistent.</exception>
     public static CompactTokenizer Load(Stream stream)
     {
         ArgumentNullException.ThrowIfNull(stream);
@@ -331,7 +335,8 @@ public sealed class CompactTokenizer
             int version = reader.ReadInt32();
             if (version != FormatVersion)
             {
-                throw new InvalidDataException($"Unsupported compact tokenizer format version {version}; this build reads version {FormatVersion}.");
+                throw new InvalidDataException(
+                    $"Unsupported compact tokenizer format version {version}; this build reads version {FormatVersion}.");
             }
 
             int count = reader.ReadInt32();
@@ -348,7 +353,8 @@ public sealed class CompactTokenizer
                 int id = reader.ReadInt32();
                 if ((uint)id >= (uint)cl.TokenBytes.Length || cl.TokenBytes[id].Length < 2 || !seen.Add(id))
                 {
-                    throw new InvalidDataException($"Invalid compact tokenizer file: entry {i} ({id}) is not a distinct multi-byte cl100k token id.");
+                    throw new InvalidDataException(
+                        $"Invalid compact tokenizer file: entry {i} ({id}) is not a distinct multi-byte cl100k token id.");
                 }
 
                 kept[i] = id;
@@ -414,7 +420,8 @@ public sealed class CompactTokenizer
             // The tokenizer keeps its id->bytes table internal, so read the same data file it was built from.
             Assembly assembly = Assembly.Load(new AssemblyName(DataAssembly));
             using Stream resource = assembly.GetManifestResourceStream(DataResource)
-                ?? throw new InvalidOperationException($"The {DataAssembly} package has no '{DataResource}' resource; this version of it is not supported.");
+                ?? throw new InvalidOperationException(
+                    $"The {DataAssembly} package has no '{DataResource}' resource; this version of it is not supported.");
             using var inflated = new DeflateStream(resource, CompressionMode.Decompress);
             using var reader = new StreamReader(inflated, Encoding.ASCII);
 
@@ -454,7 +461,8 @@ public sealed class CompactTokenizer
 
             if (Array.IndexOf(byteToId, -1) >= 0)
             {
-                throw new InvalidOperationException($"{DataResource}: not every single byte has its own token, so byte fallback is impossible.");
+                throw new InvalidOperationException(
+                    $"{DataResource}: not every single byte has its own token, so byte fallback is impossible.");
             }
 
             var cl = new Cl100k(tokenizer, tokenBytes, byteToId);

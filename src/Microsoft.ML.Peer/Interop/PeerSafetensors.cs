@@ -61,20 +61,24 @@ public static class PeerSafetensors
         Write(path, model, model.Options, TextClassifierKind, null);
     }
 
-    /// <summary>A language model built from the options and filled with the weights of the safetensors file at <paramref name="path"/>.</summary>
+    /// <summary>A language model built from the options and filled with the weights of the safetensors file at
+    /// <paramref name="path"/>.</summary>
     public static TransformerLanguageModel LoadLanguageModel(string path) =>
         Read(path, LanguageModelKind, (LanguageModelOptions o) => { o.Validate(); return o; }, o => new TransformerLanguageModel(o)).Model;
 
-    /// <summary>A text classifier built from the options and filled with the weights of the safetensors file at <paramref name="path"/>.</summary>
+    /// <summary>A text classifier built from the options and filled with the weights of the safetensors file at
+    /// <paramref name="path"/>.</summary>
     public static TransformerTextClassifier LoadTextClassifier(string path) =>
-        Read(path, TextClassifierKind, (TextClassifierOptions o) => { o.Validate(); return o; }, o => new TransformerTextClassifier(o)).Model;
+        Read(path, TextClassifierKind, (TextClassifierOptions o) => { o.Validate(); return o; },
+            o => new TransformerTextClassifier(o)).Model;
 
     /// <summary>
     /// Writes every tensor of <paramref name="model"/>'s state dictionary, in its order, and the metadata: the format, the
     /// kind, the options and whatever <paramref name="extra"/> adds. A temporary file beside <paramref name="path"/> is
     /// renamed over it once complete.
     /// </summary>
-    internal static void Write(string path, nn.Module model, TransformerOptions options, string kind, IEnumerable<KeyValuePair<string, string>>? extra)
+    internal static void Write(string path, nn.Module model, TransformerOptions options, string kind,
+        IEnumerable<KeyValuePair<string, string>>? extra)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         Training.FiniteWeights.Ensure(model, "at export");
@@ -138,7 +142,8 @@ public static class PeerSafetensors
 
         if (!metadata.TryGetValue(ModelKey, out var savedKind) || !metadata.TryGetValue(ConfigKey, out var config))
             throw new InvalidDataException($"{what} has no '{ModelKey}' and '{ConfigKey}' metadata: it was not exported by Microsoft.ML.Peer or its PyTorch twin (python/peer_twin), so the model's shape is unknown.");
-        if (metadata.TryGetValue(FormatVersionKey, out var version) && version != FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        if (metadata.TryGetValue(FormatVersionKey, out var version) &&
+            version != FormatVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
             throw new InvalidDataException($"{what} has export format version '{SafetensorsFile.Printable(version)}'; this Microsoft.ML.Peer ({PeerModelPersistence.ProductVersion}) reads version {FormatVersion}.");
         if (savedKind != kind)
             throw new InvalidDataException($"{what} holds a '{SafetensorsFile.Printable(savedKind)}' model, not a '{kind}'.");

@@ -41,7 +41,8 @@ internal static class SafetensorsFile
 
     /// <summary>The safetensors dtype name of <paramref name="type"/>.</summary>
     public static string DTypeOf(ScalarType type) =>
-        Types.FirstOrDefault(t => t.Type == type).DType ?? throw new NotSupportedException($"Element type {type} has no safetensors dtype here.");
+        Types.FirstOrDefault(t => t.Type == type).DType
+            ?? throw new NotSupportedException($"Element type {type} has no safetensors dtype here.");
 
     private static int SizeOf(ScalarType type) => Types.First(t => t.Type == type).Size;
 
@@ -49,7 +50,8 @@ internal static class SafetensorsFile
     /// Writes <paramref name="tensors"/> (CPU tensors, written in the given order) and <paramref name="metadata"/> to
     /// <paramref name="stream"/>.
     /// </summary>
-    public static void Write(Stream stream, IReadOnlyDictionary<string, string> metadata, IReadOnlyList<(string Name, Tensor Tensor)> tensors)
+    public static void Write(Stream stream, IReadOnlyDictionary<string, string> metadata,
+        IReadOnlyList<(string Name, Tensor Tensor)> tensors)
     {
         EnsureLittleEndian();
         var buffer = new MemoryStream();
@@ -107,14 +109,18 @@ internal static class SafetensorsFile
     /// Reads and validates the header of a safetensors stream of <paramref name="streamLength"/> bytes, positioned at its
     /// start; returns the metadata, the entries (in data order) and the position of the data section.
     /// </summary>
-    public static (Dictionary<string, string> Metadata, List<SafetensorsEntry> Entries, long DataStart) ReadHeader(Stream stream, long streamLength)
+    public static (Dictionary<string, string> Metadata, List<SafetensorsEntry> Entries, long DataStart) ReadHeader(Stream stream,
+        long streamLength)
     {
         Span<byte> lengthBytes = stackalloc byte[8];
         if (streamLength < 8) throw new InvalidDataException($"it is {streamLength} bytes long, shorter than the 8-byte header length.");
         stream.ReadExactly(lengthBytes);
         ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
-        if (headerLength > MaxHeaderBytes) throw new InvalidDataException($"its header length {headerLength:N0} exceeds the {MaxHeaderBytes:N0} bytes safetensors allows.");
-        if ((long)headerLength > streamLength - 8) throw new InvalidDataException($"its header length {headerLength:N0} runs past the end of the file ({streamLength:N0} bytes).");
+        if (headerLength > MaxHeaderBytes)
+            throw new InvalidDataException(
+                $"its header length {headerLength:N0} exceeds the {MaxHeaderBytes:N0} bytes safetensors allows.");
+        if ((long)headerLength > streamLength - 8)
+            throw new InvalidDataException($"its header length {headerLength:N0} runs past the end of the file ({streamLength:N0} bytes).");
         var header = new byte[headerLength];
         stream.ReadExactly(header);
         long dataLength = streamLength - 8 - (long)headerLength;
@@ -150,7 +156,8 @@ internal static class SafetensorsFile
                 if (!names.Add(property.Name)) throw new InvalidDataException($"its header names '{name}' twice.");
                 if (property.Name == "__metadata__")
                 {
-                    if (property.Value.ValueKind != JsonValueKind.Object) throw new InvalidDataException("its '__metadata__' is not a JSON object of strings.");
+                    if (property.Value.ValueKind != JsonValueKind.Object)
+                        throw new InvalidDataException("its '__metadata__' is not a JSON object of strings.");
                     foreach (var item in property.Value.EnumerateObject())
                     {
                         if (item.Value.ValueKind != JsonValueKind.String)
@@ -161,7 +168,9 @@ internal static class SafetensorsFile
                     continue;
                 }
                 if (entries.Count >= MaxTensors) throw new InvalidDataException($"its header holds more than {MaxTensors:N0} tensors.");
-                if (property.Name.Length == 0 || property.Name.Length > MaxNameLength) throw new InvalidDataException($"its header holds a tensor name of {property.Name.Length} characters (1 to {MaxNameLength} allowed).");
+                if (property.Name.Length == 0 || property.Name.Length > MaxNameLength)
+                    throw new InvalidDataException(
+                        $"its header holds a tensor name of {property.Name.Length} characters (1 to {MaxNameLength} allowed).");
                 entries.Add(ReadEntry(property.Name, name, property.Value, dataLength));
             }
             entries.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
@@ -187,10 +196,12 @@ internal static class SafetensorsFile
             throw new InvalidDataException($"tensor '{name}' has no dtype string.");
         string dtype = dtypeElement.GetString()!;
         var known = Types.FirstOrDefault(t => t.DType == dtype);
-        if (known.DType is null) throw new InvalidDataException($"tensor '{name}' has dtype '{Printable(dtype)}', which this reader does not know.");
+        if (known.DType is null)
+            throw new InvalidDataException($"tensor '{name}' has dtype '{Printable(dtype)}', which this reader does not know.");
         if (!value.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
             throw new InvalidDataException($"tensor '{name}' has no shape array.");
-        if (shapeElement.GetArrayLength() > MaxRank) throw new InvalidDataException($"tensor '{name}' has rank {shapeElement.GetArrayLength()} (at most {MaxRank}).");
+        if (shapeElement.GetArrayLength() > MaxRank)
+            throw new InvalidDataException($"tensor '{name}' has rank {shapeElement.GetArrayLength()} (at most {MaxRank}).");
         var shape = new long[shapeElement.GetArrayLength()];
         long elements = 1;
         int i = 0;
@@ -204,11 +215,13 @@ internal static class SafetensorsFile
             elements *= size;
             shape[i++] = size;
         }
-        if (!value.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array || offsets.GetArrayLength() != 2)
+        if (!value.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array ||
+            offsets.GetArrayLength() != 2)
             throw new InvalidDataException($"tensor '{name}' has no data_offsets pair [begin, end].");
         var pair = offsets.EnumerateArray().ToArray();
         if (!pair[0].TryGetInt64(out long begin) || !pair[1].TryGetInt64(out long end) || begin < 0 || end < begin || end > dataLength)
-            throw new InvalidDataException($"tensor '{name}' has data_offsets [{pair[0]}, {pair[1]}] outside the {dataLength:N0}-byte data section.");
+            throw new InvalidDataException(
+                $"tensor '{name}' has data_offsets [{pair[0]}, {pair[1]}] outside the {dataLength:N0}-byte data section.");
         if (end - begin != elements * known.Size)
             throw new InvalidDataException($"tensor '{name}' ({dtype} [{string.Join(", ", shape)}]) needs {elements * known.Size:N0} bytes but its data_offsets span {end - begin:N0}.");
         foreach (var property in value.EnumerateObject())
@@ -217,12 +230,15 @@ internal static class SafetensorsFile
         return new SafetensorsEntry(rawName, known.Type, dtype, shape, begin, end);
     }
 
-    /// <summary>Reads the bytes of <paramref name="entry"/> into <paramref name="target"/> (contiguous, on the CPU, of the entry's type and size).</summary>
+    /// <summary>Reads the bytes of <paramref name="entry"/> into <paramref name="target"/> (contiguous, on the CPU, of the entry's type and
+    /// size).</summary>
     public static unsafe void ReadData(Stream stream, long dataStart, SafetensorsEntry entry, Tensor target)
     {
         EnsureLittleEndian();
-        if (target.dtype != entry.Type || target.numel() != entry.Elements || !target.is_contiguous() || target.device_type != DeviceType.CPU)
-            throw new InvalidOperationException($"Tensor '{entry.Name}' cannot be read into a {target.dtype} [{string.Join(", ", target.shape)}] tensor.");
+        if (target.dtype != entry.Type || target.numel() != entry.Elements || !target.is_contiguous() ||
+            target.device_type != DeviceType.CPU)
+            throw new InvalidOperationException(
+                $"Tensor '{entry.Name}' cannot be read into a {target.dtype} [{string.Join(", ", target.shape)}] tensor.");
         stream.Position = dataStart + entry.Begin;
         byte* data = (byte*)Native.PeerNativeMethods.TensorData(target.Handle);
         long bytes = entry.End - entry.Begin;
@@ -245,6 +261,8 @@ internal static class SafetensorsFile
 
     private static void EnsureLittleEndian()
     {
-        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors data is little-endian; this reader and writer run on little-endian machines only.");
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException(
+                "safetensors data is little-endian; this reader and writer run on little-endian machines only.");
     }
 }

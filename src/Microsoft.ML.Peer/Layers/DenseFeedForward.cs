@@ -16,7 +16,8 @@ public sealed class DenseFeedForward : Module<Tensor, Tensor>
     public DenseFeedForward(int dimension, int hiddenDimension) : base(TorchSharpRuntime.Prepared(nameof(DenseFeedForward)))
     {
         if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), dimension, "The model dimension must be positive.");
-        if (hiddenDimension <= 0) throw new ArgumentOutOfRangeException(nameof(hiddenDimension), hiddenDimension, "The hidden dimension must be positive.");
+        if (hiddenDimension <= 0)
+            throw new ArgumentOutOfRangeException(nameof(hiddenDimension), hiddenDimension, "The hidden dimension must be positive.");
         up = nn.Linear(dimension, hiddenDimension);
         down = nn.Linear(hiddenDimension, dimension);
         RegisterComponents();

@@ -41,7 +41,8 @@ public sealed class ExpertUsageAccumulator : IDisposable
         _retrievals += indices.numel();
     }
 
-    /// <summary>Usage, unevenness, concentration and input/query rank of what has been accumulated since the last <see cref="Reset"/>.</summary>
+    /// <summary>Usage, unevenness, concentration and input/query rank of what has been accumulated since the last
+    /// <see cref="Reset"/>.</summary>
     public ExpertUsage Compute()
     {
         if (_weights is null || _retrievals == 0)

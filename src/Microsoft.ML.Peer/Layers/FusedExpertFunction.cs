@@ -19,7 +19,8 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
     /// returned to autograd, which would copy them once more; their row buffers are reused between steps from
     /// <paramref name="workspace"/>, which spares the page faults of fresh allocations of that size.
     /// </remarks>
-    public static Tensor Apply(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation, bool sparseGradients, ExpertGradientWorkspace? workspace = null) =>
+    public static Tensor Apply(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation,
+        bool sparseGradients, ExpertGradientWorkspace? workspace = null) =>
         apply(x, gates, indices, down, up, (int)activation, sparseGradients, workspace!);
 
     public override unsafe Tensor forward(autograd.AutogradContext ctx, params object[] vars)
@@ -34,10 +35,13 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         var y = empty(tokens, dimension);
         var hidden = empty(tokens, slots);
         PeerNativeLibrary.Check(PeerNativeMethods.ExpertForward(
-            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"), PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
-            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
+            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"),
+            PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"),
+            PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
             PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), tokens, slots, dimension, experts, activation,
-            PeerNativeLibrary.Pointer<float>(y, ScalarType.Float32, "y"), PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden")), "peer_expert_forward_f32");
+            PeerNativeLibrary.Pointer<float>(y, ScalarType.Float32, "y"),
+            PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden")), "peer_expert_forward_f32");
         ctx.save_for_backward(new List<Tensor> { x, gates, indices, down, up, hidden });
         ctx.save_data("activation", activation);
         ctx.save_data("sparse", (bool)vars[6]);
@@ -61,16 +65,24 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         // Reuse the workspace unless a gradient from an earlier backward (which may alias it) is still held.
         var workspace = ctx.get_data("workspace") as ExpertGradientWorkspace;
         bool reuse = workspace is not null && down.grad is null && up.grad is null;
-        var (downRows, upRows) = reuse ? workspace!.Rows(uniqueCount, dimension) : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
+        var (downRows, upRows) = reuse
+            ? workspace!.Rows(uniqueCount, dimension)
+            : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
         slotToRow = slotToRow!.contiguous();
         PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackward(
-            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"), PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
-            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
-            PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden"),
-            PeerNativeLibrary.Pointer<float>(dy, ScalarType.Float32, "dy"), PeerNativeLibrary.Pointer<long>(slotToRow, ScalarType.Int64, "slotToRow"), uniqueCount,
+            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"),
+            PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"),
+            PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
+            PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"),
+            PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden"),
+            PeerNativeLibrary.Pointer<float>(dy, ScalarType.Float32, "dy"),
+            PeerNativeLibrary.Pointer<long>(slotToRow, ScalarType.Int64, "slotToRow"), uniqueCount,
             tokens, slots, dimension, experts, activation,
-            PeerNativeLibrary.Pointer<float>(dx, ScalarType.Float32, "dx"), PeerNativeLibrary.Pointer<float>(dgates, ScalarType.Float32, "dgates"),
-            PeerNativeLibrary.Pointer<float>(downRows, ScalarType.Float32, "dU"), PeerNativeLibrary.Pointer<float>(upRows, ScalarType.Float32, "dV")), "peer_expert_backward_f32");
+            PeerNativeLibrary.Pointer<float>(dx, ScalarType.Float32, "dx"),
+            PeerNativeLibrary.Pointer<float>(dgates, ScalarType.Float32, "dgates"),
+            PeerNativeLibrary.Pointer<float>(downRows, ScalarType.Float32, "dU"),
+            PeerNativeLibrary.Pointer<float>(upRows, ScalarType.Float32, "dV")), "peer_expert_backward_f32");
         using (no_grad())
         {
             Accumulate(down, rows, downRows, experts, dimension, sparse);

@@ -21,11 +21,13 @@ public sealed class MixtureOfExpertsFeedForward : Module<Tensor, Tensor>, IAuxil
     private readonly ModuleList<DenseFeedForward> experts;
     private Tensor? _auxiliaryLoss;
 
-    public MixtureOfExpertsFeedForward(int dimension, int hiddenDimension, int experts, int topK) : base(TorchSharpRuntime.Prepared(nameof(MixtureOfExpertsFeedForward)))
+    public MixtureOfExpertsFeedForward(int dimension, int hiddenDimension, int experts, int topK)
+        : base(TorchSharpRuntime.Prepared(nameof(MixtureOfExpertsFeedForward)))
     {
         if (experts <= 0) throw new ArgumentOutOfRangeException(nameof(experts), experts, "The number of MoE experts must be positive.");
         if (topK <= 0 || topK > experts)
-            throw new ArgumentOutOfRangeException(nameof(topK), topK, $"MoE top-k must be between 1 and the number of experts ({experts}); got {topK}.");
+            throw new ArgumentOutOfRangeException(nameof(topK), topK,
+                $"MoE top-k must be between 1 and the number of experts ({experts}); got {topK}.");
         _dimension = dimension;
         _experts = experts;
         _topK = topK;

@@ -59,8 +59,10 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     /// <summary>The N×d table of expert output weights v_i.</summary>
     public Parameter UpWeights => expert_up.weight!;
 
-    /// <summary>The names of <see cref="DownWeights"/> and <see cref="UpWeights"/> within this layer, as named_parameters() gives them.</summary>
-    internal static IReadOnlyList<string> ExpertTableNames { get; } = new[] { $"{nameof(expert_down)}.weight", $"{nameof(expert_up)}.weight" };
+    /// <summary>The names of <see cref="DownWeights"/> and <see cref="UpWeights"/> within this layer, as named_parameters() gives
+    /// them.</summary>
+    internal static IReadOnlyList<string> ExpertTableNames { get; } =
+        new[] { $"{nameof(expert_down)}.weight", $"{nameof(expert_up)}.weight" };
 
     /// <summary>Whether a forward pass on <paramref name="x"/> runs the native fused kernels.</summary>
     public bool UsesNativeKernels(Tensor x) => PeerNativeLibrary.ShouldUse(_options.Kernels, x, expert_down.weight!);
@@ -85,7 +87,8 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         if (input.shape[^1] != _dimension)
-            throw new ArgumentException($"PEER layer expects a last dimension of {_dimension}; got [{string.Join(", ", input.shape)}].", nameof(input));
+            throw new ArgumentException($"PEER layer expects a last dimension of {_dimension}; got [{string.Join(", ", input.shape)}].",
+                nameof(input));
         using var scope = NewDisposeScope();
         var x = input.reshape(-1, _dimension);
         long tokens = x.shape[0];
@@ -93,7 +96,8 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
         var (gates, indices) = router.forward(x);
         var flat = indices.view(tokens, active);
         var y = UsesNativeKernels(x)
-            ? FusedExpertFunction.Apply(x, gates.view(tokens, active), flat, expert_down.weight!, expert_up.weight!, _options.ExpertActivation, _options.SparseGradients, _workspace)
+            ? FusedExpertFunction.Apply(x, gates.view(tokens, active), flat, expert_down.weight!, expert_up.weight!,
+                _options.ExpertActivation, _options.SparseGradients, _workspace)
             : ComposedExperts(x, gates.view(tokens, active), flat);
         return y.view(input.shape).MoveToOuterDisposeScope();
     }

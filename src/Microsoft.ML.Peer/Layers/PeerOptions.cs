@@ -16,6 +16,7 @@ public sealed class PeerOptions : ProductKeyOptions
     {
         base.Validate();
         if (!Enum.IsDefined(ExpertActivation))
-            throw new ArgumentOutOfRangeException(nameof(ExpertActivation), ExpertActivation, $"Unknown {nameof(ExpertActivation)} {ExpertActivation}.");
+            throw new ArgumentOutOfRangeException(nameof(ExpertActivation), ExpertActivation,
+                $"Unknown {nameof(ExpertActivation)} {ExpertActivation}.");
     }
 }

@@ -46,7 +46,8 @@ public sealed class ProductKeyMemory : Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         if (input.shape[^1] != _dimension)
-            throw new ArgumentException($"PKM layer expects a last dimension of {_dimension}; got [{string.Join(", ", input.shape)}].", nameof(input));
+            throw new ArgumentException($"PKM layer expects a last dimension of {_dimension}; got [{string.Join(", ", input.shape)}].",
+                nameof(input));
         using var scope = NewDisposeScope();
         var x = input.reshape(-1, _dimension);
         var (gates, indices) = router.forward(x);

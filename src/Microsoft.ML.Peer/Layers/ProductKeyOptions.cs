@@ -101,6 +101,7 @@ public class ProductKeyOptions
         if (!Enum.IsDefined(Kernels))
             throw new ArgumentOutOfRangeException(nameof(Kernels), Kernels, $"Unknown {nameof(Kernels)} {Kernels}.");
         if (!Enum.IsDefined(ScoreActivation))
-            throw new ArgumentOutOfRangeException(nameof(ScoreActivation), ScoreActivation, $"Unknown {nameof(ScoreActivation)} {ScoreActivation}.");
+            throw new ArgumentOutOfRangeException(nameof(ScoreActivation), ScoreActivation,
+                $"Unknown {nameof(ScoreActivation)} {ScoreActivation}.");
     }
 }

@@ -29,7 +29,9 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
     /// <param name="topK">Keys retrieved per query, at most n.</param>
     /// <param name="kernels">Native: Peer.Native's exact top-k selects the keys; Managed: torch top-k over the sub-key scores.</param>
     /// <param name="normalizeSubKeys">Score against unit-length sub-keys (<see cref="ProductKeyOptions.NormalizeSubKeys"/>).</param>
-    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto, bool normalizeSubKeys = false) : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRetriever)))
+    public ProductKeyRetriever(int subKeys, int keyDimension, int topK, PeerKernels kernels = PeerKernels.Auto,
+        bool normalizeSubKeys = false)
+        : base(TorchSharpRuntime.Prepared(nameof(ProductKeyRetriever)))
     {
         if (subKeys <= 0) throw new ArgumentOutOfRangeException(nameof(subKeys), subKeys, "The number of sub-keys must be positive.");
         if (keyDimension <= 0 || keyDimension % 2 != 0)
@@ -54,7 +56,9 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
     {
         using var scope = NewDisposeScope();
         if (queries.dim() != 3 || queries.shape[2] != 2 * _halfDimension)
-            throw new ArgumentException($"Queries must have shape [tokens, heads, {2 * _halfDimension}]; got [{string.Join(", ", queries.shape)}].", nameof(queries));
+            throw new ArgumentException(
+                $"Queries must have shape [tokens, heads, {2 * _halfDimension}]; got [{string.Join(", ", queries.shape)}].",
+                nameof(queries));
         // Unit-length keys are a differentiable function of the stored ones, so both paths below train them through it.
         var keys = _normalizeSubKeys ? nn.functional.normalize(SubKeys, p: 2, dim: -1) : SubKeys;
         if (PeerNativeLibrary.ShouldUse(_kernels, queries, keys))
@@ -88,9 +92,11 @@ public sealed class ProductKeyRetriever : Module<Tensor, (Tensor Scores, Tensor 
         var scores = empty(rows, _topK);
         var indices = empty(rows, _topK, dtype: ScalarType.Int64);
         PeerNativeLibrary.Check(PeerNativeMethods.ProductKeyTopK(
-            PeerNativeLibrary.Pointer<float>(flat, ScalarType.Float32, "queries"), PeerNativeLibrary.Pointer<float>(keys, ScalarType.Float32, "sub_keys"),
+            PeerNativeLibrary.Pointer<float>(flat, ScalarType.Float32, "queries"),
+            PeerNativeLibrary.Pointer<float>(keys, ScalarType.Float32, "sub_keys"),
             rows, _subKeys, 2 * _halfDimension, _topK,
-            PeerNativeLibrary.Pointer<float>(scores, ScalarType.Float32, "scores"), PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices")), "peer_product_key_topk_f32");
+            PeerNativeLibrary.Pointer<float>(scores, ScalarType.Float32, "scores"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices")), "peer_product_key_topk_f32");
         return (scores.view(queries.shape[0], queries.shape[1], _topK), indices.view(queries.shape[0], queries.shape[1], _topK));
     }
 }

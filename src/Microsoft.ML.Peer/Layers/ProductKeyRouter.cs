@@ -24,7 +24,8 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        if (inputDimension <= 0) throw new ArgumentOutOfRangeException(nameof(inputDimension), inputDimension, "The input dimension must be positive.");
+        if (inputDimension <= 0)
+            throw new ArgumentOutOfRangeException(nameof(inputDimension), inputDimension, "The input dimension must be positive.");
         _options = options.Clone();
         input_norm = options.InputBatchNorm ? nn.BatchNorm1d(inputDimension) : null;
         query = nn.Linear(inputDimension, options.Heads * options.KeyDimension);
@@ -85,7 +86,10 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         var q = query.forward(x);
         QueryMoments?.Add(q);
         if (query_norm is not null) q = Normalize(query_norm, q);
-        if (query_whitening is not null) q = query_whitening.training ? query_whitening.forward(q) : query_whitening.Normalize(q, EvaluationStatistics == QueryNormStatistics.Batch);
+        if (query_whitening is not null)
+            q = query_whitening.training
+                ? query_whitening.forward(q)
+                : query_whitening.Normalize(q, EvaluationStatistics == QueryNormStatistics.Batch);
         q = q.view(tokens.shape[0], _options.Heads, _options.KeyDimension);
         var (scores, indices) = retriever.forward(q);
         var gates = _options.ScoreActivation switch
@@ -144,7 +148,8 @@ public sealed class ProductKeyRouter : Module<Tensor, (Tensor Gates, Tensor Indi
         query_whitening.SetStatistics(mean, covariance);
     }
 
-    /// <summary>Moment sums fit for <see cref="SetQueryNormStatistics"/>: per-head cross products too where the queries are whitened.</summary>
+    /// <summary>Moment sums fit for <see cref="SetQueryNormStatistics"/>: per-head cross products too where the queries are
+    /// whitened.</summary>
     internal QueryMomentSums NewQueryMoments() => new(query_whitening is null ? 0 : _options.KeyDimension);
 
     /// <summary>As <see cref="SetQueryNormStatistics"/>, for the input batch norm.</summary>

@@ -35,7 +35,8 @@ internal sealed class QueryMomentSums : IDisposable
             if (q.shape[1] % _groupSize != 0)
                 throw new ArgumentException($"{q.shape[1]} query features do not split into groups of {_groupSize}.", nameof(queries));
             var groups = q.view(q.shape[0], -1, _groupSize).transpose(0, 1);                        // [G, T, g]
-            _products ??= zeros(groups.shape[0], _groupSize, _groupSize, dtype: ScalarType.Float64, device: q.device).DetachFromDisposeScope();
+            _products ??= zeros(groups.shape[0], _groupSize, _groupSize, dtype: ScalarType.Float64,
+                device: q.device).DetachFromDisposeScope();
             _products.add_(matmul(groups.transpose(1, 2), groups));
         }
         Count += q.shape[0];
@@ -44,7 +45,8 @@ internal sealed class QueryMomentSums : IDisposable
     /// <summary>Mean and unbiased variance per feature (at least two rows needed).</summary>
     public (Tensor Mean, Tensor Variance) MeanAndVariance()
     {
-        if (Count < 2 || _sum is null || _squares is null) throw new InvalidOperationException("At least two query rows are needed for a variance.");
+        if (Count < 2 || _sum is null || _squares is null)
+            throw new InvalidOperationException("At least two query rows are needed for a variance.");
         var mean = _sum / Count;
         var variance = ((_squares - Count * mean.square()) / (Count - 1)).clamp_min(0);
         return (mean, variance);
@@ -53,8 +55,10 @@ internal sealed class QueryMomentSums : IDisposable
     /// <summary>Mean per feature and unbiased covariance of each group, [G, g, g] (a group size and two rows needed).</summary>
     public (Tensor Mean, Tensor Covariance) MeanAndGroupCovariance()
     {
-        if (_groupSize == 0) throw new InvalidOperationException("These sums were made without a group size, so they hold no cross products.");
-        if (Count < 2 || _sum is null || _products is null) throw new InvalidOperationException("At least two query rows are needed for a covariance.");
+        if (_groupSize == 0)
+            throw new InvalidOperationException("These sums were made without a group size, so they hold no cross products.");
+        if (Count < 2 || _sum is null || _products is null)
+            throw new InvalidOperationException("At least two query rows are needed for a covariance.");
         var mean = _sum / Count;
         var groupMean = mean.view(-1, _groupSize);                                                      // [G, g]
         var covariance = (_products - Count * groupMean.unsqueeze(2) * groupMean.unsqueeze(1)) / (Count - 1);

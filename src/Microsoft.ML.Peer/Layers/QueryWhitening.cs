@@ -70,7 +70,8 @@ internal sealed class QueryWhitening : Module<Tensor, Tensor>
     public Tensor Normalize(Tensor queries, bool batchStatistics, bool updateRunning = false)
     {
         if (queries.dim() != 2 || queries.shape[1] != _groups * _groupSize)
-            throw new ArgumentException($"Queries must have shape [tokens, {_groups * _groupSize}]; got [{string.Join(", ", queries.shape)}].", nameof(queries));
+            throw new ArgumentException(
+                $"Queries must have shape [tokens, {_groups * _groupSize}]; got [{string.Join(", ", queries.shape)}].", nameof(queries));
         using var scope = NewDisposeScope();
         Tensor mean, covariance;
         using (no_grad())

@@ -36,10 +36,13 @@ internal sealed class SelectedKeyScoreFunction : autograd.SingleTensorFunction<S
         var dq = empty_like(queries);
         var dk = empty_like(subKeys);
         PeerNativeLibrary.Check(PeerNativeMethods.SelectedKeyBackward(
-            PeerNativeLibrary.Pointer<float>(queries, ScalarType.Float32, "queries"), PeerNativeLibrary.Pointer<float>(subKeys, ScalarType.Float32, "sub_keys"),
-            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"), PeerNativeLibrary.Pointer<float>(ds, ScalarType.Float32, "dscores"),
+            PeerNativeLibrary.Pointer<float>(queries, ScalarType.Float32, "queries"),
+            PeerNativeLibrary.Pointer<float>(subKeys, ScalarType.Float32, "sub_keys"),
+            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"),
+            PeerNativeLibrary.Pointer<float>(ds, ScalarType.Float32, "dscores"),
             indices.numel() / k, n, keyDimension, k,
-            PeerNativeLibrary.Pointer<float>(dq, ScalarType.Float32, "dqueries"), PeerNativeLibrary.Pointer<float>(dk, ScalarType.Float32, "dsub_keys")), "peer_selected_key_backward_f32");
+            PeerNativeLibrary.Pointer<float>(dq, ScalarType.Float32, "dqueries"),
+            PeerNativeLibrary.Pointer<float>(dk, ScalarType.Float32, "dsub_keys")), "peer_selected_key_backward_f32");
         return new List<Tensor> { dq, dk, null!, null! };
     }
 }

@@ -11,7 +11,8 @@ namespace Microsoft.ML.Peer.Models;
 /// <param name="Routing">MoE router; PKM/PEER query projection, sub-key scoring and the k² candidate sums of each head.</param>
 /// <param name="Selection">Top-k selection, one operation per comparison: h·(2n + k²) per product-key layer, E per MoE layer.</param>
 /// <param name="OutputHead">The tied output projection 2·d·V.</param>
-internal sealed record FlopBreakdown(long Attention, long DenseFeedForward, long SparseFeedForward, long Routing, long Selection, long OutputHead)
+internal sealed record FlopBreakdown(long Attention, long DenseFeedForward, long SparseFeedForward, long Routing, long Selection,
+    long OutputHead)
 {
     /// <summary>Everything above (selection included).</summary>
     public long Total => Attention + DenseFeedForward + SparseFeedForward + Routing + Selection + OutputHead;
@@ -92,7 +93,8 @@ internal static class FlopCounter
         return h * (2 * n + k * k);
     }
 
-    /// <summary>Trainable parameters of the model <paramref name="options"/> describes (what <c>parameters()</c> holds; BN running statistics are buffers).</summary>
+    /// <summary>Trainable parameters of the model <paramref name="options"/> describes (what <c>parameters()</c> holds; BN running
+    /// statistics are buffers).</summary>
     public static long TotalParameters(LanguageModelOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -186,7 +188,8 @@ internal static class FlopCounter
         long inactive = options.FeedForward switch
         {
             FeedForwardKind.MoE => (long)(options.MoeExperts - options.MoeTopK) * DenseParameters(d, options.EffectiveMoeHidden),
-            FeedForwardKind.ProductKeyMemory => Math.Max(0, options.ProductKeyMemory.Experts - (long)options.ProductKeyMemory.Heads * options.ProductKeyMemory.TopK) * d,
+            FeedForwardKind.ProductKeyMemory
+                => Math.Max(0, options.ProductKeyMemory.Experts - (long)options.ProductKeyMemory.Heads * options.ProductKeyMemory.TopK) * d,
             FeedForwardKind.Peer => Math.Max(0, options.Peer.Experts - (long)options.Peer.Heads * options.Peer.TopK) * 2 * d,
             _ => 0,
         };
@@ -198,6 +201,7 @@ internal static class FlopCounter
     private static long RouterParameters(long d, ProductKeyOptions options)
     {
         long query = (long)options.Heads * options.KeyDimension;
-        return (options.InputBatchNorm ? 2 * d : 0) + d * query + query + (options.QueryBatchNorm ? 2 * query : 0) + (long)options.SubKeys * options.KeyDimension;
+        return (options.InputBatchNorm ? 2 * d : 0) + d * query + query + (options.QueryBatchNorm ? 2 * query : 0)
+            + (long)options.SubKeys * options.KeyDimension;
     }
 }

@@ -65,13 +65,17 @@ public sealed class TextClassifierOptions : TransformerOptions
         // Zero blocks is a bag of embeddings: mean-pooled token + position embeddings into the linear head.
         ValidateTransformer(minimumLayers: 0);
         if (ClassCount < 2)
-            throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, $"{nameof(ClassCount)} must be at least 2; got {ClassCount}.");
+            throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount,
+                $"{nameof(ClassCount)} must be at least 2; got {ClassCount}.");
         ModelLimits.AtMost(ClassCount, ModelLimits.ClassCount, nameof(ClassCount));
         if (TokenDropout is < 0 or >= 1 || double.IsNaN(TokenDropout))
-            throw new ArgumentOutOfRangeException(nameof(TokenDropout), TokenDropout, $"{nameof(TokenDropout)} must be in [0, 1); got {TokenDropout}.");
+            throw new ArgumentOutOfRangeException(nameof(TokenDropout), TokenDropout,
+                $"{nameof(TokenDropout)} must be in [0, 1); got {TokenDropout}.");
         if (LabelSmoothing is < 0 or >= 1 || double.IsNaN(LabelSmoothing))
-            throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing, $"{nameof(LabelSmoothing)} must be in [0, 1); got {LabelSmoothing}.");
+            throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing,
+                $"{nameof(LabelSmoothing)} must be in [0, 1); got {LabelSmoothing}.");
         if (PaddingId < 0 || PaddingId >= VocabularySize)
-            throw new ArgumentOutOfRangeException(nameof(PaddingId), PaddingId, $"{nameof(PaddingId)} must be a token id in 0..{nameof(VocabularySize)} − 1 ({VocabularySize - 1}); got {PaddingId}.");
+            throw new ArgumentOutOfRangeException(nameof(PaddingId), PaddingId,
+                $"{nameof(PaddingId)} must be a token id in 0..{nameof(VocabularySize)} − 1 ({VocabularySize - 1}); got {PaddingId}.");
     }
 }

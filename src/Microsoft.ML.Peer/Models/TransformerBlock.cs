@@ -18,7 +18,8 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
     /// <param name="heads">Attention heads.</param>
     /// <param name="feedForward">The feed-forward module (dense, MoE, PKM or PEER); the block owns it.</param>
     /// <param name="causal">Causal attention (language model, default) or bidirectional (classifier).</param>
-    public TransformerBlock(int dimension, int heads, Module<Tensor, Tensor> feedForward, bool causal = true) : base(nameof(TransformerBlock))
+    public TransformerBlock(int dimension, int heads, Module<Tensor, Tensor> feedForward, bool causal = true)
+        : base(nameof(TransformerBlock))
     {
         attention_norm = nn.LayerNorm(dimension);
         attention = new SelfAttention(dimension, heads, causal);
@@ -76,15 +77,18 @@ internal sealed class TransformerBlock : Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>The expert/value tables of <paramref name="blocks"/>' PEER and PKM layers, with whether their gradients are sparse rows.</summary>
-    public static IEnumerable<(Parameter Table, bool Sparse)> ExpertTablesOf(IEnumerable<TransformerBlock> blocks) => blocks.SelectMany(b => b.FeedForward switch
+    /// <summary>The expert/value tables of <paramref name="blocks"/>' PEER and PKM layers, with whether their gradients are sparse
+    /// rows.</summary>
+    public static IEnumerable<(Parameter Table, bool Sparse)> ExpertTablesOf(IEnumerable<TransformerBlock> blocks)
+        => blocks.SelectMany(b => b.FeedForward switch
     {
         PeerLayer p => new[] { (p.DownWeights, p.Options.SparseGradients), (p.UpWeights, p.Options.SparseGradients) },
         ProductKeyMemory m => new[] { (m.Values, m.SparseGradients) },
         _ => Array.Empty<(Parameter, bool)>(),
     });
 
-    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
+    /// <summary>The expert/value tables of <paramref name="blocks"/> whose gradients are sparse rows (PEER and PKM with SparseGradients
+    /// on).</summary>
     public static IEnumerable<Parameter> SparseGradientTablesOf(IEnumerable<TransformerBlock> blocks) =>
         ExpertTablesOf(blocks).Where(t => t.Sparse).Select(t => t.Table);
 }

@@ -51,8 +51,10 @@ public sealed class TransformerLanguageModel : TransformerModel<LanguageModelOpt
     {
         ArgumentNullException.ThrowIfNull(prompt);
         if (prompt.Count == 0) throw new ArgumentException("The prompt must hold at least one token.", nameof(prompt));
-        if (maxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxNewTokens), maxNewTokens, "maxNewTokens must not be negative.");
-        if (temperature < 0 || double.IsNaN(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "temperature must be ≥ 0.");
+        if (maxNewTokens < 0)
+            throw new ArgumentOutOfRangeException(nameof(maxNewTokens), maxNewTokens, "maxNewTokens must not be negative.");
+        if (temperature < 0 || double.IsNaN(temperature))
+            throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "temperature must be ≥ 0.");
         var wasTraining = training;
         eval();
         try

@@ -26,7 +26,8 @@ public abstract class TransformerModel<TOptions> : Module<Tensor, Tensor> where 
     /// <param name="validate">The options' own check (each options type validates its extra settings).</param>
     /// <param name="clone">The options' deep copy.</param>
     /// <param name="causal">Causal attention (language model) or bidirectional (classifier).</param>
-    private protected TransformerModel(string name, TOptions options, Action<TOptions> validate, Func<TOptions, TOptions> clone, bool causal)
+    private protected TransformerModel(string name, TOptions options, Action<TOptions> validate, Func<TOptions, TOptions> clone,
+        bool causal)
         : base(TorchSharpRuntime.Prepared(name))
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -66,7 +67,8 @@ public abstract class TransformerModel<TOptions> : Module<Tensor, Tensor> where 
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
     public virtual IEnumerable<Parameter> SparseGradientTables() => TransformerBlock.SparseGradientTablesOf(blocks);
 
-    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse rows.</summary>
+    /// <summary>The names (as named_parameters() gives them) of every PEER/PKM expert or value table, with whether its gradients are sparse
+    /// rows.</summary>
     internal IEnumerable<(string Name, bool Sparse)> ExpertTableNames() => TransformerBlock.ExpertTableNamesOf(this);
 
     /// <summary>The token embedding table [V, d] (the language model ties its output projection to it).</summary>
@@ -93,10 +95,12 @@ public abstract class TransformerModel<TOptions> : Module<Tensor, Tensor> where 
     /// <summary>Throws unless <paramref name="tokens"/> is [batch, time] with time ≤ the context length.</summary>
     private protected void CheckTokens(Tensor tokens, string tooLongHint = "")
     {
-        if (tokens.dim() != 2) throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
+        if (tokens.dim() != 2)
+            throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
         long time = tokens.shape[1];
         if (time > _options.ContextLength)
-            throw new ArgumentException($"Sequence length {time} exceeds the model's context length {_options.ContextLength}{tooLongHint}.", nameof(tokens));
+            throw new ArgumentException($"Sequence length {time} exceeds the model's context length {_options.ContextLength}{tooLongHint}.",
+                nameof(tokens));
     }
 
     /// <summary>

@@ -21,7 +21,8 @@ public abstract class TransformerOptions
     /// </summary>
     public const int RecommendedVocabularySize = 8192;
 
-    /// <summary>Longest sequence the model attends over (learned positions); at most 65,536. Each model's options set the default.</summary>
+    /// <summary>Longest sequence the model attends over (learned positions); at most 65,536. Each model's options set the
+    /// default.</summary>
     public int ContextLength { get; set; }
 
     /// <summary>Residual width d; at most 16,384. Each model's options set the default.</summary>
@@ -48,7 +49,8 @@ public abstract class TransformerOptions
     /// <summary>PEER options (FeedForward = Peer). Each model's options set the default (see <see cref="UseProductKeys"/>).</summary>
     public PeerOptions Peer { get; set; } = new();
 
-    /// <summary>PKM options (FeedForward = ProductKeyMemory). Each model's options set the default, the same as <see cref="Peer"/>'s.</summary>
+    /// <summary>PKM options (FeedForward = ProductKeyMemory). Each model's options set the default, the same as
+    /// <see cref="Peer"/>'s.</summary>
     public ProductKeyOptions ProductKeyMemory { get; set; } = new();
 
     /// <summary>MoE experts E. Default 8; at most 4,096.</summary>
@@ -67,7 +69,8 @@ public abstract class TransformerOptions
 
     public int EffectiveMoeHidden => MoeHiddenDimension > 0 ? MoeHiddenDimension : EffectiveDenseHidden;
 
-    /// <summary>The blocks that get <see cref="FeedForward"/>: none for Dense or without blocks, else <see cref="SparseBlocks"/> or the middle one.</summary>
+    /// <summary>The blocks that get <see cref="FeedForward"/>: none for Dense or without blocks, else <see cref="SparseBlocks"/> or the
+    /// middle one.</summary>
     public int[] EffectiveSparseBlocks =>
         FeedForward == FeedForwardKind.Dense || Layers == 0 ? Array.Empty<int>() : SparseBlocks ?? new[] { Layers / 2 };
 
@@ -91,7 +94,8 @@ public abstract class TransformerOptions
         return copy;
     }
 
-    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> unless <paramref name="value"/> &gt; 0.</summary>
+    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> unless <paramref name="value"/> &gt;
+    /// 0.</summary>
     protected static void Positive(int value, string name)
     {
         if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
@@ -108,20 +112,26 @@ public abstract class TransformerOptions
         Positive(ModelDimension, nameof(ModelDimension));
         ModelLimits.AtMost(ModelDimension, ModelLimits.ModelDimension, nameof(ModelDimension));
         if (Layers < minimumLayers)
-            throw new ArgumentOutOfRangeException(nameof(Layers), Layers, $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
+            throw new ArgumentOutOfRangeException(nameof(Layers), Layers,
+                $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
         ModelLimits.AtMost(Layers, ModelLimits.Layers, nameof(Layers));
         Positive(AttentionHeads, nameof(AttentionHeads));
         if (ModelDimension % AttentionHeads != 0)
             throw new ArgumentOutOfRangeException(nameof(AttentionHeads), AttentionHeads,
                 $"{nameof(AttentionHeads)} ({AttentionHeads}) must divide {nameof(ModelDimension)} ({ModelDimension}).");
-        if (DenseHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension, $"{nameof(DenseHiddenDimension)} must not be negative.");
+        if (DenseHiddenDimension < 0)
+            throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension,
+                $"{nameof(DenseHiddenDimension)} must not be negative.");
         ModelLimits.AtMost(EffectiveDenseHidden, ModelLimits.HiddenDimension, nameof(DenseHiddenDimension));
         if (Peer is null) throw new ArgumentNullException(nameof(Peer), $"{nameof(Peer)} options are required.");
-        if (ProductKeyMemory is null) throw new ArgumentNullException(nameof(ProductKeyMemory), $"{nameof(ProductKeyMemory)} options are required.");
-        if (!Enum.IsDefined(FeedForward)) throw new ArgumentOutOfRangeException(nameof(FeedForward), FeedForward, $"Unknown {nameof(FeedForward)} kind {FeedForward}.");
+        if (ProductKeyMemory is null)
+            throw new ArgumentNullException(nameof(ProductKeyMemory), $"{nameof(ProductKeyMemory)} options are required.");
+        if (!Enum.IsDefined(FeedForward))
+            throw new ArgumentOutOfRangeException(nameof(FeedForward), FeedForward, $"Unknown {nameof(FeedForward)} kind {FeedForward}.");
         foreach (var block in EffectiveSparseBlocks)
             if (block < 0 || block >= Layers)
-                throw new ArgumentOutOfRangeException(nameof(SparseBlocks), block, $"{nameof(SparseBlocks)} holds block {block}, outside 0..{Layers - 1}.");
+                throw new ArgumentOutOfRangeException(nameof(SparseBlocks), block,
+                    $"{nameof(SparseBlocks)} holds block {block}, outside 0..{Layers - 1}.");
         switch (FeedForward)
         {
             case FeedForwardKind.Peer: Peer.Validate(); break;
@@ -129,12 +139,16 @@ public abstract class TransformerOptions
             case FeedForwardKind.MoE:
                 Positive(MoeExperts, nameof(MoeExperts));
                 ModelLimits.AtMost(MoeExperts, ModelLimits.MoeExperts, nameof(MoeExperts));
-                if (MoeHiddenDimension < 0) throw new ArgumentOutOfRangeException(nameof(MoeHiddenDimension), MoeHiddenDimension, $"{nameof(MoeHiddenDimension)} must not be negative.");
+                if (MoeHiddenDimension < 0)
+                    throw new ArgumentOutOfRangeException(nameof(MoeHiddenDimension), MoeHiddenDimension,
+                        $"{nameof(MoeHiddenDimension)} must not be negative.");
                 ModelLimits.AtMost(EffectiveMoeHidden, ModelLimits.HiddenDimension, nameof(MoeHiddenDimension));
                 if (!double.IsFinite(MoeLoadBalancingWeight) || MoeLoadBalancingWeight < 0)
-                    throw new ArgumentOutOfRangeException(nameof(MoeLoadBalancingWeight), MoeLoadBalancingWeight, $"{nameof(MoeLoadBalancingWeight)} must be finite and not negative; got {MoeLoadBalancingWeight}.");
+                    throw new ArgumentOutOfRangeException(nameof(MoeLoadBalancingWeight), MoeLoadBalancingWeight,
+                        $"{nameof(MoeLoadBalancingWeight)} must be finite and not negative; got {MoeLoadBalancingWeight}.");
                 if (MoeTopK <= 0 || MoeTopK > MoeExperts)
-                    throw new ArgumentOutOfRangeException(nameof(MoeTopK), MoeTopK, $"{nameof(MoeTopK)} must be between 1 and {nameof(MoeExperts)} ({MoeExperts}); got {MoeTopK}.");
+                    throw new ArgumentOutOfRangeException(nameof(MoeTopK), MoeTopK,
+                        $"{nameof(MoeTopK)} must be between 1 and {nameof(MoeExperts)} ({MoeExperts}); got {MoeTopK}.");
                 break;
         }
     }
@@ -149,7 +163,8 @@ public abstract class TransformerOptions
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown feed-forward kind."),
     };
 
-    /// <summary>The feed-forward module of block <paramref name="block"/>: <see cref="FeedForward"/> in a sparse block, dense elsewhere.</summary>
+    /// <summary>The feed-forward module of block <paramref name="block"/>: <see cref="FeedForward"/> in a sparse block, dense
+    /// elsewhere.</summary>
     internal Module<Tensor, Tensor> CreateFeedForwardOfBlock(int block) =>
         CreateFeedForward(EffectiveSparseBlocks.Contains(block) ? FeedForward : FeedForwardKind.Dense);
 }

@@ -43,7 +43,8 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
 
     public TextClassifierOptions Options => Settings.Clone();
 
-    /// <summary>Every feed-forward of the model: the blocks' in order, or the one over the pooled vector when there are no blocks.</summary>
+    /// <summary>Every feed-forward of the model: the blocks' in order, or the one over the pooled vector when there are no
+    /// blocks.</summary>
     private protected override IEnumerable<Module<Tensor, Tensor>> FeedForwards =>
         pooled_feed_forward is not null ? new[] { pooled_feed_forward } : base.FeedForwards;
 
@@ -83,7 +84,8 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
 
     private const string TooLongHint = "; truncate the texts first";
 
-    /// <summary>The positions a text of token ids <paramref name="text"/> takes in a batch: its first <paramref name="contextLength"/>, at least one.</summary>
+    /// <summary>The positions a text of token ids <paramref name="text"/> takes in a batch: its first <paramref name="contextLength"/>, at
+    /// least one.</summary>
     internal static int BatchLength(int[] text, int contextLength) => Math.Max(1, Math.Min(text.Length, contextLength));
 
     /// <summary>
@@ -135,7 +137,9 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         using var scope = NewDisposeScope();
         var logits = forward(tokens);
         var crossEntropy = F.cross_entropy(logits, labels);
-        var loss = training && Settings.LabelSmoothing > 0 ? F.cross_entropy(logits, labels, label_smoothing: Settings.LabelSmoothing) : crossEntropy;
+        var loss = training && Settings.LabelSmoothing > 0
+            ? F.cross_entropy(logits, labels, label_smoothing: Settings.LabelSmoothing)
+            : crossEntropy;
         loss = WithAuxiliaryLosses(loss);
         return (loss.MoveToOuterDisposeScope(), crossEntropy.MoveToOuterDisposeScope(), logits.MoveToOuterDisposeScope());
     }

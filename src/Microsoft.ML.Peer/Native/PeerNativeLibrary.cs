@@ -49,7 +49,8 @@ public static class PeerNativeLibrary
     }
 
     /// <summary>The decision, with its inputs passed in so it can be tested without unloading anything.</summary>
-    internal static (bool Available, string Reason) Decide(Func<int> abiVersion, string? switchValue, Action<string> warn, string missingCpuFeatures = "")
+    internal static (bool Available, string Reason) Decide(Func<int> abiVersion, string? switchValue, Action<string> warn,
+        string missingCpuFeatures = "")
     {
         string reason;
         if (switchValue == "0")
@@ -88,7 +89,8 @@ public static class PeerNativeLibrary
         RequireAvailable(kernels, "Kernels is Native");
         var unsuitable = tensors.FirstOrDefault(t => !Suits(t));
         if (unsuitable is not null)
-            throw new InvalidOperationException($"Kernels is Native, which needs float32 tensors on the CPU; got {unsuitable.dtype} on {unsuitable.device}.");
+            throw new InvalidOperationException(
+                $"Kernels is Native, which needs float32 tensors on the CPU; got {unsuitable.dtype} on {unsuitable.device}.");
         return true;
     }
 
@@ -100,7 +102,8 @@ public static class PeerNativeLibrary
     internal static bool CanUse(PeerKernels kernels, params Tensor[] tensors) =>
         kernels != PeerKernels.Managed && tensors.All(Suits) && IsAvailable;
 
-    /// <summary>Throws, saying <paramref name="asker"/> wanted them, when <paramref name="kernels"/> is Native and the library is not available.</summary>
+    /// <summary>Throws, saying <paramref name="asker"/> wanted them, when <paramref name="kernels"/> is Native and the library is not
+    /// available.</summary>
     internal static void RequireAvailable(PeerKernels kernels, string asker)
     {
         if (kernels == PeerKernels.Native && !IsAvailable) throw new InvalidOperationException($"{asker}, but {UnavailableReason}.");
@@ -129,7 +132,8 @@ public static class PeerNativeLibrary
         ArgumentNullException.ThrowIfNull(table);
         if (!IsAvailable || table.device_type != TorchSharp.DeviceType.CPU || !table.is_contiguous() || table.numel() == 0) return 0;
         long advised = 0;
-        Check(PeerNativeMethods.AdviseHugePages((void*)PeerNativeMethods.TensorData(table.Handle), table.numel() * table.element_size(), &advised),
+        Check(PeerNativeMethods.AdviseHugePages((void*)PeerNativeMethods.TensorData(table.Handle), table.numel() * table.element_size(),
+            &advised),
             "peer_advise_hugepages");
         return advised;
     }
@@ -138,7 +142,8 @@ public static class PeerNativeLibrary
     internal static unsafe T* Pointer<T>(Tensor tensor, ScalarType type, string name) where T : unmanaged
     {
         if (tensor.dtype != type) throw new ArgumentException($"{name} must be {type}; got {tensor.dtype}.");
-        if (tensor.device_type != TorchSharp.DeviceType.CPU) throw new ArgumentException($"{name} must be on the CPU for the native CPU kernels; got {tensor.device}.");
+        if (tensor.device_type != TorchSharp.DeviceType.CPU)
+            throw new ArgumentException($"{name} must be on the CPU for the native CPU kernels; got {tensor.device}.");
         if (!tensor.is_contiguous()) throw new ArgumentException($"{name} must be contiguous.");
         return (T*)PeerNativeMethods.TensorData(tensor.Handle);
     }

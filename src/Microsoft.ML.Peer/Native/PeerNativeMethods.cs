@@ -19,23 +19,28 @@ internal static unsafe class PeerNativeMethods
     public static extern void SetNumThreads(int threads);
 
     [DllImport(Library, EntryPoint = "peer_product_key_topk_f32")]
-    public static extern int ProductKeyTopK(float* queries, float* subKeys, long rows, long n, long keyDimension, long k, float* scores, long* indices);
+    public static extern int ProductKeyTopK(float* queries, float* subKeys, long rows, long n, long keyDimension, long k, float* scores,
+        long* indices);
 
     [DllImport(Library, EntryPoint = "peer_cartesian_topk_f32")]
     public static extern int CartesianTopK(float* s1, float* s2, long rows, long n, long k, float* scores, long* indices);
 
     [DllImport(Library, EntryPoint = "peer_selected_key_backward_f32")]
-    public static extern int SelectedKeyBackward(float* queries, float* subKeys, long* indices, float* dscores, long rows, long n, long keyDimension, long k, float* dqueries, float* dsubKeys);
+    public static extern int SelectedKeyBackward(float* queries, float* subKeys, long* indices, float* dscores, long rows, long n,
+        long keyDimension, long k, float* dqueries, float* dsubKeys);
 
     [DllImport(Library, EntryPoint = "peer_expert_forward_f32")]
-    public static extern int ExpertForward(float* x, float* gates, long* indices, float* u, float* v, long tokens, long slots, long dimension, long experts, int activation, float* y, float* hidden);
+    public static extern int ExpertForward(float* x, float* gates, long* indices, float* u, float* v, long tokens, long slots,
+        long dimension, long experts, int activation, float* y, float* hidden);
 
     [DllImport(Library, EntryPoint = "peer_expert_backward_f32")]
-    public static extern int ExpertBackward(float* x, float* gates, long* indices, float* u, float* v, float* hidden, float* dy, long* slotToRow, long uniqueCount,
+    public static extern int ExpertBackward(float* x, float* gates, long* indices, float* u, float* v, float* hidden, float* dy,
+        long* slotToRow, long uniqueCount,
         long tokens, long slots, long dimension, long experts, int activation, float* dx, float* dgates, float* duRows, float* dvRows);
 
     [DllImport(Library, EntryPoint = "peer_sparse_adamw_f32")]
-    public static extern int SparseAdamW(float* param, float* expAvg, float* expAvgSq, long* rowSteps, long experts, long dimension, long* rows, float* rowGrads, long count,
+    public static extern int SparseAdamW(float* param, float* expAvg, float* expAvgSq, long* rowSteps, long experts, long dimension,
+        long* rows, float* rowGrads, long count,
         float lr, float beta1, float beta2, float eps, float weightDecay, float gradScale);
 
     [DllImport(Library, EntryPoint = "peer_advise_hugepages")]

@@ -77,7 +77,8 @@ public static class TorchSharpRuntime
         // fails later with undefined symbols.
         string? backend = FindNative("libtorch_cpu.so", torchAssembly);
         if (backend is null || !NativeLibrary.TryLoad(backend, out _))
-            return new InvalidOperationException($"TorchSharp's native backend (libtorch_cpu.so) is not part of this application: {BackendAdvice}.");
+            return new InvalidOperationException(
+                $"TorchSharp's native backend (libtorch_cpu.so) is not part of this application: {BackendAdvice}.");
 
         string? original = FindNative(LibTorchSharpFile, torchAssembly);
         if (original is null) return null;  // TorchSharp reports its own missing file
@@ -95,7 +96,8 @@ public static class TorchSharpRuntime
         foreach (var dependency in new[] { "libc10.so", "libtorch.so" })
         {
             if (FindNative(dependency, torchAssembly) is not { } path || !NativeLibrary.TryLoad(path, out _))
-                return new InvalidOperationException($"TorchSharp's native backend ({dependency}) is not part of this application: {BackendAdvice}.");
+                return new InvalidOperationException(
+                    $"TorchSharp's native backend ({dependency}) is not part of this application: {BackendAdvice}.");
         }
         patchedHandle = NativeLibrary.Load(patched);
         PatchedLibraryPath = patched;
@@ -278,7 +280,8 @@ public static class TorchSharpRuntime
         {
             if (status == 0) return state;
             var lastError = (delegate* unmanaged<byte*>)Export(compatPath, "peer_compat_last_error");
-            throw new InvalidDataException($"{function}({libraryPath}) failed with status {status}: {Marshal.PtrToStringUTF8((nint)lastError())}");
+            throw new InvalidDataException(
+                $"{function}({libraryPath}) failed with status {status}: {Marshal.PtrToStringUTF8((nint)lastError())}");
         }
 
         private static nint Export(string compatPath, string name)
@@ -292,7 +295,8 @@ public static class TorchSharpRuntime
                     var abi = (delegate* unmanaged<int>)NativeLibrary.GetExport(handle, "peer_compat_abi_version");
                     int version = abi();
                     if (version != CompatAbiVersion)
-                        throw new InvalidDataException($"{compatPath} speaks ABI version {version}; this assembly needs {CompatAbiVersion}.");
+                        throw new InvalidDataException(
+                            $"{compatPath} speaks ABI version {version}; this assembly needs {CompatAbiVersion}.");
                     Handles[compatPath] = handle;
                 }
             }

@@ -1,7 +1,9 @@
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Progress of a classifier run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps (Loss: mean since the last report; Epoch: 1-based).</summary>
-internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed);
+/// <summary>Progress of a classifier run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps (Loss: mean since the last
+/// report; Epoch: 1-based).</summary>
+internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond,
+    TimeSpan Elapsed);
 
 /// <summary>
 /// One pass over the training texts (Epoch: 1-based; Steps: optimizer steps so far; PlannedSteps: the step the whole fit
@@ -9,10 +11,12 @@ internal sealed record ClassifierProgress(int Step, int TotalSteps, int Epoch, d
 /// cross-entropy of the pass; the validation fields are null without validation texts. TokensPerSecond counts real
 /// (unpadded) training tokens over the pass; Elapsed is the time since training began.
 /// </summary>
-internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSteps, double TrainLoss, double? ValidationLoss, double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
+internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSteps, double TrainLoss, double? ValidationLoss,
+    double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
 internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
 
-/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken and the time.</summary>
+/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken and the
+/// time.</summary>
 internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed);

@@ -4,7 +4,8 @@ namespace Microsoft.ML.Peer.Training;
 /// Settings of <see cref="TextClassifierTrainingLoop"/>. The defaults are the recommended configuration, measured on
 /// SpamAssassin with <c>TextClassifierOptions</c>' defaults (accuracy and fit times: docs/ml-net-plugin.md).
 /// </summary>
-/// <remarks>The settings shared with the language model (seed, AdamW, schedule, clipping, time budget) are on <see cref="TrainingLoopOptions"/>.</remarks>
+/// <remarks>The settings shared with the language model (seed, AdamW, schedule, clipping, time budget) are on
+/// <see cref="TrainingLoopOptions"/>.</remarks>
 internal sealed class ClassifierTrainingOptions : TrainingLoopOptions
 {
     /// <summary>

@@ -23,10 +23,13 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     /// <param name="beta1">AdamW β1.</param>
     /// <param name="beta2">AdamW β2.</param>
     /// <param name="weightDecay">Decoupled weight decay of matrices, tables and sparse rows.</param>
-    /// <param name="expertTables">The names of the expert/value tables (sparse or not), stepped at <paramref name="expertLearningRateScale"/> × the learning rate.</param>
-    /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything else.</param>
-    public DenseAndSparseAdamW(IEnumerable<(string Name, Parameter Parameter)> namedParameters, IEnumerable<string> sparseTables, double learningRate, double beta1,
-        double beta2, double weightDecay, IEnumerable<string>? expertTables = null, double expertLearningRateScale = 1)
+    /// <param name="expertTables">The names of the expert/value tables (sparse or not), stepped at
+    /// <paramref name="expertLearningRateScale"/> × the learning rate.</param>
+    /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything
+    /// else.</param>
+    public DenseAndSparseAdamW(IEnumerable<(string Name, Parameter Parameter)> namedParameters, IEnumerable<string> sparseTables,
+        double learningRate, double beta1, double beta2, double weightDecay, IEnumerable<string>? expertTables = null,
+        double expertLearningRateScale = 1)
     {
         _expertLearningRateScale = expertLearningRateScale;
         // Parameters are told apart by name: the Parameter wrappers of one tensor differ between accessors.
@@ -49,7 +52,8 @@ internal sealed class DenseAndSparseAdamW : IDisposable
         {
             new AdamW.ParamGroup(decay, lr: learningRate, beta1: beta1, beta2: beta2, weight_decay: weightDecay),
             new AdamW.ParamGroup(noDecay, lr: learningRate, beta1: beta1, beta2: beta2, weight_decay: 0),
-            new AdamW.ParamGroup(denseExperts, lr: learningRate * expertLearningRateScale, beta1: beta1, beta2: beta2, weight_decay: weightDecay),
+            new AdamW.ParamGroup(denseExperts, lr: learningRate * expertLearningRateScale, beta1: beta1, beta2: beta2,
+                weight_decay: weightDecay),
         });
     }
 
@@ -65,7 +69,8 @@ internal sealed class DenseAndSparseAdamW : IDisposable
         _sparse?.ZeroGrad();
     }
 
-    /// <summary>Clips all gradients to a global norm of <paramref name="clipNorm"/> (0: no clipping) and takes one step at <paramref name="learningRate"/>.</summary>
+    /// <summary>Clips all gradients to a global norm of <paramref name="clipNorm"/> (0: no clipping) and takes one step at
+    /// <paramref name="learningRate"/>.</summary>
     public void Step(double learningRate, double clipNorm)
     {
         var groups = _dense.ParamGroups.ToList();
@@ -104,7 +109,8 @@ internal sealed class DenseAndSparseAdamW : IDisposable
         _dense.load_state_dict(reader);
         bool hasSparse = reader.ReadBoolean();
         if (hasSparse != (_sparse is not null))
-            throw new InvalidDataException($"Checkpoint '{source}' {(hasSparse ? "has" : "lacks")} sparse optimizer state, which its own options contradict.");
+            throw new InvalidDataException(
+                $"Checkpoint '{source}' {(hasSparse ? "has" : "lacks")} sparse optimizer state, which its own options contradict.");
         _sparse?.Load(reader);
     }
 

@@ -4,7 +4,8 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Peer.Training;
 
-/// <summary>Validation perplexity and expert usage of a language model over a token stream (used by the trainer and the ML.NET transformer).</summary>
+/// <summary>Validation perplexity and expert usage of a language model over a token stream (used by the trainer and the ML.NET
+/// transformer).</summary>
 internal static class LanguageModelEvaluation
 {
     /// <summary>
@@ -17,12 +18,14 @@ internal static class LanguageModelEvaluation
     /// <param name="batchSize">Windows per forward pass.</param>
     /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
     /// <param name="statistics">What normalises the product-key queries: the running statistics or each batch's own.</param>
-    public static EvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize, int maxTokens = 0,
+    public static EvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize,
+        int maxTokens = 0,
         QueryNormStatistics statistics = QueryNormStatistics.Running)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokens);
-        if (sequenceLength <= 0) throw new ArgumentOutOfRangeException(nameof(sequenceLength), sequenceLength, "sequenceLength must be positive.");
+        if (sequenceLength <= 0)
+            throw new ArgumentOutOfRangeException(nameof(sequenceLength), sequenceLength, "sequenceLength must be positive.");
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "batchSize must be positive.");
         if (maxTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "maxTokens must not be negative.");
         if (maxTokens > 0 && tokens.Length > maxTokens + 1)
@@ -31,7 +34,12 @@ internal static class LanguageModelEvaluation
         if (length < 1) throw new ArgumentException("At least two evaluation tokens are needed.", nameof(tokens));
         int windows = (tokens.Length - 1) / length;
         var routers = model.ProductKeyRouters.ToList();
-        foreach (var (_, router) in routers) { router.Usage.Reset(); router.Usage.Enabled = true; router.EvaluationStatistics = statistics; }
+        foreach (var (_, router) in routers)
+        {
+            router.Usage.Reset();
+            router.Usage.Enabled = true;
+            router.EvaluationStatistics = statistics;
+        }
         bool wasTraining = model.training;
         model.eval();
         double totalLoss = 0;
@@ -52,14 +60,19 @@ internal static class LanguageModelEvaluation
                         inputs[b * length + t] = tokens[at];
                         targets[b * length + t] = tokens[at + 1];
                     }
-                var (_, crossEntropy) = model.Loss(tensor(inputs, new long[] { batch, length }), tensor(targets, new long[] { batch, length }));
+                var (_, crossEntropy) =
+                    model.Loss(tensor(inputs, new long[] { batch, length }), tensor(targets, new long[] { batch, length }));
                 totalLoss += crossEntropy.item<float>() * (double)(batch * length);
                 count += batch * length;
             }
         }
         finally
         {
-            foreach (var (_, router) in routers) { router.Usage.Enabled = false; router.EvaluationStatistics = QueryNormStatistics.Running; }
+            foreach (var (_, router) in routers)
+            {
+                router.Usage.Enabled = false;
+                router.EvaluationStatistics = QueryNormStatistics.Running;
+            }
             model.train(wasTraining);
         }
         var usage = routers.ToDictionary(r => r.Block, r => r.Router.Usage.Compute());
@@ -105,7 +118,11 @@ internal static class LanguageModelEvaluation
             }
             // The input norm's statistics are exact already (the pass normalised inputs by their batch statistics, and the
             // query moments were gathered downstream of that); setting both from this pass keeps them consistent.
-            for (int i = 0; i < routers.Count; i++) { routers[i].SetQueryNormStatistics(moments[i]); routers[i].SetInputNormStatistics(inputMoments[i]); }
+            for (int i = 0; i < routers.Count; i++)
+            {
+                routers[i].SetQueryNormStatistics(moments[i]);
+                routers[i].SetInputNormStatistics(inputMoments[i]);
+            }
             return routers.Count;
         }
         finally

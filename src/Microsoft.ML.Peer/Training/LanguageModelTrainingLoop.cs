@@ -31,7 +31,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
         options.Validate(modelOptions.ContextLength);
         _modelOptions = modelOptions.Clone();
         _options = options.Clone();
-        Start(_options, () => new TransformerLanguageModel(_modelOptions), model => model.ExpertTableNames(), _options.ExpertLearningRateScale);
+        Start(_options, () => new TransformerLanguageModel(_modelOptions), model => model.ExpertTableNames(),
+            _options.ExpertLearningRateScale);
     }
 
     public TrainingOptions Options => _options.Clone();
@@ -48,7 +49,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
         {
             var (inputs, targets) = sampler.Batch(step);
             return Model.Loss(inputs, targets);
-        }, CurrentLearningRate(), loss => $"Training diverged at step {step}: the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
+        }, CurrentLearningRate(),
+            loss => $"Training diverged at step {step}: the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
         _history.Add(new LossPoint(step, value));
         return value;
     }
@@ -61,7 +63,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     /// evaluating on <paramref name="validationTokens"/> if given and writing checkpoints if configured.
     /// Returns the final evaluation over all validation tokens (null without validation tokens).
     /// </summary>
-    public EvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    public EvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<TrainingProgress>? progress = null,
+        CancellationToken cancellation = default)
     {
         var sampler = new TokenBatchSampler(trainTokens, _options.BatchSize, _options.SequenceLength, _options.Seed);
         var clock = Stopwatch.StartNew();
@@ -80,16 +83,19 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
             if (timed) { warmupClock.Stop(); warmupTimedSteps++; }
             windowSteps++;
             if (_options.TimeBudget is { } budget && Step == _options.WarmupSteps && warmupTimedSteps > 0)
-                FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedSteps, validationTokens?.Length ?? 0);
+                FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedSteps,
+                    validationTokens?.Length ?? 0);
             bool evaluate = validationTokens is not null && _options.EvaluateEvery > 0 && Step % _options.EvaluateEvery == 0;
             bool diagnose = validationTokens is not null && _options.DiagnoseEvery > 0 && Step % _options.DiagnoseEvery == 0;
-            if ((evaluate || diagnose) && _options.ReestimateQueryNormBatches > 0) ReestimateQueryNorm(sampler, _options.ReestimateQueryNormBatches);
+            if ((evaluate || diagnose) && _options.ReestimateQueryNormBatches > 0)
+                ReestimateQueryNorm(sampler, _options.ReestimateQueryNormBatches);
             EvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!, _options.EvaluationTokens) : null;
             UsageDiagnostics? diagnostics = diagnose ? Diagnose(validationTokens!, _options.EvaluationTokens, evaluation) : null;
             if (Step % _options.LogEvery == 0 || evaluation is not null || diagnostics is not null)
             {
                 double tokensPerSecond = windowSteps * (double)_options.BatchSize * _options.SequenceLength / window.Elapsed.TotalSeconds;
-                progress?.Invoke(new TrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed, evaluation, diagnostics));
+                progress?.Invoke(new TrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed,
+                    evaluation, diagnostics));
                 window.Restart();
                 windowSteps = 0;
                 windowLoss = 0;
@@ -111,7 +117,9 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
         if (_options.EvaluateEvery > 0 && finalEvaluationTokens > 0)
         {
             int evaluations = (int)(remaining.TotalSeconds / secondsPerStep / _options.EvaluateEvery);
-            int tokensEach = _options.EvaluationTokens > 0 ? Math.Min(_options.EvaluationTokens, finalEvaluationTokens) : finalEvaluationTokens;
+            int tokensEach = _options.EvaluationTokens > 0
+                ? Math.Min(_options.EvaluationTokens, finalEvaluationTokens)
+                : finalEvaluationTokens;
             evaluationSeconds += evaluations * tokensEach * secondsPerEvaluationToken;
         }
         int steps = (int)((remaining.TotalSeconds - evaluationSeconds) / secondsPerStep);
@@ -135,7 +143,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     public UsageDiagnostics Diagnose(int[] tokens, int maxTokens = 0, EvaluationResult? running = null)
     {
         running ??= Evaluate(tokens, maxTokens);
-        var batch = LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens, QueryNormStatistics.Batch);
+        var batch = LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens,
+            QueryNormStatistics.Batch);
         return new UsageDiagnostics(Step, (long)Step * _options.BatchSize * _options.SequenceLength, running, batch);
     }
 
@@ -186,7 +195,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
 
     /// <summary>Restores a trainer from <see cref="SaveCheckpoint"/>; training continues where it stopped.</summary>
     /// <param name="path">The checkpoint file.</param>
-    /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint path).</param>
+    /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint
+    /// path).</param>
     public static LanguageModelTrainingLoop LoadCheckpoint(string path, Action<TrainingOptions>? configure = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -199,7 +209,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
             if (magic != CheckpointMagic) throw new InvalidDataException($"'{path}' is not a PEER language-model checkpoint.");
             int version = reader.ReadInt32();
             if (version != CheckpointVersion)
-                throw new InvalidDataException($"'{path}' is a version {version} checkpoint; this build reads version {CheckpointVersion}.");
+                throw new InvalidDataException(
+                    $"'{path}' is a version {version} checkpoint; this build reads version {CheckpointVersion}.");
             var modelOptions = JsonSerializer.Deserialize<LanguageModelOptions>(reader.ReadString())!;
             var options = JsonSerializer.Deserialize<TrainingOptions>(reader.ReadString())!;
             configure?.Invoke(options);

@@ -25,7 +25,8 @@ internal sealed class SparseRowAdamW : IDisposable
     /// <param name="eps">Added to the denominator for stability.</param>
     /// <param name="weightDecay">Decoupled weight decay, applied to touched rows.</param>
     /// <param name="kernels">Auto (default): the native kernel for float32 CPU tables when it is loaded.</param>
-    public SparseRowAdamW(IEnumerable<Parameter> tables, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, PeerKernels kernels = PeerKernels.Auto)
+    public SparseRowAdamW(IEnumerable<Parameter> tables, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+        double weightDecay = 0, PeerKernels kernels = PeerKernels.Auto)
     {
         ArgumentNullException.ThrowIfNull(tables);
         _beta1 = beta1; _beta2 = beta2; _eps = eps; _weightDecay = weightDecay;
@@ -33,7 +34,9 @@ internal sealed class SparseRowAdamW : IDisposable
         PeerNativeLibrary.RequireAvailable(kernels, "SparseRowAdamW was asked for the native kernel");
         foreach (var table in tables)
         {
-            if (table.dim() != 2) throw new ArgumentException($"SparseRowAdamW updates 2-D tables; got a tensor of shape [{string.Join(", ", table.shape)}].", nameof(tables));
+            if (table.dim() != 2)
+                throw new ArgumentException($"SparseRowAdamW updates 2-D tables; got a tensor of shape [{string.Join(", ", table.shape)}].",
+                    nameof(tables));
             _state.Add((table, Moments(table), Moments(table), zeros(table.shape[0], dtype: ScalarType.Int64).DetachFromDisposeScope()));
         }
     }
@@ -61,7 +64,8 @@ internal sealed class SparseRowAdamW : IDisposable
     private static (Tensor Rows, Tensor Values, bool Merged) Coalesce(Tensor grad)
     {
         ArgumentNullException.ThrowIfNull(grad);
-        if (!grad.is_sparse) throw new ArgumentException("Expected a sparse row gradient (embedding tables need SparseGradients on).", nameof(grad));
+        if (!grad.is_sparse)
+            throw new ArgumentException("Expected a sparse row gradient (embedding tables need SparseGradients on).", nameof(grad));
         var indices = grad.SparseIndices[0];
         // The native backward already emits sorted unique rows; only merge when that is not so.
         if (indices.shape[0] < 2 || indices[1..].gt(indices[..^1]).all().item<bool>())
@@ -100,7 +104,8 @@ internal sealed class SparseRowAdamW : IDisposable
         foreach (var (table, _, _, _) in _state) table.grad = null;
     }
 
-    /// <summary>One update of every touched row with learning rate <paramref name="lr"/>, gradients scaled by <paramref name="gradScale"/>.</summary>
+    /// <summary>One update of every touched row with learning rate <paramref name="lr"/>, gradients scaled by
+    /// <paramref name="gradScale"/>.</summary>
     public void Step(double lr, double gradScale = 1.0)
     {
         using var noGrad = no_grad();
@@ -116,17 +121,21 @@ internal sealed class SparseRowAdamW : IDisposable
         }
     }
 
-    private unsafe void NativeStep(Tensor table, Tensor expAvg, Tensor expAvgSq, Tensor rowSteps, Tensor rows, Tensor values, double lr, double gradScale)
+    private unsafe void NativeStep(Tensor table, Tensor expAvg, Tensor expAvgSq, Tensor rowSteps, Tensor rows, Tensor values, double lr,
+        double gradScale)
     {
         PeerNativeLibrary.Check(PeerNativeMethods.SparseAdamW(
-            PeerNativeLibrary.Pointer<float>(table, ScalarType.Float32, "table"), PeerNativeLibrary.Pointer<float>(expAvg, ScalarType.Float32, "exp_avg"),
-            PeerNativeLibrary.Pointer<float>(expAvgSq, ScalarType.Float32, "exp_avg_sq"), PeerNativeLibrary.Pointer<long>(rowSteps, ScalarType.Int64, "row_steps"),
+            PeerNativeLibrary.Pointer<float>(table, ScalarType.Float32, "table"),
+            PeerNativeLibrary.Pointer<float>(expAvg, ScalarType.Float32, "exp_avg"),
+            PeerNativeLibrary.Pointer<float>(expAvgSq, ScalarType.Float32, "exp_avg_sq"),
+            PeerNativeLibrary.Pointer<long>(rowSteps, ScalarType.Int64, "row_steps"),
             table.shape[0], table.shape[1], PeerNativeLibrary.Pointer<long>(rows, ScalarType.Int64, "rows"),
             PeerNativeLibrary.Pointer<float>(values, ScalarType.Float32, "row_grads"), rows.shape[0],
             (float)lr, (float)_beta1, (float)_beta2, (float)_eps, (float)_weightDecay, (float)gradScale), "peer_sparse_adamw_f32");
     }
 
-    private void ManagedStep(Tensor table, Tensor expAvg, Tensor expAvgSq, Tensor rowSteps, Tensor rows, Tensor values, double lr, double gradScale)
+    private void ManagedStep(Tensor table, Tensor expAvg, Tensor expAvgSq, Tensor rowSteps, Tensor rows, Tensor values, double lr,
+        double gradScale)
     {
         var g = values * gradScale;
         var steps = rowSteps.index_select(0, rows) + 1;
@@ -157,7 +166,8 @@ internal sealed class SparseRowAdamW : IDisposable
     public void Load(BinaryReader reader)
     {
         int count = reader.ReadInt32();
-        if (count != _state.Count) throw new InvalidDataException($"The saved sparse optimizer state has {count} tables; this model has {_state.Count}.");
+        if (count != _state.Count)
+            throw new InvalidDataException($"The saved sparse optimizer state has {count} tables; this model has {_state.Count}.");
         using var noGrad = no_grad();
         foreach (var (_, expAvg, expAvgSq, rowSteps) in _state)
         {

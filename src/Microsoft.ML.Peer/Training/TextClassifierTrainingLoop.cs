@@ -46,7 +46,8 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     /// <param name="validationTokens">Optional validation texts.</param>
     /// <param name="validationLabels">Their classes; given exactly when <paramref name="validationTokens"/> is.</param>
     /// <param name="progress">Called every <see cref="TrainingLoopOptions.LogEvery"/> steps.</param>
-    /// <param name="cancellation">Checked before every step; cancellation throws <see cref="OperationCanceledException"/>, leaving the model as the last finished step left it.</param>
+    /// <param name="cancellation">Checked before every step; cancellation throws <see cref="OperationCanceledException"/>, leaving the
+    /// model as the last finished step left it.</param>
     /// <param name="epochCompleted">Called after each epoch (and its validation pass), as the report is made.</param>
     public ClassifierTrainingResult Train(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels,
         IReadOnlyList<int[]>? validationTokens = null, IReadOnlyList<int>? validationLabels = null,
@@ -55,12 +56,16 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     {
         CheckLabelled(tokens, labels, nameof(tokens), nameof(labels));
         if ((validationTokens is null) != (validationLabels is null))
-            throw new ArgumentException($"{nameof(validationTokens)} and {nameof(validationLabels)} must be given together.", validationTokens is null ? nameof(validationTokens) : nameof(validationLabels));
-        if (validationTokens is not null) CheckLabelled(validationTokens, validationLabels!, nameof(validationTokens), nameof(validationLabels));
+            throw new ArgumentException($"{nameof(validationTokens)} and {nameof(validationLabels)} must be given together.",
+                validationTokens is null ? nameof(validationTokens) : nameof(validationLabels));
+        if (validationTokens is not null)
+            CheckLabelled(validationTokens, validationLabels!, nameof(validationTokens), nameof(validationLabels));
         cancellation.ThrowIfCancellationRequested();
 
         var lengths = tokens.Select(Length).ToArray();
-        var plan = Enumerable.Range(0, _options.Epochs).Select(e => PlanEpoch(lengths, _options.BatchSize, new Random(unchecked(_options.Seed * 7919 + e)))).ToList();
+        var plan = Enumerable.Range(0, _options.Epochs)
+            .Select(e => PlanEpoch(lengths, _options.BatchSize, new Random(unchecked(_options.Seed * 7919 + e))))
+            .ToList();
         int stepsPerEpoch = plan[0].Count;
         _totalSteps = _options.Epochs * stepsPerEpoch;
         long validationTokenCount = validationTokens?.Sum(t => (long)Length(t)) ?? 0;
@@ -85,7 +90,8 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
                 if (Step - firstStep >= _totalSteps) break;
                 cancellation.ThrowIfCancellationRequested();
                 int relative = Step - firstStep;
-                double lr = LearningRateSchedule.At(relative, _options.LearningRate, _options.WarmupSteps, _totalSteps, _options.MinLearningRateFraction);
+                double lr = LearningRateSchedule.At(relative, _options.LearningRate, _options.WarmupSteps, _totalSteps,
+                    _options.MinLearningRateFraction);
                 bool timed = TimesWarmup(relative);
                 if (timed) warmupClock.Start();
                 double loss = TrainStep(tokens, labels, batch, lr, epoch + 1);
@@ -94,17 +100,20 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
                 epochLoss += loss; epochSteps++; epochTokens += real;
                 windowLoss += loss; windowSteps++; windowTokens += real;
                 if (_options.TimeBudget is { } budget && Step - firstStep == _options.WarmupSteps && warmupTimedTokens > 0)
-                    FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedTokens, plan, lengths, epoch, epochSteps, validationTokenCount);
+                    FitStepsToBudget(budget - clock.Elapsed, warmupClock.Elapsed.TotalSeconds / warmupTimedTokens, plan, lengths, epoch,
+                        epochSteps, validationTokenCount);
                 if ((Step - firstStep) % _options.LogEvery == 0)
                 {
-                    progress?.Invoke(new ClassifierProgress(Step, firstStep + _totalSteps, epoch + 1, windowLoss / windowSteps, lr, windowTokens / window.Elapsed.TotalSeconds, clock.Elapsed));
+                    progress?.Invoke(new ClassifierProgress(Step, firstStep + _totalSteps, epoch + 1, windowLoss / windowSteps, lr,
+                        windowTokens / window.Elapsed.TotalSeconds, clock.Elapsed));
                     window.Restart();
                     windowSteps = 0; windowLoss = 0; windowTokens = 0;
                 }
             }
             double tokensPerSecond = epochTokens / epochClock.Elapsed.TotalSeconds;
             var validation = validationTokens is null ? null : Evaluate(validationTokens, validationLabels!);
-            reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps), validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
+            reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps),
+                validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
             epochCompleted?.Invoke(reports[^1]);
         }
         return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed);
@@ -117,10 +126,13 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         {
             var (loss, crossEntropy, _) = Model.Loss(Model.Batch(tokens, batch), tensor(batch.Select(i => (long)labels[i]).ToArray()));
             return (loss, crossEntropy);
-        }, lr, loss => $"Training diverged at step {step} (epoch {epoch}): the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
+        }, lr,
+            loss =>
+                $"Training diverged at step {step} (epoch {epoch}): the loss is {loss}. Lower LearningRate (now {_options.LearningRate}).");
     }
 
-    private void FitStepsToBudget(TimeSpan remaining, double secondsPerToken, List<List<int[]>> plan, int[] lengths, int epoch, int stepsDoneInEpoch, long validationTokens)
+    private void FitStepsToBudget(TimeSpan remaining, double secondsPerToken, List<List<int[]>> plan, int[] lengths, int epoch,
+        int stepsDoneInEpoch, long validationTokens)
     {
         // Walk the planned batches, charging each its padded tokens and each epoch end a forward pass over validation.
         double left = remaining.TotalSeconds;
@@ -211,7 +223,8 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         {
             if (tokens[i] is null) throw new ArgumentException($"{tokensName}[{i}] is null.", tokensName);
             if (labels[i] < 0 || labels[i] >= _modelOptions.ClassCount)
-                throw new ArgumentOutOfRangeException(labelsName, labels[i], $"{labelsName}[{i}] = {labels[i]} is outside 0..{_modelOptions.ClassCount - 1}.");
+                throw new ArgumentOutOfRangeException(labelsName, labels[i],
+                    $"{labelsName}[{i}] = {labels[i]} is outside 0..{_modelOptions.ClassCount - 1}.");
         }
     }
 }

@@ -36,7 +36,8 @@ internal abstract class TrainingLoop<TModel> : IDisposable where TModel : nn.Mod
     /// When given, every expert table is stepped at this multiple of the learning rate (in its own AdamW group); when null,
     /// dense expert tables stay with the other matrices.
     /// </param>
-    private protected void Start(TrainingLoopOptions options, Func<TModel> createModel, Func<TModel, IEnumerable<(string Name, bool Sparse)>> expertTables,
+    private protected void Start(TrainingLoopOptions options, Func<TModel> createModel,
+        Func<TModel, IEnumerable<(string Name, bool Sparse)>> expertTables,
         double? expertLearningRateScale = null)
     {
         _loopOptions = options;
@@ -44,8 +45,9 @@ internal abstract class TrainingLoop<TModel> : IDisposable where TModel : nn.Mod
         Model = createModel();
         var experts = expertTables(Model).ToList();
         // Tables with sparse row gradients get the row-sparse AdamW; everything else dense AdamW.
-        Optimizer = new DenseAndSparseAdamW(Model.named_parameters(), experts.Where(t => t.Sparse).Select(t => t.Name), options.LearningRate, options.Beta1,
-            options.Beta2, options.WeightDecay, expertLearningRateScale is null ? null : experts.Select(t => t.Name), expertLearningRateScale ?? 1);
+        Optimizer = new DenseAndSparseAdamW(Model.named_parameters(), experts.Where(t => t.Sparse).Select(t => t.Name),
+            options.LearningRate, options.Beta1, options.Beta2, options.WeightDecay,
+            expertLearningRateScale is null ? null : experts.Select(t => t.Name), expertLearningRateScale ?? 1);
     }
 
     /// <summary>
@@ -53,7 +55,8 @@ internal abstract class TrainingLoop<TModel> : IDisposable where TModel : nn.Mod
     /// returns its cross-entropy. A loss that is not finite is refused before the update, so a diverged step never
     /// reaches the weights: <paramref name="diverged"/> words the error from the loss value.
     /// </summary>
-    private protected double OptimizerStep(Func<(Tensor Loss, Tensor CrossEntropy)> loss, double learningRate, Func<double, string> diverged)
+    private protected double OptimizerStep(Func<(Tensor Loss, Tensor CrossEntropy)> loss, double learningRate,
+        Func<double, string> diverged)
     {
         using var scope = NewDisposeScope();
         Model.train();

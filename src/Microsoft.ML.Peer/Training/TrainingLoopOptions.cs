@@ -51,10 +51,15 @@ internal abstract class TrainingLoopOptions
         Positive(LearningRate, nameof(LearningRate));
         Positive(LogEvery, nameof(LogEvery));
         if (MinLearningRateFraction is < 0 or > 1)
-            throw new ArgumentOutOfRangeException(nameof(MinLearningRateFraction), MinLearningRateFraction, $"{nameof(MinLearningRateFraction)} must be in [0, 1].");
-        if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(WarmupSteps)} must not be negative.");
-        if (WeightDecay < 0) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, $"{nameof(WeightDecay)} must not be negative.");
-        if (GradientClipNorm < 0) throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm, $"{nameof(GradientClipNorm)} must not be negative.");
+            throw new ArgumentOutOfRangeException(nameof(MinLearningRateFraction), MinLearningRateFraction,
+                $"{nameof(MinLearningRateFraction)} must be in [0, 1].");
+        if (WarmupSteps < 0)
+            throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, $"{nameof(WarmupSteps)} must not be negative.");
+        if (WeightDecay < 0)
+            throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, $"{nameof(WeightDecay)} must not be negative.");
+        if (GradientClipNorm < 0)
+            throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), GradientClipNorm,
+                $"{nameof(GradientClipNorm)} must not be negative.");
         if (Beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, $"{nameof(Beta1)} must be in [0, 1).");
         if (Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, $"{nameof(Beta2)} must be in [0, 1).");
         CheckTimeBudget(TimeBudget, WarmupSteps);
@@ -75,6 +80,7 @@ internal abstract class TrainingLoopOptions
         if (budget is { } b && b <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException("TimeBudget", b, "TimeBudget must be positive.");
         if (budget is not null && warmupSteps < 2)
-            throw new ArgumentOutOfRangeException("WarmupSteps", warmupSteps, "TimeBudget needs at least 2 warm-up steps to measure the step time.");
+            throw new ArgumentOutOfRangeException("WarmupSteps", warmupSteps,
+                "TimeBudget needs at least 2 warm-up steps to measure the step time.");
     }
 }

@@ -1,7 +1,8 @@
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Settings of <see cref="LanguageModelTrainingLoop"/>. Defaults suit a small model on a laptop.</summary>
-/// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on <see cref="TrainingLoopOptions"/>.</remarks>
+/// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on
+/// <see cref="TrainingLoopOptions"/>.</remarks>
 internal sealed class TrainingOptions : TrainingLoopOptions
 {
     /// <summary>
@@ -39,7 +40,8 @@ internal sealed class TrainingOptions : TrainingLoopOptions
     /// <summary>Evaluate on the validation tokens every this many steps; 0 evaluates only at the end. Default 0.</summary>
     public int EvaluateEvery { get; set; }
 
-    /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final evaluation scores all. Default 0.</summary>
+    /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final evaluation scores all. Default
+    /// 0.</summary>
     public int EvaluationTokens { get; set; }
 
     /// <summary>
@@ -71,11 +73,17 @@ internal sealed class TrainingOptions : TrainingLoopOptions
         Positive(MaxSteps, nameof(MaxSteps));
         Positive(ExpertLearningRateScale, nameof(ExpertLearningRateScale));
         if (SequenceLength > contextLength)
-            throw new ArgumentOutOfRangeException(nameof(SequenceLength), SequenceLength, $"{nameof(SequenceLength)} ({SequenceLength}) exceeds the model's context length ({contextLength}).");
-        if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
-        if (ReestimateQueryNormBatches < 0) throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches, $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
-        if (DiagnoseEvery < 0) throw new ArgumentOutOfRangeException(nameof(DiagnoseEvery), DiagnoseEvery, $"{nameof(DiagnoseEvery)} must not be negative.");
+            throw new ArgumentOutOfRangeException(nameof(SequenceLength), SequenceLength,
+                $"{nameof(SequenceLength)} ({SequenceLength}) exceeds the model's context length ({contextLength}).");
+        if (EvaluateEvery < 0)
+            throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
+        if (ReestimateQueryNormBatches < 0)
+            throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches,
+                $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
+        if (DiagnoseEvery < 0)
+            throw new ArgumentOutOfRangeException(nameof(DiagnoseEvery), DiagnoseEvery, $"{nameof(DiagnoseEvery)} must not be negative.");
         if (CheckpointPath is not null && CheckpointEvery <= 0)
-            throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, $"{nameof(CheckpointEvery)} must be positive when {nameof(CheckpointPath)} is set.");
+            throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery,
+                $"{nameof(CheckpointEvery)} must be positive when {nameof(CheckpointPath)} is set.");
     }
 }

@@ -3,7 +3,8 @@ using Microsoft.ML.Peer.Layers;
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Progress of a training run, reported every <see cref="TrainingLoopOptions.LogEvery"/> steps.</summary>
-internal sealed record TrainingProgress(int Step, int MaxSteps, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed, EvaluationResult? Evaluation,
+internal sealed record TrainingProgress(int Step, int MaxSteps, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed,
+    EvaluationResult? Evaluation,
     UsageDiagnostics? Diagnostics = null);
 
 /// <summary>

@@ -242,7 +242,8 @@ public sealed class CompactTokenizerTests
 
         foreach (int length in new[] { 0, 2, 6, 10, bytes.Length - 1 })
         {
-            var ex = Assert.ThrowsExactly<InvalidDataException>(() => CompactTokenizer.Load(new MemoryStream(bytes, 0, length)), $"length {length}");
+            var ex = Assert.ThrowsExactly<InvalidDataException>(() => CompactTokenizer.Load(new MemoryStream(bytes, 0, length)),
+                $"length {length}");
             StringAssert.Contains(ex.Message, "truncated");
         }
     }

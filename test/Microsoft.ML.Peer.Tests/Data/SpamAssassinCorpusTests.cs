@@ -49,12 +49,15 @@ public sealed class SpamAssassinCorpusTests
             Assert.AreEqual("second of easy-ham-1", mails[1].Text);
             Assert.AreEqual("spam-2", mails[^1].Group);
             Assert.AreEqual(4, mails.Count(m => m.IsSpam));
-            CollectionAssert.AreEqual(new[] { "easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2" }, mails.Select(m => m.Group).Distinct().ToArray());
+            CollectionAssert.AreEqual(new[] { "easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2" },
+                mails.Select(m => m.Group).Distinct().ToArray());
 
             File.WriteAllText(Path.Combine(root, "data", "spam-1", "00003.c.json"), Json("00003", "easy-ham-1", "misfiled"));
-            StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => SpamAssassinCorpus.LoadFromDirectory(root)).Message, "lies in 'spam-1'");
+            StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => SpamAssassinCorpus.LoadFromDirectory(root)).Message,
+                "lies in 'spam-1'");
             Directory.Delete(Path.Combine(root, "data", "hard-ham-1"), recursive: true);
-            StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => SpamAssassinCorpus.LoadFromDirectory(root)).Message, "hard-ham-1");
+            StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => SpamAssassinCorpus.LoadFromDirectory(root)).Message,
+                "hard-ham-1");
         }
         finally
         {

@@ -107,7 +107,8 @@ public sealed class PyTorchTwinTests
         {
             PeerSafetensors.Save(model, path);
             using var scope = NewDisposeScope();
-            CompareWithTwin(model, path, tensor(SafetensorsFiles.Tokens(8, 16, Training.TinyLanguageModels.Vocabulary, seed: 5)), $"LM {variant}");
+            CompareWithTwin(model, path, tensor(SafetensorsFiles.Tokens(8, 16, Training.TinyLanguageModels.Vocabulary, seed: 5)),
+                $"LM {variant}");
         }
         finally
         {
@@ -132,7 +133,9 @@ public sealed class PyTorchTwinTests
         {
             PeerSafetensors.Save(model, path);
             using var scope = NewDisposeScope();
-            CompareWithTwin(model, path, tensor(SafetensorsFiles.Tokens(12, 16, options.VocabularySize, seed: 6, padding: options.PaddingId)), $"classifier {variant}");
+            CompareWithTwin(model, path,
+                tensor(SafetensorsFiles.Tokens(12, 16, options.VocabularySize, seed: 6, padding: options.PaddingId)),
+                $"classifier {variant}");
         }
         finally
         {
@@ -150,7 +153,8 @@ public sealed class PyTorchTwinTests
         RequireTorch();
         var options = SafetensorsTests.LanguageModelVariant("Peer");
         options.Peer.Kernels = PeerKernels.Native;
-        if (!Microsoft.ML.Peer.Native.PeerNativeLibrary.IsAvailable) Assert.Inconclusive("skipped: the native kernels (Peer.Native), whose tie rule the twin follows, are not available here");
+        if (!Microsoft.ML.Peer.Native.PeerNativeLibrary.IsAvailable)
+            Assert.Inconclusive("skipped: the native kernels (Peer.Native), whose tie rule the twin follows, are not available here");
         using var model = new TransformerLanguageModel(options);
         SafetensorsFiles.Randomize(model, seed: 23);
         var peer = (PeerLayer)model.Blocks[1].FeedForward;
@@ -197,7 +201,9 @@ public sealed class PyTorchTwinTests
             var batch = new long[ids.Count, time];
             for (int b = 0; b < ids.Count; b++)
                 for (int t = 0; t < time; t++)
-                    batch[b, t] = t == 0 ? trained.Tokenizer.EndOfTextId : t - 1 < ids[b].Length ? ids[b][t - 1] : trained.Tokenizer.EndOfTextId;
+                    batch[b, t] = t == 0
+                        ? trained.Tokenizer.EndOfTextId
+                        : t - 1 < ids[b].Length ? ids[b][t - 1] : trained.Tokenizer.EndOfTextId;
             using var scope = NewDisposeScope();
             CompareWithTwin(trained.Model, path, tensor(batch), "trained LM");
         }
@@ -211,7 +217,8 @@ public sealed class PyTorchTwinTests
     {
         using var scope = NewDisposeScope();
         using var stream = File.Create(path);
-        SafetensorsFile.Write(stream, new Dictionary<string, string>(), new[] { ("tokens", tensor(tokens.Select(t => (long)t).ToArray())) });
+        SafetensorsFile.Write(stream, new Dictionary<string, string>(),
+            new[] { ("tokens", tensor(tokens.Select(t => (long)t).ToArray())) });
     }
 
     private static List<int> Stream(Microsoft.ML.Peer.Data.CompactTokenizer tokenizer, IEnumerable<PluginTestData.TextRow> rows)
@@ -252,7 +259,8 @@ public sealed class PyTorchTwinTests
             WriteTokens(Input("eval.safetensors"), evalTokens);
             var (code, output) = Run(new[]
             {
-                "--standalone", "--nproc_per_node=2", "--redirects", "1", "--tee", "1", "--max_restarts", "1", "-m", "peer_twin.train_sharded",
+                "--standalone", "--nproc_per_node=2", "--redirects", "1", "--tee", "1", "--max_restarts", "1", "-m",
+                "peer_twin.train_sharded",
                 "--model", Input("lm.safetensors"), "--tokens", Input("train.safetensors"), "--eval-tokens", Input("eval.safetensors"),
                 "--out", Input("trained.safetensors"), "--checkpoints", Input("checkpoints"), "--report", Input("report.json"),
                 "--steps", "200", "--checkpoint-every", "50", "--fail-at-step", "120", "--batch", "16",
@@ -267,10 +275,12 @@ public sealed class PyTorchTwinTests
             Assert.IsTrue(losses.TakeLast(20).Average() < 0.9 * losses.Take(20).Average(), "the loss falls");
 
             using var imported = ml.Peer().LanguageModelFromSafetensors(Input("trained.safetensors"), trained.Tokenizer);
-            double twin = (double)report["eval_perplexity"]!, ours = Perplexity(imported.Model, evalTokens, imported.ModelOptions.ContextLength);
+            double twin = (double)report["eval_perplexity"]!,
+                ours = Perplexity(imported.Model, evalTokens, imported.ModelOptions.ContextLength);
             TestContext.WriteLine($"ML.NET perplexity {ours:F6}, twin {twin:F6}, relative difference {Math.Abs(ours - twin) / twin:E2}");
             Assert.AreEqual(twin, ours, 1e-4 * twin, "the exported model's perplexity in ML.NET and in the twin");
-            Assert.AreEqual((long)report["eval_tokens"]!, (evalTokens.Count - 1) / imported.ModelOptions.ContextLength * imported.ModelOptions.ContextLength);
+            Assert.AreEqual((long)report["eval_tokens"]!,
+                (evalTokens.Count - 1) / imported.ModelOptions.ContextLength * imported.ModelOptions.ContextLength);
             var texts = ml.Data.LoadFromEnumerable(PluginTestData.Sentences(5, seed: 3));
             Assert.IsTrue(PluginTestData.Floats(imported.Transform(texts), "Perplexity").All(float.IsFinite));
             ml.Model.Save(imported, texts.Schema, Input("trained.mlnet"));
@@ -299,17 +309,20 @@ public sealed class PyTorchTwinTests
                 targets[i] = tokens[start * context + i + 1];
             }
             var logits = model.forward(tensor(inputs, new long[] { count, context }));
-            total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), tensor(targets), reduction: nn.Reduction.Sum).to(ScalarType.Float64).item<double>();
+            total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), tensor(targets), reduction: nn.Reduction.Sum)
+                .to(ScalarType.Float64).item<double>();
         }
         return Math.Exp(total / (windows * context));
     }
 
-    /// <summary>The twin's own unit tests (python/tests): exact product-key top-k against brute force, ties included; safetensors round trip.</summary>
+    /// <summary>The twin's own unit tests (python/tests): exact product-key top-k against brute force, ties included; safetensors round
+    /// trip.</summary>
     [TestMethod]
     public void TwinUnitTestsPass()
     {
         RequireTorch();
-        var (code, output) = Run(new[] { "-m", "unittest", "discover", "-s", Path.Combine(PythonDirectory(), "tests"), "-t", PythonDirectory() }, 300);
+        var (code, output) =
+            Run(new[] { "-m", "unittest", "discover", "-s", Path.Combine(PythonDirectory(), "tests"), "-t", PythonDirectory() }, 300);
         TestContext.WriteLine(output);
         Assert.AreEqual(0, code, output);
         StringAssert.Contains(output, "OK");

@@ -37,8 +37,10 @@ internal static class SafetensorsFiles
                 var a = randn(tensor.shape, generator: generator) * 0.5;
                 tensor.copy_(matmul(a, a.transpose(1, 2)) + eye(tensor.shape[1]));
             }
-            else if (name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith("whitening.weight", StringComparison.Ordinal)) tensor.copy_(noise * 0.2 + 1);
-            else if (tensor.dim() >= 2 && !name.Contains("embedding", StringComparison.Ordinal)) tensor.copy_(noise / Math.Sqrt(tensor.shape[^1]));
+            else if (name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith("whitening.weight", StringComparison.Ordinal))
+                tensor.copy_(noise * 0.2 + 1);
+            else if (tensor.dim() >= 2 && !name.Contains("embedding", StringComparison.Ordinal))
+                tensor.copy_(noise / Math.Sqrt(tensor.shape[^1]));
             else tensor.copy_(noise * 0.5);
         }
     }

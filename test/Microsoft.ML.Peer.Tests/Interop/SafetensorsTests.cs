@@ -13,10 +13,12 @@ public sealed class SafetensorsTests
 {
     public static IEnumerable<object[]> LanguageModelKinds => new[]
     {
-        new object[] { "Dense" }, new object[] { "MoE" }, new object[] { "ProductKeyMemory" }, new object[] { "Peer" }, new object[] { "PeerWhitenedNormalizedInputBN" },
+        new object[] { "Dense" }, new object[] { "MoE" }, new object[] { "ProductKeyMemory" }, new object[] { "Peer" },
+        new object[] { "PeerWhitenedNormalizedInputBN" },
     };
 
-    /// <summary>The tiny language model of <paramref name="variant"/>: a feed-forward kind, or PEER with every retrieval option on.</summary>
+    /// <summary>The tiny language model of <paramref name="variant"/>: a feed-forward kind, or PEER with every retrieval option
+    /// on.</summary>
     internal static LanguageModelOptions LanguageModelVariant(string variant) => variant switch
     {
         "PeerWhitenedNormalizedInputBN" => SafetensorsFiles.LanguageModel(FeedForwardKind.Peer, p =>
@@ -35,7 +37,9 @@ public sealed class SafetensorsTests
 
     internal static TextClassifierOptions ClassifierVariant(string variant)
     {
-        var options = Models.TinyTextClassification.Options(variant.StartsWith("Pkm", StringComparison.Ordinal) ? FeedForwardKind.ProductKeyMemory : FeedForwardKind.Peer);
+        var options = Models.TinyTextClassification.Options(variant.StartsWith("Pkm", StringComparison.Ordinal)
+            ? FeedForwardKind.ProductKeyMemory
+            : FeedForwardKind.Peer);
         options.Layers = variant.EndsWith("NoBlocks", StringComparison.Ordinal) ? 0 : 1;
         return options;
     }
@@ -194,7 +198,8 @@ public sealed class SafetensorsTests
             for (int i = 0; i < expected.Count; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
             using var renamed = ml.Peer().TextClassifierFromSafetensors(path, classifier.Tokenizer, classNames: new[] { "a", "b" });
             CollectionAssert.AreEqual(new[] { "a", "b" }, renamed.ClassNames!.ToList());
-            var wrongCount = Assert.ThrowsExactly<ArgumentException>(() => ml.Peer().TextClassifierFromSafetensors(path, classifier.Tokenizer, classNames: new[] { "a" }));
+            var wrongCount = Assert.ThrowsExactly<ArgumentException>(() => ml.Peer().TextClassifierFromSafetensors(path,
+                classifier.Tokenizer, classNames: new[] { "a" }));
             StringAssert.Contains(wrongCount.Message, "1 class names");
         }
         finally
@@ -213,7 +218,8 @@ public sealed class SafetensorsTests
         try
         {
             PeerSafetensors.Save(model, path);
-            var tokenizer = Microsoft.ML.Peer.Data.CompactTokenizer.Build(new[] { "some words to build a small vocabulary" }, vocabularySize: 300);
+            var tokenizer =
+                Microsoft.ML.Peer.Data.CompactTokenizer.Build(new[] { "some words to build a small vocabulary" }, vocabularySize: 300);
             var e = Assert.ThrowsExactly<ArgumentException>(() => ml.Peer().LanguageModelFromSafetensors(path, tokenizer));
             StringAssert.Contains(e.Message, "VocabularySize = 24");
             var kind = Assert.ThrowsExactly<InvalidDataException>(() => PeerSafetensors.LoadTextClassifier(path));
@@ -252,7 +258,8 @@ public sealed class SafetensorsTests
         ("metadata key twice", "its '__metadata__' names 'peer.model' twice"),
     }.Select(c => new object[] { c.Name, c.Expected });
 
-    /// <summary>Each damaged or hostile file is refused with an InvalidDataException that says what is wrong, before anything big is allocated.</summary>
+    /// <summary>Each damaged or hostile file is refused with an InvalidDataException that says what is wrong, before anything big is
+    /// allocated.</summary>
     [TestMethod]
     [DynamicData(nameof(HostileEdits))]
     public void HostileFilesFailWithClearErrors(string edit, string expected)
@@ -305,7 +312,8 @@ public sealed class SafetensorsTests
                 try
                 {
                     using var damaged = PeerSafetensors.LoadLanguageModel(path);
-                    Assert.IsNull(Microsoft.ML.Peer.Training.FiniteWeights.FirstNonFinite(damaged), $"case {i}: a loaded model holds NaN or infinity");
+                    Assert.IsNull(Microsoft.ML.Peer.Training.FiniteWeights.FirstNonFinite(damaged),
+                        $"case {i}: a loaded model holds NaN or infinity");
                     loaded++;
                 }
                 catch (InvalidDataException e)
@@ -327,7 +335,8 @@ public sealed class SafetensorsTests
     private static string Hostile(string source, string edit)
     {
         static JsonObject Entry(JsonObject header, string name) => header[name]!.AsObject();
-        static void Offsets(JsonObject header, string name, long begin, long end) => Entry(header, name)["data_offsets"] = new JsonArray(begin, end);
+        static void Offsets(JsonObject header, string name, long begin, long end)
+            => Entry(header, name)["data_offsets"] = new JsonArray(begin, end);
         static long Begin(JsonObject header, string name) => (long)Entry(header, name)["data_offsets"]![0]!;
         static long End(JsonObject header, string name) => (long)Entry(header, name)["data_offsets"]![1]!;
         switch (edit)
@@ -354,18 +363,24 @@ public sealed class SafetensorsTests
                 return path;
             }
             case "unknown dtype": return SafetensorsFiles.Edited(source, h => Entry(h, "final_norm.weight")["dtype"] = "F8");
-            case "negative dimension": return SafetensorsFiles.Edited(source, h => Entry(h, "final_norm.weight")["shape"] = new JsonArray(-32));
-            case "huge shape": return SafetensorsFiles.Edited(source, h => Entry(h, "final_norm.weight")["shape"] = new JsonArray(1L << 40, 1L << 40));
-            case "offsets past the data": return SafetensorsFiles.Edited(source, h => Offsets(h, "final_norm.weight", Begin(h, "final_norm.weight"), 1L << 50));
+            case "negative dimension":
+                return SafetensorsFiles.Edited(source, h => Entry(h, "final_norm.weight")["shape"] = new JsonArray(-32));
+            case "huge shape":
+                return SafetensorsFiles.Edited(source, h => Entry(h, "final_norm.weight")["shape"] = new JsonArray(1L << 40, 1L << 40));
+            case "offsets past the data":
+                return SafetensorsFiles.Edited(source, h => Offsets(h, "final_norm.weight", Begin(h, "final_norm.weight"), 1L << 50));
             case "offsets overlap":
-                return SafetensorsFiles.Edited(source, h => Offsets(h, "final_norm.bias", Begin(h, "final_norm.weight"), End(h, "final_norm.weight")));
+                return SafetensorsFiles.Edited(source,
+                    h => Offsets(h, "final_norm.bias", Begin(h, "final_norm.weight"), End(h, "final_norm.weight")));
             case "shape and offsets disagree":
-                return SafetensorsFiles.Edited(source, h => Offsets(h, "final_norm.weight", Begin(h, "final_norm.weight"), End(h, "final_norm.weight") + 4));
+                return SafetensorsFiles.Edited(source,
+                    h => Offsets(h, "final_norm.weight", Begin(h, "final_norm.weight"), End(h, "final_norm.weight") + 4));
             case "cut short": return SafetensorsFiles.Edited(source, _ => { }, d => d[..^4]);
             case "a byte appended": return SafetensorsFiles.Edited(source, _ => { }, d => d.Append((byte)0).ToArray());
             case "no metadata": return SafetensorsFiles.Edited(source, h => h.Remove("__metadata__"));
             case "newer format": return SafetensorsFiles.Edited(source, h => h["__metadata__"]!["peer.format_version"] = "2");
-            case "config not JSON": return SafetensorsFiles.Edited(source, h => h["__metadata__"]!["peer.config"] = "{\"VocabularySize\": ");
+            case "config not JSON":
+                return SafetensorsFiles.Edited(source, h => h["__metadata__"]!["peer.config"] = "{\"VocabularySize\": ");
             case "config invalid":
                 return SafetensorsFiles.Edited(source, h =>
                 {
@@ -387,7 +402,8 @@ public sealed class SafetensorsTests
                     h.Remove("final_norm.bias");
                     h["final_norm.bias_renamed"] = entry;
                 });
-            case "tensor transposed": return SafetensorsFiles.Edited(source, h => Entry(h, "blocks.0.attention.qkv.weight")["shape"] = new JsonArray(32, 96));
+            case "tensor transposed":
+                return SafetensorsFiles.Edited(source, h => Entry(h, "blocks.0.attention.qkv.weight")["shape"] = new JsonArray(32, 96));
             case "tensor as int32":
                 // Same bytes and count, another element type: the model refuses the type.
                 return SafetensorsFiles.Edited(source, h => Entry(h, "final_norm.weight")["dtype"] = "I32");
@@ -405,7 +421,8 @@ public sealed class SafetensorsTests
             {
                 // System.Text.Json keeps one of two equal names, so the duplicate is written into the header's text.
                 var (json, data) = SafetensorsFiles.Split(source);
-                string text = json.ToJsonString().Replace("\"peer.model\":\"language_model\"", "\"peer.model\":\"text_classifier\",\"peer.model\":\"language_model\"");
+                string text = json.ToJsonString()
+                    .Replace("\"peer.model\":\"language_model\"", "\"peer.model\":\"text_classifier\",\"peer.model\":\"language_model\"");
                 var header = System.Text.Encoding.UTF8.GetBytes(text);
                 var bytes = new byte[8 + header.Length + data.Length];
                 BitConverter.TryWriteBytes(bytes.AsSpan(0, 8), (ulong)header.Length);

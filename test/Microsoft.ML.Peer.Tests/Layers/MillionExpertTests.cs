@@ -18,7 +18,8 @@ public sealed class MillionExpertTests
     {
         manual_seed(7);
         const int d = 64, T = 256, N = 1024 * 1024;
-        using var layer = new PeerLayer(d, new PeerOptions { Experts = N, Heads = 8, TopK = 16, KeyDimension = 128, SparseGradients = true });
+        using var layer =
+            new PeerLayer(d, new PeerOptions { Experts = N, Heads = 8, TopK = 16, KeyDimension = 128, SparseGradients = true });
         layer.train();
         using var x = randn(T, d, requires_grad: true);
         using var weights = randn(T, d);
@@ -43,9 +44,11 @@ public sealed class MillionExpertTests
         long controlBefore = PeakResidentMemory.ResetAndRead();
         using (var scores = ones(T, N)) { }
         long controlGrowth = PeakResidentMemory.Peak() - controlBefore;
-        Assert.IsTrue(controlGrowth > smallestNSizedActivation / 2, $"the memory probe missed a {smallestNSizedActivation / (1 << 20)} MiB allocation (saw {controlGrowth / (1 << 20)} MiB)");
+        Assert.IsTrue(controlGrowth > smallestNSizedActivation / 2,
+            $"the memory probe missed a {smallestNSizedActivation / (1 << 20)} MiB allocation (saw {controlGrowth / (1 << 20)} MiB)");
 
-        Assert.IsTrue(layer.DownWeights.grad!.is_sparse && layer.UpWeights.grad!.is_sparse, "expert gradients must be sparse (no N×d gradient)");
+        Assert.IsTrue(layer.DownWeights.grad!.is_sparse && layer.UpWeights.grad!.is_sparse,
+            "expert gradients must be sparse (no N×d gradient)");
         var (_, retrieved) = layer.Router.forward(x.detach());
         var (rows, _) = Microsoft.ML.Peer.Training.SparseRowAdamW.CoalesceRows(layer.DownWeights.grad!);
         var expected = unique(retrieved.reshape(-1), sorted: true).Item1;

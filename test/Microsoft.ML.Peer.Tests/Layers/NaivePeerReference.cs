@@ -67,7 +67,8 @@ internal static class NaivePeerReference
                     {
                         double s = 0;
                         for (int j = 0; j < half; j++)
-                            s += q[t][head * dk + j] * sub[(0 * n + a) * half + j] + q[t][head * dk + half + j] * sub[(1 * n + b) * half + j];
+                            s += q[t][head * dk + j] * sub[(0 * n + a) * half + j]
+                                + q[t][head * dk + half + j] * sub[(1 * n + b) * half + j];
                         scores[a * n + b] = (s, a * n + b);
                     }
                 var top = scores.OrderByDescending(s => s.Score).Take(k).ToArray();

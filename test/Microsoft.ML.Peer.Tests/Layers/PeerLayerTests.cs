@@ -7,11 +7,12 @@ namespace Microsoft.ML.Peer.Tests.Layers;
 [TestClass]
 public sealed class PeerLayerTests
 {
-    private static PeerOptions Small(ExpertActivation activation = ExpertActivation.Gelu, ScoreActivation score = ScoreActivation.Softmax, bool bn = true, bool sparse = false) => new()
-    {
-        Experts = 16 * 16, Heads = 3, TopK = 5, KeyDimension = 8,
-        ExpertActivation = activation, ScoreActivation = score, QueryBatchNorm = bn, SparseGradients = sparse,
-    };
+    private static PeerOptions Small(ExpertActivation activation = ExpertActivation.Gelu, ScoreActivation score = ScoreActivation.Softmax,
+        bool bn = true, bool sparse = false) => new()
+        {
+            Experts = 16 * 16, Heads = 3, TopK = 5, KeyDimension = 8,
+            ExpertActivation = activation, ScoreActivation = score, QueryBatchNorm = bn, SparseGradients = sparse,
+        };
 
     [TestMethod]
     [DataRow(ExpertActivation.Gelu, ScoreActivation.Softmax, true, true, DisplayName = "GELU, softmax, BN, training")]

@@ -21,7 +21,8 @@ public sealed class PeerOptionsTests
     [TestMethod]
     [DataRow(0)]
     [DataRow(-2)]
-    public void NonPositiveHeadsAreRejected(int heads) => AssertRejected(new PeerOptions { Experts = 64, Heads = heads, TopK = 4, KeyDimension = 8 }, "Heads");
+    public void NonPositiveHeadsAreRejected(int heads)
+        => AssertRejected(new PeerOptions { Experts = 64, Heads = heads, TopK = 4, KeyDimension = 8 }, "Heads");
 
     [TestMethod]
     public void OddKeyDimensionIsRejected() => AssertRejected(new PeerOptions { Experts = 64, TopK = 4, KeyDimension = 7 }, "KeyDimension");

@@ -81,7 +81,8 @@ public sealed class ProductKeyRetrieverTests
         var native = Run(PeerKernels.Native);
         Assert.IsTrue(managed.Indices.eq(native.Indices).all().item<bool>(), "the kernels select different keys");
         Assert.IsTrue(managed.Scores.allclose(native.Scores, rtol: 1e-4, atol: 1e-5), "the kernels score differently");
-        Assert.IsTrue(managed.KeyGrad.allclose(native.KeyGrad, rtol: 1e-3, atol: 1e-5), "the kernels send different gradients to the stored keys");
+        Assert.IsTrue(managed.KeyGrad.allclose(native.KeyGrad, rtol: 1e-3, atol: 1e-5),
+            "the kernels send different gradients to the stored keys");
         Assert.IsTrue(native.KeyGrad.abs().sum().item<float>() > 0, "the stored keys get no gradient");
         // Each score is q1·c_a/|c_a| + q2·c'_b/|c'_b|: the keys' lengths do not count.
         var unit = native.Keys / native.Keys.norm(-1, keepdim: true);

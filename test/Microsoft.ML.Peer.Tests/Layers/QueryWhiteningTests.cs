@@ -36,14 +36,16 @@ public sealed class QueryWhiteningTests
         var covariance = GroupCovariance(y.detach(), 3);
         var identity = eye(4).expand(3, 4, 4);
         // The ridge (1e-3 of the mean eigenvalue, 2.6) keeps the weakest direction (variance 0.09) 3% below 1.
-        Assert.IsTrue((covariance - identity).abs().max().item<float>() < 0.05f, $"whitened covariance differs from I by {(covariance - identity).abs().max().item<float>():F4}");
+        Assert.IsTrue((covariance - identity).abs().max().item<float>() < 0.05f,
+            $"whitened covariance differs from I by {(covariance - identity).abs().max().item<float>():F4}");
         Assert.IsTrue(y.mean(new long[] { 0 }).abs().max().item<float>() < 1e-4f, "whitened queries are centred");
         var moved = whitening.RunningCovariance - before;
         Assert.IsTrue(moved.abs().max().item<float>() > 0.1f, "the running covariance moved towards the batch's");
         // The batch's scatter about the new running mean (0.1 × the batch mean): its covariance plus the outer product of the offset.
         var offset = (x.mean(new long[] { 0 }) * 0.9f).view(3, 4);
         var expected = 0.9f * before + 0.1f * (GroupCovariance(x, 3) * (512f / 511f) + offset.unsqueeze(2) * offset.unsqueeze(1));
-        Assert.IsTrue(whitening.RunningCovariance.allclose(expected, rtol: 1e-3, atol: 1e-3), "running covariance = 0.9 · old + 0.1 · the batch's scatter about the running mean");
+        Assert.IsTrue(whitening.RunningCovariance.allclose(expected, rtol: 1e-3, atol: 1e-3),
+            "running covariance = 0.9 · old + 0.1 · the batch's scatter about the running mean");
     }
 
     [TestMethod]
@@ -97,7 +99,8 @@ public sealed class QueryWhiteningTests
         int Used(bool whiten)
         {
             manual_seed(6);
-            using var router = new ProductKeyRouter(16, new ProductKeyOptions { Experts = 32 * 32, Heads = 2, TopK = 4, KeyDimension = 16, QueryWhitening = whiten });
+            using var router = new ProductKeyRouter(16,
+                new ProductKeyOptions { Experts = 32 * 32, Heads = 2, TopK = 4, KeyDimension = 16, QueryWhitening = whiten });
             router.train();
             var (_, indices) = router.forward(inputs);
             return (int)indices.flatten().unique().Item1.numel();
@@ -110,7 +113,8 @@ public sealed class QueryWhiteningTests
     public void ReestimationSetsTheExactMeanAndCovariance()
     {
         manual_seed(5);
-        using var router = new ProductKeyRouter(12, new ProductKeyOptions { Experts = 8 * 8, Heads = 2, TopK = 4, KeyDimension = 8, QueryWhitening = true });
+        using var router = new ProductKeyRouter(12,
+            new ProductKeyOptions { Experts = 8 * 8, Heads = 2, TopK = 4, KeyDimension = 8, QueryWhitening = true });
         router.eval();
         using var moments = router.NewQueryMoments();
         router.QueryMoments = moments;

@@ -92,7 +92,8 @@ public sealed class HostileInputTests
         Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded = 0;
         Assert.AreEqual(2, classifier.PredictProbabilities(hostile).Length);
         long bound = (long)Microsoft.ML.Peer.Data.TruncatedEncoding.CharactersPerToken * classifier.ModelOptions.ContextLength;
-        Assert.IsTrue(Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded <= bound, $"{Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded} characters encoded; the bound is {bound}");
+        Assert.IsTrue(Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded <= bound,
+            $"{Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded} characters encoded; the bound is {bound}");
 
         // The tokenizer itself is linear on such runs and stays lossless.
         string run = new string('b', 100_000);
@@ -109,10 +110,12 @@ public sealed class HostileInputTests
             Ml.Model.Save(pipeline, null, path);
             byte[] before = File.ReadAllBytes(path);
             // A disk that fills after 4 KB of the new file.
-            var e = Assert.Throws<IOException>(() => PeerModelOperationsExtensions.SaveAtomically(Ml.Model, pipeline, null, path, p => new FullDiskStream(p, 4096)));
+            var e = Assert.Throws<IOException>(() => PeerModelOperationsExtensions.SaveAtomically(Ml.Model, pipeline, null, path,
+                p => new FullDiskStream(p, 4096)));
             StringAssert.Contains(e.Message, "No space left");
             CollectionAssert.AreEqual(before, File.ReadAllBytes(path), "the old model must survive a failed save");
-            Assert.AreEqual(0, Directory.GetFiles(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.*.tmp").Length, "no temporary file left");
+            Assert.AreEqual(0, Directory.GetFiles(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.*.tmp").Length,
+                "no temporary file left");
             new MLContext().Model.Load(path, out _);
         }
         finally

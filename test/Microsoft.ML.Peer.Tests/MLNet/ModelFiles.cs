@@ -11,7 +11,8 @@ internal static class ModelFiles
 {
     public static string TemporaryPath(string name) => Path.Combine(Path.GetTempPath(), $"peer-{name}-{Guid.NewGuid():N}.zip");
 
-    /// <summary>Scores <paramref name="texts"/> with the model at <paramref name="modelPath"/> in a new process (Microsoft.ML.Peer.ModelScorer).</summary>
+    /// <summary>Scores <paramref name="texts"/> with the model at <paramref name="modelPath"/> in a new process
+    /// (Microsoft.ML.Peer.ModelScorer).</summary>
     public static string[] ScoreInNewProcess(string modelPath, IReadOnlyList<string?> texts)
     {
         string input = Path.GetTempFileName(), output = Path.GetTempFileName();
@@ -77,7 +78,8 @@ internal static class ModelFiles
         return path;
     }
 
-    /// <summary>A zip whose entry holding <paramref name="streamName"/> is cut in half: a valid archive with a damaged model inside.</summary>
+    /// <summary>A zip whose entry holding <paramref name="streamName"/> is cut in half: a valid archive with a damaged model
+    /// inside.</summary>
     public static string WithTruncatedEntry(string zipPath, string streamName)
     {
         string path = TemporaryPath("damaged");

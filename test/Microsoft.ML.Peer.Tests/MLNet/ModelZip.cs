@@ -42,10 +42,12 @@ internal sealed class ModelZip
 
     /// <summary>Whether both hold the same entries with the same bytes (a mutation that changed nothing).</summary>
     public bool SameContent(ModelZip other) =>
-        _entries.Count == other._entries.Count && _entries.Zip(other._entries).All(p => p.First.Name == p.Second.Name && p.First.Bytes.AsSpan().SequenceEqual(p.Second.Bytes));
+        _entries.Count == other._entries.Count &&
+        _entries.Zip(other._entries).All(p => p.First.Name == p.Second.Name && p.First.Bytes.AsSpan().SequenceEqual(p.Second.Bytes));
 
     /// <summary>The full name of the entry whose name ends with <paramref name="stream"/> (the PEER transformer's one).</summary>
-    public string Find(string stream) => _entries.Single(e => e.Name.EndsWith("/" + stream, StringComparison.Ordinal) || e.Name == stream).Name;
+    public string Find(string stream)
+        => _entries.Single(e => e.Name.EndsWith("/" + stream, StringComparison.Ordinal) || e.Name == stream).Name;
 
     public byte[] this[string stream]
     {
@@ -64,7 +66,8 @@ internal sealed class ModelZip
     }
 
     /// <summary>The PEER transformer's own Model.key (ML.NET's header stream beside PeerOptions.json).</summary>
-    public string PeerHeaderName => Path.GetDirectoryName(Find("PeerOptions.json"))!.Replace('\\', '/') is { Length: > 0 } dir ? dir + "/Model.key" : "Model.key";
+    public string PeerHeaderName
+        => Path.GetDirectoryName(Find("PeerOptions.json"))!.Replace('\\', '/') is { Length: > 0 } dir ? dir + "/Model.key" : "Model.key";
 
     public byte[] PeerHeader
     {

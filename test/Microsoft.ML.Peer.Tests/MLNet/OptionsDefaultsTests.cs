@@ -67,21 +67,27 @@ public sealed class OptionsDefaultsTests
         foreach (ProductKeyOptions p in new ProductKeyOptions[] { lm.Peer, lm.ProductKeyMemory })
             Assert.AreEqual((128 * 128, 8, 16, 64, true), (p.Experts, p.Heads, p.TopK, p.KeyDimension, p.SparseGradients));
         var classifier = new TextClassifierOptions();
-        Assert.AreEqual((512, 128, 0, 4), (classifier.ContextLength, classifier.ModelDimension, classifier.Layers, classifier.AttentionHeads));
+        Assert.AreEqual((512, 128, 0, 4),
+            (classifier.ContextLength, classifier.ModelDimension, classifier.Layers, classifier.AttentionHeads));
         foreach (ProductKeyOptions p in new ProductKeyOptions[] { classifier.Peer, classifier.ProductKeyMemory })
             Assert.AreEqual((128 * 128, 4, 8, 64, true), (p.Experts, p.Heads, p.TopK, p.KeyDimension, p.SparseGradients));
 
         // ... and the ML.NET options of that task map back onto exactly those settings.
         AssertSameModel(lm, new PeerLanguageModelTrainer.Options().ModelOptions(vocabularySize: 8192));
-        AssertSameModel(classifier, new PeerTextClassificationTrainer.Options().ModelOptions(vocabularySize: 8192, classCount: 2, paddingId: 0));
+        AssertSameModel(classifier,
+            new PeerTextClassificationTrainer.Options().ModelOptions(vocabularySize: 8192, classCount: 2, paddingId: 0));
     }
 
     private static void AssertSameModel(TransformerOptions expected, TransformerOptions actual)
     {
-        Assert.AreEqual((expected.ContextLength, expected.ModelDimension, expected.Layers, expected.AttentionHeads, expected.FeedForward, expected.MoeExperts, expected.MoeTopK),
-            (actual.ContextLength, actual.ModelDimension, actual.Layers, actual.AttentionHeads, actual.FeedForward, actual.MoeExperts, actual.MoeTopK));
-        foreach (var (e, a) in new (ProductKeyOptions, ProductKeyOptions)[] { (expected.Peer, actual.Peer), (expected.ProductKeyMemory, actual.ProductKeyMemory) })
-            Assert.AreEqual((e.Experts, e.Heads, e.TopK, e.KeyDimension, e.QueryBatchNorm, e.QueryWhitening, e.NormalizeSubKeys, e.SparseGradients),
+        Assert.AreEqual((expected.ContextLength, expected.ModelDimension, expected.Layers, expected.AttentionHeads, expected.FeedForward,
+            expected.MoeExperts, expected.MoeTopK),
+            (actual.ContextLength, actual.ModelDimension, actual.Layers, actual.AttentionHeads, actual.FeedForward, actual.MoeExperts,
+                actual.MoeTopK));
+        foreach (var (e, a) in new (ProductKeyOptions, ProductKeyOptions)[]
+            { (expected.Peer, actual.Peer), (expected.ProductKeyMemory, actual.ProductKeyMemory) })
+            Assert.AreEqual((e.Experts, e.Heads, e.TopK, e.KeyDimension, e.QueryBatchNorm, e.QueryWhitening, e.NormalizeSubKeys,
+                e.SparseGradients),
                 (a.Experts, a.Heads, a.TopK, a.KeyDimension, a.QueryBatchNorm, a.QueryWhitening, a.NormalizeSubKeys, a.SparseGradients));
     }
 
@@ -99,7 +105,8 @@ public sealed class OptionsDefaultsTests
             Assert.AreEqual((16 * 16, 2, 3, 8), (layer.Experts, layer.Heads, layer.TopK, layer.KeyDimension));
             Assert.IsTrue(layer.QueryBatchNorm && layer.QueryWhitening && layer.NormalizeSubKeys && layer.SparseGradients);
         }
-        Assert.AreEqual((100, 3, 7, 64, 2, 5, 3), (model.VocabularySize, model.ClassCount, model.PaddingId, model.ContextLength, model.Layers, model.MoeExperts, model.MoeTopK));
+        Assert.AreEqual((100, 3, 7, 64, 2, 5, 3),
+            (model.VocabularySize, model.ClassCount, model.PaddingId, model.ContextLength, model.Layers, model.MoeExperts, model.MoeTopK));
         CollectionAssert.AreEqual(new[] { 1 }, model.SparseBlocks);
         Assert.AreEqual(0.1, model.LabelSmoothing);
     }

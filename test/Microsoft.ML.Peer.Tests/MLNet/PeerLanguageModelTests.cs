@@ -94,7 +94,8 @@ public sealed class PeerLanguageModelTests
     [TestMethod]
     public void EmptyAndNullTextsAreScoredNotThrown()
     {
-        var rows = new[] { new PluginTestData.TextRow { Text = null }, new PluginTestData.TextRow { Text = "" }, new PluginTestData.TextRow { Text = "the cat sees the river." } };
+        var rows = new[] { new PluginTestData.TextRow { Text = null }, new PluginTestData.TextRow { Text = "" },
+            new PluginTestData.TextRow { Text = "the cat sees the river." } };
         var scored = Model.Transform(_ml.Data.LoadFromEnumerable(rows));
         var perplexity = PluginTestData.Floats(scored, "Perplexity");
         var counts = scored.GetColumn<int>("TokenCount").ToArray();
@@ -141,7 +142,8 @@ public sealed class PeerLanguageModelTests
             var loaded = new MLContext().Model.Load(path, out _);
             var scores = PluginTestData.Floats(model.Transform(texts), "Perplexity");
             Assert.IsTrue(scores.All(float.IsFinite), "finite perplexities");
-            CollectionAssert.AreEqual(scores, PluginTestData.Floats(loaded.Transform(texts), "Perplexity"), "the running covariance is saved with the model");
+            CollectionAssert.AreEqual(scores, PluginTestData.Floats(loaded.Transform(texts), "Perplexity"),
+                "the running covariance is saved with the model");
             ((IDisposable)loaded).Dispose();
         }
         finally
@@ -163,7 +165,8 @@ public sealed class PeerLanguageModelTests
             _ml.Model.Save(Model, texts.Schema, path);
             var loaded = new MLContext().Model.Load(path, out var schema);
             Assert.IsInstanceOfType<PeerLanguageModelTransformer>(loaded);
-            CollectionAssert.AreEqual(PluginTestData.Floats(Model.Transform(texts), "Perplexity"), PluginTestData.Floats(loaded.Transform(texts), "Perplexity"));
+            CollectionAssert.AreEqual(PluginTestData.Floats(Model.Transform(texts), "Perplexity"),
+                PluginTestData.Floats(loaded.Transform(texts), "Perplexity"));
             Assert.AreEqual(Model.Generate("a dog", 10, 0.8f, 1), ((PeerLanguageModelTransformer)loaded).Generate("a dog", 10, 0.8f, 1));
             ((IDisposable)loaded).Dispose();
         }
@@ -221,7 +224,8 @@ public sealed class PeerLanguageModelTests
         var fit = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(numbers));
         StringAssert.Contains(fit.Message, "text column 'Text'");
         StringAssert.Contains(fit.Message, "expected String, got Single");
-        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(_ml.Data.LoadFromEnumerable(new[] { new OtherRow() }).Schema)));
+        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(
+            () => estimator.GetOutputSchema(PluginTestData.Shape(_ml.Data.LoadFromEnumerable(new[] { new OtherRow() }).Schema)));
         StringAssert.Contains(missing.Message, "Could not find text column 'Text'");
         var transform = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Model.Transform(numbers));
         StringAssert.Contains(transform.Message, "expected String, got Single");

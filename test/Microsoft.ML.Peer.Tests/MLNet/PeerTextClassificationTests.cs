@@ -64,7 +64,8 @@ public sealed class PeerTextClassificationTests
         lock (Log) lines = Log.ToArray();
         int epochs = PluginTestData.TinyClassifier().Epochs;
         for (int epoch = 1; epoch <= epochs; epoch++)
-            Assert.IsTrue(lines.Any(l => l.Contains($"epoch {epoch}:", StringComparison.Ordinal) && l.Contains("validation", StringComparison.Ordinal) && l.Contains("accuracy", StringComparison.Ordinal)),
+            Assert.IsTrue(lines.Any(l => l.Contains($"epoch {epoch}:", StringComparison.Ordinal) &&
+                l.Contains("validation", StringComparison.Ordinal) && l.Contains("accuracy", StringComparison.Ordinal)),
                 $"no validation report for epoch {epoch} in:\n{string.Join('\n', lines.TakeLast(20))}");
     }
 
@@ -81,7 +82,8 @@ public sealed class PeerTextClassificationTests
         var epochEnds = reports.GroupBy(r => r.Epoch).Select(g => g.Last()).ToList();
         Assert.AreEqual(3, epochEnds.Count);
         foreach (var r in epochEnds.SkipLast(1))
-            Assert.IsTrue(r.Remaining > TimeSpan.Zero, $"epoch {r.Epoch} of 3 ended at step {r.Step}/{r.TotalSteps} with ETA {r.Remaining}: epochs remain");
+            Assert.IsTrue(r.Remaining > TimeSpan.Zero,
+                $"epoch {r.Epoch} of 3 ended at step {r.Step}/{r.TotalSteps} with ETA {r.Remaining}: epochs remain");
         Assert.AreEqual(TimeSpan.Zero, epochEnds[^1].Remaining, "nothing remains after the last epoch");
         Assert.AreEqual(epochEnds[^1].TotalSteps, epochEnds[^1].Step);
     }
@@ -95,7 +97,8 @@ public sealed class PeerTextClassificationTests
     public void ABinaryLabelWorks()
     {
         var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(300, seed: 3, classes: 2));
-        var model = Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(PluginTestData.TinyClassifier())).Fit(train);
+        var model = Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(PluginTestData.TinyClassifier()))
+            .Fit(train);
         var scored = model.Transform(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(80, seed: 4, classes: 2)));
         var metrics = Ml.MulticlassClassification.Evaluate(scored);
         Assert.IsTrue(metrics.MicroAccuracy >= 0.95, $"micro-accuracy {metrics.MicroAccuracy:F3}");
@@ -105,7 +108,8 @@ public sealed class PeerTextClassificationTests
     [TestMethod]
     public void EmptyAndNullTextsAreScored()
     {
-        var rows = new[] { new PluginTestData.LabeledText { Text = null, Label = "food" }, new PluginTestData.LabeledText { Text = "", Label = "food" } };
+        var rows = new[] { new PluginTestData.LabeledText { Text = null, Label = "food" },
+            new PluginTestData.LabeledText { Text = "", Label = "food" } };
         var scored = Pipeline.Transform(Ml.Data.LoadFromEnumerable(rows));
         var scores = scored.GetColumn<float[]>("Score").ToArray();
         Assert.AreEqual(2, scores.Length);
@@ -123,7 +127,8 @@ public sealed class PeerTextClassificationTests
         var b = Classifier.PredictProbabilities($"{start} train car boat plane bus bike {end}");
         CollectionAssert.AreEqual(a, b);
         Assert.AreEqual(TextTruncation.KeepStartAndEnd, Classifier.Truncation);
-        CollectionAssert.AreNotEqual(a, Classifier.PredictProbabilities($"{start} {string.Join(' ', Enumerable.Repeat("bread cheese soup", 20))}"));
+        CollectionAssert.AreNotEqual(a,
+            Classifier.PredictProbabilities($"{start} {string.Join(' ', Enumerable.Repeat("bread cheese soup", 20))}"));
     }
 
     [TestMethod]
@@ -147,14 +152,16 @@ public sealed class PeerTextClassificationTests
         var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(noText));
         StringAssert.Contains(missing.Message, "Could not find text column 'Text'");
         StringAssert.Contains(missing.Message, "'Body'");
-        var schemaMissing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(noText.Schema)));
+        var schemaMissing =
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(noText.Schema)));
         StringAssert.Contains(schemaMissing.Message, "Could not find text column 'Text'");
 
         var numeric = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Ml.Data.LoadFromEnumerable(new[] { new NumericTextRow() }))
             .Transform(Ml.Data.LoadFromEnumerable(new[] { new NumericTextRow() }));
         var wrong = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(numeric));
         StringAssert.Contains(wrong.Message, "text column 'Text': expected String, got Single");
-        var schemaWrong = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(numeric.Schema)));
+        var schemaWrong =
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(numeric.Schema)));
         StringAssert.Contains(schemaWrong.Message, "expected String, got Single");
         var atTransform = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Classifier.Transform(numeric));
         StringAssert.Contains(atTransform.Message, "expected String, got Single");
@@ -167,10 +174,12 @@ public sealed class PeerTextClassificationTests
         var rawLabel = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(10, seed: 1));
         var notKey = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(rawLabel));
         StringAssert.Contains(notKey.Message, "label column 'Label': expected Key<UInt32> (map it with MapValueToKey), got String");
-        var schemaNotKey = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(rawLabel.Schema)));
+        var schemaNotKey =
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(rawLabel.Schema)));
         StringAssert.Contains(schemaNotKey.Message, "label column 'Label'");
         var noLabel = Ml.Data.LoadFromEnumerable(PluginTestData.Sentences(5, 1));
-        var missing = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(labelColumnName: "Category").Fit(noLabel));
+        var missing =
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(labelColumnName: "Category").Fit(noLabel));
         StringAssert.Contains(missing.Message, "Could not find label column 'Category'");
     }
 
@@ -227,7 +236,8 @@ public sealed class PeerTextClassificationTests
     public void MissingTruncatedOrForeignModelFilesFailClearly()
     {
         var ml = new MLContext();
-        Assert.ThrowsExactly<FileNotFoundException>(() => ml.Model.Load(Path.Combine(Path.GetTempPath(), $"no-such-model-{Guid.NewGuid():N}.zip"), out _));
+        Assert.ThrowsExactly<FileNotFoundException>(() => ml.Model.Load(Path.Combine(Path.GetTempPath(),
+            $"no-such-model-{Guid.NewGuid():N}.zip"), out _));
 
         string path = ModelFiles.TemporaryPath("classifier-files");
         string foreign = Path.GetTempFileName();
@@ -240,7 +250,8 @@ public sealed class PeerTextClassificationTests
                 string cut = ModelFiles.Truncated(path, fraction);
                 cleanup.Add(cut);
                 var e = Assert.Throws<Exception>(() => ml.Model.Load(cut, out _));
-                Assert.IsTrue(e is InvalidDataException or FormatException or InvalidOperationException or TargetInvocationException or EndOfStreamException,
+                Assert.IsTrue(e is InvalidDataException or FormatException or InvalidOperationException or TargetInvocationException
+                    or EndOfStreamException,
                     $"{fraction:P0} of the file: {e.GetType().Name}: {e.Message}");
             }
             foreach (var stream in new[] { "PeerWeights.bin", "PeerTokenizer.bin", "PeerOptions.json" })
@@ -294,7 +305,8 @@ public sealed class PeerTextClassificationTests
         });
         for (int i = 0; i < rows.Count; i++) CollectionAssert.AreEqual(expected[i], results[i], $"row {i}");
         // And a shared transformer scoring whole data views from several threads.
-        var views = Enumerable.Range(0, 4).AsParallel().Select(_ => Pipeline.Transform(Ml.Data.LoadFromEnumerable(rows)).GetColumn<float[]>("Score").ToArray()).ToArray();
+        var views = Enumerable.Range(0, 4).AsParallel()
+            .Select(_ => Pipeline.Transform(Ml.Data.LoadFromEnumerable(rows)).GetColumn<float[]>("Score").ToArray()).ToArray();
         foreach (var view in views) for (int i = 0; i < rows.Count; i++) CollectionAssert.AreEqual(expected[i], view[i]);
     }
 

@@ -47,7 +47,8 @@ internal static class PluginTestData
         for (int i = 0; i < count; i++)
         {
             int label = random.Next(classes);
-            var words = Enumerable.Range(0, 8).Select(j => j % 2 == 0 ? vocabularies[label][random.Next(6)] : filler[random.Next(filler.Length)]);
+            var words =
+                Enumerable.Range(0, 8).Select(j => j % 2 == 0 ? vocabularies[label][random.Next(6)] : filler[random.Next(filler.Length)]);
             rows.Add(new LabeledText { Text = string.Join(' ', words), Label = names[label] });
         }
         return rows;
@@ -72,7 +73,8 @@ internal static class PluginTestData
         LearningRate = 3e-3,
     });
 
-    /// <summary>The size both tiny models share: a 300-token vocabulary, d = 32, 16² experts, 2 heads of top-4 over 16-dimensional keys.</summary>
+    /// <summary>The size both tiny models share: a 300-token vocabulary, d = 32, 16² experts, 2 heads of top-4 over 16-dimensional
+    /// keys.</summary>
     private static T Tiny<T>(T options) where T : PeerTrainerOptionsBase
     {
         options.VocabularySize = 300;
@@ -88,7 +90,8 @@ internal static class PluginTestData
 
     /// <summary>SchemaShape.Create, which ML.NET 5.0.1 keeps internal (pipelines call it for their estimators).</summary>
     public static SchemaShape Shape(DataViewSchema schema) =>
-        (SchemaShape)typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Static)!.Invoke(null, new object[] { schema })!;
+        (SchemaShape)typeof(SchemaShape).GetMethod("Create", BindingFlags.NonPublic | BindingFlags.Static)!
+            .Invoke(null, new object[] { schema })!;
 
     /// <summary>MLContext.CancelExecution, internal in ML.NET 5.0.1; hosts such as Model Builder call it.</summary>
     public static void CancelExecution(MLContext ml) =>

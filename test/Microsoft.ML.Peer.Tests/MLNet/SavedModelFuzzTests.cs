@@ -72,7 +72,8 @@ public sealed class SavedModelFuzzTests
                 try
                 {
                     var scores = loaded.Transform(texts).GetColumn<float[]>("Score").ToArray();
-                    if (scores.Any(s => s.Any(v => !float.IsFinite(v)))) failures.Add($"case {c} loaded and scored NaN: {mutated.Description}");
+                    if (scores.Any(s => s.Any(v => !float.IsFinite(v))))
+                        failures.Add($"case {c} loaded and scored NaN: {mutated.Description}");
                 }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
@@ -86,11 +87,14 @@ public sealed class SavedModelFuzzTests
                 bool named = inner is InvalidDataException && NamesAStream(inner.Message);
                 // Only ML.NET's own parts (the zip, its model header, the chain) fail before the PEER loader runs; once it
                 // runs, every failure must be its InvalidDataException naming the stream.
-                bool ours = (inner.StackTrace ?? "").Split('\n').Any(f => f.Contains("at Microsoft.ML.Peer.", StringComparison.Ordinal) && !f.Contains("at Microsoft.ML.Peer.Tests.", StringComparison.Ordinal));
+                bool ours = (inner.StackTrace ?? "").Split('\n')
+                    .Any(f => f.Contains("at Microsoft.ML.Peer.", StringComparison.Ordinal) &&
+                        !f.Contains("at Microsoft.ML.Peer.Tests.", StringComparison.Ordinal));
                 outcome = named ? "refused, stream named" : $"refused by ML.NET: {inner.GetType().Name}";
                 if (!named && (ours || !MayFailInMLNet(mutated.Kind)))
                     failures.Add($"case {c} ({mutated.Description}): {inner.GetType().Name}: {inner.Message}");
-                if (inner is OutOfMemoryException or NullReferenceException or AccessViolationException or IndexOutOfRangeException or StackOverflowException)
+                if (inner is OutOfMemoryException or NullReferenceException or AccessViolationException or IndexOutOfRangeException
+                    or StackOverflowException)
                     failures.Add($"case {c} ({mutated.Description}): {inner.GetType().Name}: {inner.Message}");
             }
             outcomes[$"{mutated.Kind} → {outcome}"] = outcomes.GetValueOrDefault($"{mutated.Kind} → {outcome}") + 1;
@@ -106,7 +110,8 @@ public sealed class SavedModelFuzzTests
                 failures.Add($"case {c} ({mutated.Description}) raised the peak RSS by {grown >> 20} MB, more than twice the original's {baseline >> 20} MB");
         }
 
-        var report = new StringBuilder($"{cases} mutated models (seed {seed}); loading the original raises the peak RSS by {baseline / 1e6:F1} MB; ")
+        var report =
+            new StringBuilder($"{cases} mutated models (seed {seed}); loading the original raises the peak RSS by {baseline / 1e6:F1} MB; ")
             .AppendLine($"the worst mutation by {worst / 1e6:F1} MB ({worstCase})");
         foreach (var (outcome, count) in outcomes.OrderBy(o => o.Key)) report.AppendLine($"  {count,4}  {outcome}");
         TestContext.WriteLine(report.ToString());
@@ -118,14 +123,17 @@ public sealed class SavedModelFuzzTests
     /// <summary>Damage to the zip or to ML.NET's model header (in the transformer's Model.key) reaches ML.NET's parsers first.</summary>
     private static bool MayFailInMLNet(string kind) => kind is "zip-flip" or "zip-truncate" or "header";
 
-    /// <summary>The loader's own exception: ML.NET wraps it in TargetInvocationException, and in "Error during class instantiation".</summary>
+    /// <summary>The loader's own exception: ML.NET wraps it in TargetInvocationException, and in "Error during class
+    /// instantiation".</summary>
     private static Exception Unwrap(Exception e)
     {
-        while (e.InnerException is { } inner && (e is TargetInvocationException || (e is InvalidOperationException && e.Message == "Error during class instantiation")))
+        while (e.InnerException is { } inner &&
+            (e is TargetInvocationException || (e is InvalidOperationException && e.Message == "Error during class instantiation")))
             e = inner;
         return e;
     }
 
     private static bool NamesAStream(string message) =>
-        new[] { "PeerOptions.json", "PeerTokenizer.bin", "PeerWeights.bin", "PeerChecksums.json", "Model.key", "model format version" }.Any(message.Contains);
+        new[] { "PeerOptions.json", "PeerTokenizer.bin", "PeerWeights.bin", "PeerChecksums.json", "Model.key",
+            "model format version" }.Any(message.Contains);
 }

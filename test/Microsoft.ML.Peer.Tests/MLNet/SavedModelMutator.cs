@@ -65,15 +65,33 @@ internal sealed class SavedModelMutator
             case "weights-swap-names": what = SwapNames(zip); break;
             case "weights-data": what = FlipBytes(zip, "PeerWeights.bin"); break;
             case "weights-truncate": what = Truncate(zip, "PeerWeights.bin"); break;
-            case "weights-append": zip["PeerWeights.bin"] = [.. zip["PeerWeights.bin"], .. RandomBytes(1 + _random.Next(64))]; what = "appended bytes"; break;
-            case "tokenizer": what = _random.Next(3) switch { 0 => FlipBytes(zip, "PeerTokenizer.bin"), 1 => Truncate(zip, "PeerTokenizer.bin"), _ => SwapTokenizerIds(zip) }; break;
-            case "header": return new MutatedModel(kind, FlipHeader(zip), zip.ToBytes(), MustFail: false);   // ML.NET's header has unused bytes
+            case "weights-append":
+                zip["PeerWeights.bin"] = [.. zip["PeerWeights.bin"], .. RandomBytes(1 + _random.Next(64))];
+                what = "appended bytes";
+                break;
+            case "tokenizer":
+                what = _random.Next(3) switch
+                {
+                    0 => FlipBytes(zip, "PeerTokenizer.bin"),
+                    1 => Truncate(zip, "PeerTokenizer.bin"),
+                    _ => SwapTokenizerIds(zip)
+                };
+                break;
+            case "header":
+                return new MutatedModel(kind, FlipHeader(zip), zip.ToBytes(), MustFail: false);   // ML.NET's header has unused bytes
             case "checksums":
                 // The writer's version in it is informational, so a flip there may load: such files need not fail.
                 what = _random.Next(2) == 0 ? FlipBytes(zip, "PeerChecksums.json") : Truncate(zip, "PeerChecksums.json");
                 return new MutatedModel(kind, what, zip.ToBytes(), MustFail: false);
             case "stream-swap": what = SwapStreams(zip); break;
-            case "stream-delete": { string s = PeerStreams[_random.Next(PeerStreams.Length)]; zip.Remove(s); what = $"deleted {s}"; reseal = false; break; }
+            case "stream-delete":
+            {
+                string s = PeerStreams[_random.Next(PeerStreams.Length)];
+                zip.Remove(s);
+                what = $"deleted {s}";
+                reseal = false;
+                break;
+            }
             case "zip-flip": mutatedZip = null; return new MutatedModel(kind, FlipZip(out var flipped), flipped, MustFail: false);
             default:
             {
@@ -85,7 +103,11 @@ internal sealed class SavedModelMutator
         if (reseal && zip.Names.Any(n => n.EndsWith("PeerChecksums.json", StringComparison.Ordinal)))
         {
             try { zip.ResealChecksums(); what += ", resealed"; }
-            catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or KeyNotFoundException or EndOfStreamException or NullReferenceException) { reseal = false; }
+            catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or KeyNotFoundException
+                or EndOfStreamException or NullReferenceException)
+            {
+                reseal = false;
+            }
         }
         else reseal = false;
         return new MutatedModel(kind, what, zip.ToBytes(), MustFail: !reseal);
@@ -113,7 +135,8 @@ internal sealed class SavedModelMutator
     private string OptionsNumber(ModelZip zip)
     {
         var options = zip.Options;
-        var numbers = Leaves(options, "").Where(l => l.Value is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.Number).ToList();
+        var numbers =
+            Leaves(options, "").Where(l => l.Value is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.Number).ToList();
         var (path, parent, key, value) = numbers[_random.Next(numbers.Count)];
         double old = value!.GetValue<double>();
         double[] choices = { 0, -1, 1, 3, int.MaxValue, int.MinValue, old * 2, old + 1, old * old, 65536, 4096.0 * 4096, 1e12, 0.5 };
@@ -262,7 +285,8 @@ internal sealed class SavedModelMutator
 
     private string SwapStreams(ModelZip zip)
     {
-        string a = PeerStreams[_random.Next(PeerStreams.Length)], b = PeerStreams.Where(s => s != a).ElementAt(_random.Next(PeerStreams.Length - 1));
+        string a = PeerStreams[_random.Next(PeerStreams.Length)],
+            b = PeerStreams.Where(s => s != a).ElementAt(_random.Next(PeerStreams.Length - 1));
         (zip[a], zip[b]) = (zip[b], zip[a]);
         return $"{a} and {b} swapped";
     }

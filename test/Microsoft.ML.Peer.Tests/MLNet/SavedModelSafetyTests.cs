@@ -62,7 +62,8 @@ public sealed class SavedModelSafetyTests
     [TestMethod]
     public void ModelsOfThePreviousFormatLoadAndScoreAsTheyDid()
     {
-        var lm = AssertLoadsAndScoresAsSaved("classifier-format-00010001.zip", "classifier-scores.txt", "language-model-format-00010001.zip", "lm-scores.txt");
+        var lm = AssertLoadsAndScoresAsSaved("classifier-format-00010001.zip", "classifier-scores.txt",
+            "language-model-format-00010001.zip", "lm-scores.txt");
 
         // Saved again, the same model is written in the current format, with its checksums.
         var m = new MemoryStream();
@@ -85,13 +86,16 @@ public sealed class SavedModelSafetyTests
             "language-model-format-main-8f6f7c0.zip", "lm-main-scores.txt") as IDisposable;
     }
 
-    /// <summary>Loads both fixture models, scores the fixture texts and compares with the saved scores; returns the language model.</summary>
-    private static ITransformer AssertLoadsAndScoresAsSaved(string classifierZip, string classifierScores, string languageModelZip, string languageModelScores)
+    /// <summary>Loads both fixture models, scores the fixture texts and compares with the saved scores; returns the language
+    /// model.</summary>
+    private static ITransformer AssertLoadsAndScoresAsSaved(string classifierZip, string classifierScores, string languageModelZip,
+        string languageModelScores)
     {
         var classifier = Ml.Model.Load(Fixture(classifierZip), out _);
         var texts = File.ReadAllLines(Fixture("classifier-texts.txt")).Select(t => new PluginTestData.LabeledText { Text = t });
         var scores = classifier.Transform(Ml.Data.LoadFromEnumerable(texts)).GetColumn<float[]>("Score").SelectMany(s => s).ToArray();
-        AssertSameScores(File.ReadAllLines(Fixture(classifierScores)).SelectMany(line => line.Split(' ')), scores, $"{classifierZip} Score");
+        AssertSameScores(File.ReadAllLines(Fixture(classifierScores)).SelectMany(line => line.Split(' ')), scores,
+            $"{classifierZip} Score");
         (classifier as IDisposable)?.Dispose();
 
         var lm = Ml.Model.Load(Fixture(languageModelZip), out _);

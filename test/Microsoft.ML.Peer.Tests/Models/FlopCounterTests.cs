@@ -82,7 +82,8 @@ public sealed class FlopCounterTests
         // MoE: 2 of the 4 experts (each 8·16 + 16 + 16·8 + 8 = 280) are idle for a token.
         var moe = Small(FeedForwardKind.MoE);
         Assert.AreEqual(FlopCounter.TotalParameters(moe) - 2 * 280, FlopCounter.ActiveParameters(moe));
-        Assert.AreEqual(FlopCounter.TotalParameters(Small(FeedForwardKind.Dense)), FlopCounter.ActiveParameters(Small(FeedForwardKind.Dense)));
+        Assert.AreEqual(FlopCounter.TotalParameters(Small(FeedForwardKind.Dense)),
+            FlopCounter.ActiveParameters(Small(FeedForwardKind.Dense)));
     }
 
     [TestMethod]
@@ -99,8 +100,10 @@ public sealed class FlopCounterTests
                 lm.Peer.InputBatchNorm = lm.ProductKeyMemory.InputBatchNorm = inputNorm;
                 using (var model = new TransformerLanguageModel(lm))
                 {
-                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(lm), $"LM {kind} BN {batchNorm} input BN {inputNorm}");
-                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(lm), $"LM {kind} BN {batchNorm} input BN {inputNorm}");
+                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(lm),
+                        $"LM {kind} BN {batchNorm} input BN {inputNorm}");
+                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(lm),
+                        $"LM {kind} BN {batchNorm} input BN {inputNorm}");
                 }
                 foreach (int layers in new[] { 0, 2 })
                 {
@@ -111,8 +114,10 @@ public sealed class FlopCounterTests
                         MoeExperts = 4, MoeTopK = 2, MoeHiddenDimension = 16,
                     };
                     using var model = new TransformerTextClassifier(classifier);
-                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(classifier), $"classifier {kind} layers {layers}");
-                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(classifier), $"classifier {kind} layers {layers} BN {batchNorm}");
+                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(classifier),
+                        $"classifier {kind} layers {layers}");
+                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(classifier),
+                        $"classifier {kind} layers {layers} BN {batchNorm}");
                 }
             }
         }

@@ -4,7 +4,8 @@ using Microsoft.ML.Peer.Training;
 
 namespace Microsoft.ML.Peer.Tests.Models;
 
-/// <summary>A toy classification task made in the test: is token <see cref="Marker"/> in the text? Small enough to learn in seconds.</summary>
+/// <summary>A toy classification task made in the test: is token <see cref="Marker"/> in the text? Small enough to learn in
+/// seconds.</summary>
 internal static class TinyTextClassification
 {
     public const int Vocabulary = 16;

@@ -39,7 +39,8 @@ public sealed class TransformerTextClassifierTests
         var batched = model.forward(Padded(new[] { 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, text, new[] { 13 }));
         Assert.AreEqual(2L, alone.shape[1]);
         var difference = (alone[0] - batched[1]).abs().max().item<float>();
-        Assert.IsTrue(difference < 1e-5f, $"{kind}, {layers} layers: alone {alone[0].str()} vs padded in a batch {batched[1].str()} differ by {difference}");
+        Assert.IsTrue(difference < 1e-5f,
+            $"{kind}, {layers} layers: alone {alone[0].str()} vs padded in a batch {batched[1].str()} differ by {difference}");
     }
 
     [TestMethod]
@@ -54,7 +55,8 @@ public sealed class TransformerTextClassifierTests
             options.Layers = layers;
             using var model = new TransformerTextClassifier(options);
             model.train();
-            var texts = new[] { new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new int[padTo].Select((_, i) => i < 3 ? 4 : TinyTextClassification.Padding).ToArray() };
+            var texts = new[] { new[] { 5, 9, 3, 7 }, new[] { 1, 2 },
+                new int[padTo].Select((_, i) => i < 3 ? 4 : TinyTextClassification.Padding).ToArray() };
             model.forward(Padded(texts));
             var router = model.ProductKeyRouters.Single().Router;
             return router.QueryNorm!.running_mean!.data<float>().ToArray();
@@ -64,7 +66,8 @@ public sealed class TransformerTextClassifierTests
         // Attention over a longer padded row rounds differently, so equal to float precision, not bit for bit;
         // padding that reached the batch norm would move the mean by far more (most of those tokens are padding).
         for (int i = 0; i < shortPadding.Length; i++)
-            Assert.AreEqual(shortPadding[i], longPadding[i], 1e-6, $"running mean {i}: the batch statistics must come from real tokens only");
+            Assert.AreEqual(shortPadding[i], longPadding[i], 1e-6,
+                $"running mean {i}: the batch statistics must come from real tokens only");
     }
 
     [TestMethod]
@@ -173,14 +176,16 @@ public sealed class TransformerTextClassifierTests
         options.MoeLoadBalancingWeight = 0.5;
         using var model = new TransformerTextClassifier(options);
         model.train();
-        var (loss, crossEntropy, _) = model.Loss(Padded(new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new[] { 4, 6, 8 }), tensor(new long[] { 1, 0, 0 }));
+        var (loss, crossEntropy, _) =
+            model.Loss(Padded(new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new[] { 4, 6, 8 }), tensor(new long[] { 1, 0, 0 }));
         var moe = layers == 0
             ? model.named_modules().Select(m => m.module).OfType<MixtureOfExpertsFeedForward>().Single()
             : (MixtureOfExpertsFeedForward)model.Blocks.Single().FeedForward;
         Assert.IsNotNull(moe.AuxiliaryLoss, $"{layers} layers: the MoE feed-forward computes its load-balancing loss in training");
         var expected = crossEntropy.item<float>() + 0.5f * moe.AuxiliaryLoss!.item<float>();
         Assert.AreEqual(expected, loss.item<float>(), 1e-5, $"{layers} layers: loss = cross-entropy + weight × MoE auxiliary loss");
-        Assert.IsTrue(loss.item<float>() > crossEntropy.item<float>() + 0.1f, $"{layers} layers: the load-balancing term (≥ 0.5 × 1) must be in the loss");
+        Assert.IsTrue(loss.item<float>() > crossEntropy.item<float>() + 0.1f,
+            $"{layers} layers: the load-balancing term (≥ 0.5 × 1) must be in the loss");
     }
 
     [TestMethod]
@@ -213,7 +218,8 @@ public sealed class TransformerTextClassifierTests
             Assert.IsTrue(byName.ContainsKey(names[i].Name), names[i].Name);
             Assert.AreEqual(sparse, names[i].Sparse);
             using (no_grad()) tables[i].add_(1);
-            Assert.AreEqual(0f, (byName[names[i].Name] - tables[i]).abs().max().item<float>(), $"{names[i].Name} is the table's own storage");
+            Assert.AreEqual(0f, (byName[names[i].Name] - tables[i]).abs().max().item<float>(),
+                $"{names[i].Name} is the table's own storage");
         }
         CollectionAssert.AreEqual(model.SparseGradientTables().Select(t => t.shape[0]).ToList(),
             names.Where(n => n.Sparse).Select(n => byName[n.Name].shape[0]).ToList());

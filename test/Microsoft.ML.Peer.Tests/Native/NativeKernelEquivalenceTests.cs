@@ -13,12 +13,17 @@ public sealed class NativeKernelEquivalenceTests
     private static PeerLayer Layer(PeerKernels kernels, bool sparse, ExpertActivation activation, int d)
     {
         manual_seed(21);   // same weights for both paths
-        return new PeerLayer(d, new PeerOptions { Experts = 12 * 12, Heads = 3, TopK = 5, KeyDimension = 8, SparseGradients = sparse, ExpertActivation = activation, Kernels = kernels });
+        return new PeerLayer(d, new PeerOptions
+        {
+            Experts = 12 * 12, Heads = 3, TopK = 5, KeyDimension = 8, SparseGradients = sparse,
+            ExpertActivation = activation, Kernels = kernels
+        });
     }
 
     [TestMethod]
     public void NativeLibraryIsLoaded() =>
-        Assert.IsTrue(PeerNativeLibrary.IsAvailable, $"libpeer_native should be built and copied next to the tests: {PeerNativeLibrary.UnavailableReason}");
+        Assert.IsTrue(PeerNativeLibrary.IsAvailable,
+            $"libpeer_native should be built and copied next to the tests: {PeerNativeLibrary.UnavailableReason}");
 
     [TestMethod]
     public void HugePageAdviceKeepsTheTableAndSkipsWhatItCannotAdvise()
@@ -29,7 +34,8 @@ public sealed class NativeKernelEquivalenceTests
         long advised = PeerNativeLibrary.AdviseHugePages(table);
         Assert.IsTrue(advised == 0 || (advised >= 14L << 20 && advised <= 16L << 20 && advised % (2L << 20) == 0),
             $"advised bytes are 0 (THP unavailable) or the whole 2 MiB pages of the table; got {advised}");
-        if (File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") && !File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]"))
+        if (File.Exists("/sys/kernel/mm/transparent_hugepage/enabled") &&
+            !File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]"))
             Assert.IsTrue(advised > 0, "transparent huge pages are allowed here, so the table should have been advised");
         Assert.IsTrue(table.eq(copy).all().item<bool>(), "the advice must not change the table");
         using var small = ones(16, 16);
@@ -100,7 +106,8 @@ public sealed class NativeKernelEquivalenceTests
     public void MissingLibraryFallsBackWithOneWarning()
     {
         var warnings = new List<string>();
-        var (available, reason) = PeerNativeLibrary.Decide(() => throw new DllNotFoundException("libpeer_native.so: cannot open shared object file"), null, warnings.Add);
+        var (available, reason) = PeerNativeLibrary.Decide(
+            () => throw new DllNotFoundException("libpeer_native.so: cannot open shared object file"), null, warnings.Add);
         Assert.IsFalse(available);
         Assert.AreEqual(1, warnings.Count);
         StringAssert.Contains(warnings[0], "managed PEER kernels");
@@ -117,7 +124,8 @@ public sealed class NativeKernelEquivalenceTests
 
         warnings.Clear();
         int loads = 0;
-        (available, reason) = PeerNativeLibrary.Decide(() => { loads++; return PeerNativeLibrary.ExpectedAbiVersion; }, null, warnings.Add, "AVX2, FMA");
+        (available, reason) =
+            PeerNativeLibrary.Decide(() => { loads++; return PeerNativeLibrary.ExpectedAbiVersion; }, null, warnings.Add, "AVX2, FMA");
         Assert.IsFalse(available, "a CPU without x86-64-v3 must not run the library built for it");
         Assert.AreEqual(0, loads, "the library must not even be loaded on such a CPU");
         StringAssert.Contains(reason, "AVX2, FMA");
@@ -138,7 +146,8 @@ public sealed class NativeKernelEquivalenceTests
         using var layer = Layer(PeerKernels.Native, sparse: false, ExpertActivation.Gelu, 16);
         var indices = tensor(Enumerable.Range(0, 30).Select(i => i == 3 ? 144L : i).ToArray()).view(2, 15);   // 144 = N is out of range
         var e = Assert.Throws<ArgumentException>(() =>
-            FusedExpertFunction.Apply(randn(2, 16), softmax(randn(2, 15), -1), indices, layer.DownWeights, layer.UpWeights, ExpertActivation.Gelu, false));
+            FusedExpertFunction.Apply(randn(2, 16), softmax(randn(2, 15), -1), indices, layer.DownWeights, layer.UpWeights,
+                ExpertActivation.Gelu, false));
         StringAssert.Contains(e.Message, "peer_expert_forward_f32");
     }
 

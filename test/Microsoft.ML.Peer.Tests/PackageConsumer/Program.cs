@@ -77,7 +77,8 @@ static List<Mail> Topics(int count, int seed)
         rows.Add(new Mail
         {
             Label = labels[label],
-            Text = string.Join(' ', Enumerable.Range(0, 8).Select(j => j % 2 == 0 ? words[label][random.Next(4)] : filler[random.Next(filler.Length)])),
+            Text = string.Join(' ',
+                Enumerable.Range(0, 8).Select(j => j % 2 == 0 ? words[label][random.Next(4)] : filler[random.Next(filler.Length)])),
         });
     }
     return rows;

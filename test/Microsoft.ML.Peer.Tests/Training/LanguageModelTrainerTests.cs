@@ -22,7 +22,8 @@ public sealed class LanguageModelTrainerTests
         var after = trainer.Train(train, validation)!;
         Assert.AreEqual(60, trainer.Step);
         Assert.IsTrue(after.Loss < before.Loss - 0.5, $"{kind}: validation loss {before.Loss:F3} → {after.Loss:F3}");
-        Assert.IsTrue(after.Perplexity < 6, $"{kind}: validation perplexity {after.Perplexity:F2} (uniform would be {TinyLanguageModels.Vocabulary})");
+        Assert.IsTrue(after.Perplexity < 6,
+            $"{kind}: validation perplexity {after.Perplexity:F2} (uniform would be {TinyLanguageModels.Vocabulary})");
         bool productKeys = kind is FeedForwardKind.Peer or FeedForwardKind.ProductKeyMemory;
         Assert.AreEqual(productKeys ? 1 : 0, after.ExpertUsage.Count, "usage is reported for each product-key layer");
     }
@@ -42,7 +43,8 @@ public sealed class LanguageModelTrainerTests
             return trainer.Train(train, validation)!.Loss;
         }
         double dense = Final(false), sparse = Final(true);
-        Assert.IsTrue(Math.Abs(dense - sparse) < 0.1, $"validation loss after 60 steps: dense AdamW {dense:F4}, row-sparse AdamW {sparse:F4}");
+        Assert.IsTrue(Math.Abs(dense - sparse) < 0.1,
+            $"validation loss after 60 steps: dense AdamW {dense:F4}, row-sparse AdamW {sparse:F4}");
     }
 
     [TestMethod]
@@ -71,7 +73,8 @@ public sealed class LanguageModelTrainerTests
         var (table1, other1) = FirstStep(1);
         var (table2, other2) = FirstStep(2);
         Assert.IsTrue(table1.abs().max().item<float>() > 0, "the table moved");
-        Assert.IsTrue((table2 - 2 * table1).abs().max().item<float>() < 1e-6, $"table step at scale 2 / scale 1: {(table2.abs().sum() / table1.abs().sum()).item<float>():F4}");
+        Assert.IsTrue((table2 - 2 * table1).abs().max().item<float>() < 1e-6,
+            $"table step at scale 2 / scale 1: {(table2.abs().sum() / table1.abs().sum()).item<float>():F4}");
         Assert.IsTrue((other2 - other1).abs().max().item<float>() < 1e-7, "the other weights' step does not change");
     }
 
@@ -80,7 +83,8 @@ public sealed class LanguageModelTrainerTests
     {
         var training = TinyLanguageModels.Training(10);
         training.ExpertLearningRateScale = 0;
-        var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), training));
+        var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(
+            () => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), training));
         StringAssert.Contains(error.Message, nameof(TrainingOptions.ExpertLearningRateScale));
     }
 
@@ -129,7 +133,8 @@ public sealed class LanguageModelTrainerTests
         var path = Path.Combine(Path.GetTempPath(), $"peer-ckpt-{Guid.NewGuid():N}.bin");
         try
         {
-            using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(10));
+            using var trainer =
+                new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(10));
             trainer.Train(TinyLanguageModels.Stream(2000, 1));
             trainer.SaveCheckpoint(path);
             using var loaded = LanguageModelTrainingLoop.LoadCheckpoint(path);
@@ -155,12 +160,14 @@ public sealed class LanguageModelTrainerTests
         var path = Path.Combine(Path.GetTempPath(), $"peer-resume-{Guid.NewGuid():N}.bin");
         try
         {
-            using var straight = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12));
+            using var straight =
+                new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12));
             straight.Train(data);
 
             var interrupted = TinyLanguageModels.Training(12);
             interrupted.TimeLimit = TimeSpan.Zero;             // stops before the first step...
-            using (var first = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(12)))
+            using (var first = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer),
+                TinyLanguageModels.Training(12)))
             {
                 var sampler = new TokenBatchSampler(data, 8, 16, 3);
                 for (int i = 0; i < 5; i++) first.TrainStep(sampler);   // ...so take 5 steps by hand, then "crash"
@@ -210,7 +217,8 @@ public sealed class LanguageModelTrainerTests
     [TestMethod]
     public void GenerationIsDeterministicForASeed()
     {
-        using var trainer = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(20));
+        using var trainer =
+            new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), TinyLanguageModels.Training(20));
         trainer.Train(TinyLanguageModels.Stream(2000, 1));
         var a = trainer.Model.Generate(new[] { 1, 2 }, 12, temperature: 1.0, seed: 5);
         var b = trainer.Model.Generate(new[] { 1, 2 }, 12, temperature: 1.0, seed: 5);
@@ -224,7 +232,8 @@ public sealed class LanguageModelTrainerTests
     {
         var training = TinyLanguageModels.Training(1);
         training.SequenceLength = 17;
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Dense), training));
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(
+            () => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Dense), training));
         Assert.AreEqual("SequenceLength", e.ParamName);
     }
 }

@@ -11,7 +11,8 @@ public sealed class QueryNormStatisticsTests
     private static ProductKeyRouter Router(bool batchNorm = true)
     {
         manual_seed(5);
-        return new ProductKeyRouter(12, new ProductKeyOptions { Experts = 8 * 8, Heads = 2, TopK = 4, KeyDimension = 8, QueryBatchNorm = batchNorm });
+        return new ProductKeyRouter(12,
+            new ProductKeyOptions { Experts = 8 * 8, Heads = 2, TopK = 4, KeyDimension = 8, QueryBatchNorm = batchNorm });
     }
 
     [TestMethod]
@@ -27,9 +28,12 @@ public sealed class QueryNormStatisticsTests
         router.EvaluationStatistics = QueryNormStatistics.Batch;
         var (batchGates, batchIndices) = router.forward(tokens);
         router.EvaluationStatistics = QueryNormStatistics.Running;
-        Assert.IsFalse(runningIndices.eq(batchIndices).all().item<bool>(), "the fresh running statistics (0, 1) differ from this batch's, so the experts must differ");
-        Assert.IsTrue(router.QueryNorm.running_mean.eq(runningMean).all().item<bool>(), "batch-statistics evaluation changed the running mean");
-        Assert.IsTrue(router.QueryNorm.running_var.eq(runningVariance).all().item<bool>(), "batch-statistics evaluation changed the running variance");
+        Assert.IsFalse(runningIndices.eq(batchIndices).all().item<bool>(),
+            "the fresh running statistics (0, 1) differ from this batch's, so the experts must differ");
+        Assert.IsTrue(router.QueryNorm.running_mean.eq(runningMean).all().item<bool>(),
+            "batch-statistics evaluation changed the running mean");
+        Assert.IsTrue(router.QueryNorm.running_var.eq(runningVariance).all().item<bool>(),
+            "batch-statistics evaluation changed the running variance");
 
         // Training mode normalises by the same batch statistics: the same experts and router weights.
         router.train();
@@ -97,7 +101,8 @@ public sealed class QueryNormStatisticsTests
         Assert.AreEqual(12L * 8 * 16, diagnostics.TokensSeen);
         Assert.AreEqual(diagnostics.Running.Tokens, diagnostics.Batch.Tokens);
         Assert.IsTrue(router.QueryNorm.running_mean.eq(before).all().item<bool>(), "diagnostics changed the running statistics");
-        Assert.AreNotEqual(diagnostics.Running.Loss, diagnostics.Batch.Loss, "running and batch statistics cannot give identical losses on a fresh model");
+        Assert.AreNotEqual(diagnostics.Running.Loss, diagnostics.Batch.Loss,
+            "running and batch statistics cannot give identical losses on a fresh model");
 
         Assert.AreEqual(1, trainer.ReestimateQueryNorm(sampler, batches: 4));
         Assert.IsFalse(router.QueryNorm.running_mean.eq(before).all().item<bool>());
@@ -107,7 +112,8 @@ public sealed class QueryNormStatisticsTests
         using var dense = new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Dense), TinyLanguageModels.Training(2));
         Assert.AreEqual(0, dense.ReestimateQueryNorm(sampler, 2));
         var denseDiagnostics = dense.Diagnose(validation);
-        Assert.AreEqual(denseDiagnostics.Running.Loss, denseDiagnostics.Batch.Loss, 1e-9, "a model without query norms scores the same either way");
+        Assert.AreEqual(denseDiagnostics.Running.Loss, denseDiagnostics.Batch.Loss, 1e-9,
+            "a model without query norms scores the same either way");
     }
 
     [TestMethod]
@@ -122,7 +128,8 @@ public sealed class QueryNormStatisticsTests
         var reported = new List<UsageDiagnostics>();
         trainer.Train(tokens, validation, p => { if (p.Diagnostics is { } d) reported.Add(d); });
         CollectionAssert.AreEqual(new[] { 4, 8 }, reported.Select(d => d.Step).ToArray());
-        Assert.IsTrue(reported.All(d => d.Running.ExpertUsage.Single().Value.Retrievals > 0 && d.Batch.ExpertUsage.Single().Value.Retrievals > 0));
+        Assert.IsTrue(reported.All(d => d.Running.ExpertUsage.Single().Value.Retrievals > 0 &&
+            d.Batch.ExpertUsage.Single().Value.Retrievals > 0));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TrainingOptions { DiagnoseEvery = -1 }.Validate(16));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TrainingOptions { ReestimateQueryNormBatches = -1 }.Validate(16));
     }

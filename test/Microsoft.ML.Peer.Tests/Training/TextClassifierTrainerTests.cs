@@ -24,7 +24,8 @@ public sealed class TextClassifierTrainerTests
         Assert.AreEqual(6 * 38, result.Steps, "1200 texts in batches of 32 give 38 steps an epoch");
         var last = result.Epochs[^1];
         Assert.IsTrue(last.ValidationAccuracy >= 0.95, $"{kind}, {layers} layers: validation accuracy {before.Accuracy:P1} → {last.ValidationAccuracy:P1}, loss {last.ValidationLoss:F3}");
-        Assert.AreEqual(last.ValidationAccuracy!.Value, trainer.Evaluate(test, testLabels).Accuracy, 1e-12, "the report is the model's accuracy");
+        Assert.AreEqual(last.ValidationAccuracy!.Value, trainer.Evaluate(test, testLabels).Accuracy, 1e-12,
+            "the report is the model's accuracy");
         Assert.IsTrue(last.TrainLoss < result.Epochs[0].TrainLoss);
         var probabilities = trainer.PredictProbabilities(test);
         Assert.AreEqual(test.Count, probabilities.Length);
@@ -47,7 +48,8 @@ public sealed class TextClassifierTrainerTests
         var second = Run(7);
         var other = Run(8);
         CollectionAssert.AreEqual(first.Losses, second.Losses);
-        for (int i = 0; i < first.Probabilities.Length; i++) CollectionAssert.AreEqual(first.Probabilities[i], second.Probabilities[i], $"text {i}");
+        for (int i = 0; i < first.Probabilities.Length; i++)
+            CollectionAssert.AreEqual(first.Probabilities[i], second.Probabilities[i], $"text {i}");
         CollectionAssert.AreNotEqual(first.Losses, other.Losses, "another seed initialises and orders differently");
     }
 
@@ -55,7 +57,8 @@ public sealed class TextClassifierTrainerTests
     public void PredictionsDoNotDependOnTheOtherTextsOfABatch()
     {
         var (texts, _) = TinyTextClassification.Data(50, seed: 4);
-        using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Peer), TinyTextClassification.Training(1));
+        using var trainer =
+            new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Peer), TinyTextClassification.Training(1));
         var together = trainer.PredictProbabilities(texts);
         for (int i = 0; i < texts.Count; i += 7)
         {
@@ -109,11 +112,13 @@ public sealed class TextClassifierTrainerTests
     [TestMethod]
     public void MismatchedInputsAreRejected()
     {
-        using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), TinyTextClassification.Training(1));
+        using var trainer =
+            new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), TinyTextClassification.Training(1));
         var texts = new[] { new[] { 1, 2 }, new[] { 4 } };
         Assert.AreEqual("labels", Assert.ThrowsExactly<ArgumentException>(() => trainer.Train(texts, new[] { 0 })).ParamName);
         Assert.AreEqual("labels", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => trainer.Train(texts, new[] { 0, 2 })).ParamName);
-        Assert.AreEqual("validationLabels", Assert.ThrowsExactly<ArgumentException>(() => trainer.Train(texts, new[] { 0, 1 }, texts, null)).ParamName);
+        Assert.AreEqual("validationLabels",
+            Assert.ThrowsExactly<ArgumentException>(() => trainer.Train(texts, new[] { 0, 1 }, texts, null)).ParamName);
     }
 
     [TestMethod]
@@ -123,7 +128,8 @@ public sealed class TextClassifierTrainerTests
         {
             var options = new ClassifierTrainingOptions();
             change(options);
-            var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), options));
+            var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(
+                () => new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), options));
             Assert.AreEqual(option, e.ParamName);
             StringAssert.Contains(e.Message, option);
         }

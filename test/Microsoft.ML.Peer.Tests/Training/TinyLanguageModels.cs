@@ -31,7 +31,8 @@ internal static class TinyLanguageModels
     /// <summary>A learnable stream: short "words" of the vocabulary, in a random order, with a separator.</summary>
     public static int[] Stream(int length, int seed)
     {
-        var words = new[] { new[] { 1, 2, 3 }, new[] { 4, 5 }, new[] { 6, 7, 8, 9 }, new[] { 10, 11 }, new[] { 12, 13, 14 }, new[] { 15, 16, 17, 18, 19 } };
+        var words = new[] { new[] { 1, 2, 3 }, new[] { 4, 5 }, new[] { 6, 7, 8, 9 }, new[] { 10, 11 }, new[] { 12, 13, 14 },
+            new[] { 15, 16, 17, 18, 19 } };
         var random = new Random(seed);
         var tokens = new List<int>(length);
         while (tokens.Count < length)

@@ -24,10 +24,13 @@ public sealed class SpamDetectionWebApiTests
     private static string _folder = "";
     private static TrainedModel _first = null!;
     private static TrainedModel _second = null!;
-    private static readonly string[] Texts = PluginTestData.Topics(24, seed: 11).Select(r => r.Text!).Append("").Append(string.Concat(Enumerable.Repeat("cheese ", 5000))).ToArray();
+    private static readonly string[] Texts = PluginTestData.Topics(24, seed: 11).Select(r => r.Text!).Append("")
+        .Append(string.Concat(Enumerable.Repeat("cheese ", 5000))).ToArray();
 
-    /// <summary>A model trained here and saved, with its answers to <see cref="Texts"/> from a PredictionEngine on the saved file.</summary>
-    private sealed record TrainedModel(ITransformer Model, DataViewSchema Schema, string Path, string[] Labels, Dictionary<string, SpamModel.ModelOutput> Expected);
+    /// <summary>A model trained here and saved, with its answers to <see cref="Texts"/> from a PredictionEngine on the saved
+    /// file.</summary>
+    private sealed record TrainedModel(ITransformer Model, DataViewSchema Schema, string Path, string[] Labels,
+        Dictionary<string, SpamModel.ModelOutput> Expected);
 
     [ClassInitialize]
     public static void TrainTwoModels(TestContext _)
@@ -35,7 +38,9 @@ public sealed class SpamDetectionWebApiTests
         _folder = Directory.CreateTempSubdirectory("peer-webapi-").FullName;
         // Two models told apart by their labels, so every answer names the model that gave it.
         _first = Train("first.mlnet", PluginTestData.Topics(160, seed: 1));
-        _second = Train("second.mlnet", PluginTestData.Topics(160, seed: 2).Select(r => new PluginTestData.LabeledText { Text = r.Text, Label = r.Label == "animals" ? "pets" : "meals" }).ToList());
+        _second = Train("second.mlnet",
+            PluginTestData.Topics(160, seed: 2)
+                .Select(r => new PluginTestData.LabeledText { Text = r.Text, Label = r.Label == "animals" ? "pets" : "meals" }).ToList());
         CollectionAssert.AreNotEquivalent(_first.Labels, _second.Labels);
     }
 
@@ -77,7 +82,8 @@ public sealed class SpamDetectionWebApiTests
     /// <summary>A copy of <paramref name="model"/>'s file, in a folder of its own, for one server to watch.</summary>
     private static string ServedCopy(TrainedModel model)
     {
-        string path = Path.Combine(Directory.CreateDirectory(Path.Combine(_folder, $"served-{Guid.NewGuid():N}")).FullName, "SpamModel.mlnet");
+        string path =
+            Path.Combine(Directory.CreateDirectory(Path.Combine(_folder, $"served-{Guid.NewGuid():N}")).FullName, "SpamModel.mlnet");
         File.Copy(model.Path, path);
         return path;
     }
@@ -100,8 +106,10 @@ public sealed class SpamDetectionWebApiTests
     {
         var expected = model.Expected[text];
         if (answer.PredictedLabel != expected.PredictedLabel) return $"label {answer.PredictedLabel}, engine {expected.PredictedLabel}";
-        if (!answer.Score.SequenceEqual(expected.Score)) return $"scores [{string.Join(", ", answer.Score)}], engine [{string.Join(", ", expected.Score)}]";
-        if (!answer.Labels.OrderBy(l => l).SequenceEqual(model.Labels.OrderBy(l => l))) return $"labels [{string.Join(", ", answer.Labels)}]";
+        if (!answer.Score.SequenceEqual(expected.Score))
+            return $"scores [{string.Join(", ", answer.Score)}], engine [{string.Join(", ", expected.Score)}]";
+        if (!answer.Labels.OrderBy(l => l).SequenceEqual(model.Labels.OrderBy(l => l)))
+            return $"labels [{string.Join(", ", answer.Labels)}]";
         return null;
     }
 
@@ -201,8 +209,13 @@ public sealed class SpamDetectionWebApiTests
                 using var response = await client.PostAsJsonAsync("/predict", new { text });
                 string body = await response.Content.ReadAsStringAsync();
                 Interlocked.Increment(ref requests);
-                if (response.StatusCode != HttpStatusCode.OK) { problems.Enqueue($"client {id}: {(int)response.StatusCode} {body}"); continue; }
-                var answer = System.Text.Json.JsonSerializer.Deserialize<PredictResponse>(body, System.Text.Json.JsonSerializerOptions.Web)!;
+                if (response.StatusCode != HttpStatusCode.OK)
+                {
+                    problems.Enqueue($"client {id}: {(int)response.StatusCode} {body}");
+                    continue;
+                }
+                var answer =
+                    System.Text.Json.JsonSerializer.Deserialize<PredictResponse>(body, System.Text.Json.JsonSerializerOptions.Web)!;
                 var model = answer.ModelVersion switch { 1 => _first, 2 => _second, _ => null };
                 string? mismatch = model is null ? $"model version {answer.ModelVersion}" : Mismatch(answer, model, text);
                 if (mismatch is not null) problems.Enqueue($"client {id}, version {answer.ModelVersion}: {mismatch}");
@@ -220,8 +233,10 @@ public sealed class SpamDetectionWebApiTests
 
         await Task.WhenAll(Enumerable.Range(0, Clients).Select(id => Task.Run(() => Client(id))).Append(ReplaceMidRun()));
 
-        Assert.IsTrue(problems.IsEmpty, $"{problems.Count} of {requests} requests failed or answered wrongly:\n{string.Join('\n', problems.Take(10))}");
-        Assert.IsTrue(fromFirst >= Clients * 4 && fromSecond >= Clients * 3, $"{fromFirst} answers from the first model, {fromSecond} from the second");
+        Assert.IsTrue(problems.IsEmpty,
+            $"{problems.Count} of {requests} requests failed or answered wrongly:\n{string.Join('\n', problems.Take(10))}");
+        Assert.IsTrue(fromFirst >= Clients * 4 && fromSecond >= Clients * 3,
+            $"{fromFirst} answers from the first model, {fromSecond} from the second");
         var health = await HealthWhenAsync(client, h => h.RetiredModelsInUse == 0, "the replaced model released");
         Assert.AreEqual("ok", health.Status);
         Assert.AreEqual(2, health.Model.Version);
@@ -264,7 +279,8 @@ public sealed class SpamDetectionWebApiTests
     public void AReplacedModelIsDisposedOnlyAfterItsLastRequest()
     {
         string served = ServedCopy(_first);
-        using var server = new ModelServer(Options.Create(new ModelServingOptions { ModelPath = served }), NullLogger<ModelServer>.Instance);
+        using var server =
+            new ModelServer(Options.Create(new ModelServingOptions { ModelPath = served }), NullLogger<ModelServer>.Instance);
         string text = Texts[0];
         // A request that took the first model just before the swap, and has not scored yet.
         var inFlight = server.Rent();
@@ -279,7 +295,8 @@ public sealed class SpamDetectionWebApiTests
         var answer = old.Predict(new SpamModel.ModelInput { Text = text });
         Assert.AreEqual(_first.Expected[text].PredictedLabel, answer.PredictedLabel);
         CollectionAssert.AreEqual(_first.Expected[text].Score, answer.Score);
-        Assert.AreEqual(_second.Expected[text].PredictedLabel, server.Predict(new SpamModel.ModelInput { Text = text }).Output.PredictedLabel);
+        Assert.AreEqual(_second.Expected[text].PredictedLabel,
+            server.Predict(new SpamModel.ModelInput { Text = text }).Output.PredictedLabel);
 
         // Its end releases the old model: disposed, so it can no longer score.
         inFlight.Dispose();
