@@ -125,7 +125,7 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
         Enumerable.Range(1, DiagnosticPoints).Select(i => (int)Math.Round(Math.Pow(steps, (double)i / DiagnosticPoints))).Prepend(0)
             .Where(s => s >= 0 && s <= steps).Distinct().ToList();
 
-    public TrainingOptions Training(int steps) => new()
+    public LanguageModelTrainingOptions Training(int steps) => new()
     {
         Seed = Seed,
         BatchSize = BatchSize,
@@ -143,7 +143,7 @@ internal sealed record Budget(string Name, int Dimension, int Layers, int Attent
 /// <param name="InputBatchNorm">Batch-normalise the PEER layer's input before the query projection
 /// (<see cref="ProductKeyOptions.InputBatchNorm"/>).</param>
 /// <param name="ExpertLearningRateScale">Learning-rate multiplier of the expert tables
-/// (<see cref="TrainingOptions.ExpertLearningRateScale"/>).</param>
+/// (<see cref="LanguageModelTrainingOptions.ExpertLearningRateScale"/>).</param>
 /// <param name="QueryWhitening">Whiten each head's query instead of batch-normalising it
 /// (<see cref="ProductKeyOptions.QueryWhitening"/>).</param>
 /// <param name="NormalizeSubKeys">Score against unit-length sub-keys (<see cref="ProductKeyOptions.NormalizeSubKeys"/>).</param>
@@ -244,7 +244,7 @@ internal sealed record RunSpec(string Name, IReadOnlyList<string> Experiments, F
     }
 
     /// <summary>The budget's training options for this run: its own peak learning rate if it has one.</summary>
-    public TrainingOptions Training(Budget budget)
+    public LanguageModelTrainingOptions Training(Budget budget)
     {
         var training = (budget with { LearningRate = LearningRate ?? budget.LearningRate }).Training(Steps(budget));
         training.ExpertLearningRateScale = ExpertLearningRateScale;

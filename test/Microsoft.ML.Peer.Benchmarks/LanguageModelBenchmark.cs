@@ -33,7 +33,7 @@ internal static class LanguageModelBenchmark
         var random = new Random(7);
         var stream = Enumerable.Range(0, 1 << 16).Select(_ => random.Next(Vocabulary)).ToArray();
         var sampler = new TokenBatchSampler(stream, batch, SequenceLength, seed: 3);
-        var training = new TrainingOptions
+        var training = new LanguageModelTrainingOptions
         {
             BatchSize = batch, SequenceLength = SequenceLength, WarmupSteps = 0, MaxSteps = 1_000_000, LogEvery = 1_000_000
         };

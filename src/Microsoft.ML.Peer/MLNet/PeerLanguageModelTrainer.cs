@@ -19,7 +19,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
     public sealed class Options : PeerTrainerOptionsBase
     {
         /// <summary>The defaults are the recommended language model (<c>LanguageModelOptions</c>) and its training settings; one epoch.</summary>
-        public Options() : base(new LanguageModelOptions(), new TrainingOptions(), epochs: 1)
+        public Options() : base(new LanguageModelOptions(), new LanguageModelTrainingOptions(), epochs: 1)
         {
         }
 
@@ -101,7 +101,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         var seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
         long tokensPerStep = (long)_options.BatchSize * _options.MaxSequenceLength;
         int stepsPerEpoch = (int)Math.Max(1, trainTokens.Length / tokensPerStep);
-        var training = new TrainingOptions
+        var training = new LanguageModelTrainingOptions
         {
             Seed = seed,
             BatchSize = _options.BatchSize,
@@ -142,7 +142,7 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         }
     }
 
-    private void Report(IChannel ch, TrainingProgress p, int stepsPerEpoch, TimeSpan elapsed)
+    private void Report(IChannel ch, LanguageModelTrainingProgress p, int stepsPerEpoch, TimeSpan elapsed)
     {
         var remaining = p.Step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / p.Step * Math.Max(0, p.MaxSteps - p.Step)) : TimeSpan.Zero;
         int epoch = 1 + (p.Step - 1) / stepsPerEpoch;

@@ -18,7 +18,7 @@ internal static class LanguageModelEvaluation
     /// <param name="batchSize">Windows per forward pass.</param>
     /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
     /// <param name="statistics">What normalises the product-key queries: the running statistics or each batch's own.</param>
-    public static EvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize,
+    public static LanguageModelEvaluationResult Evaluate(TransformerLanguageModel model, int[] tokens, int sequenceLength, int batchSize,
         int maxTokens = 0,
         QueryNormStatistics statistics = QueryNormStatistics.Running)
     {
@@ -78,7 +78,7 @@ internal static class LanguageModelEvaluation
         var usage = routers.ToDictionary(r => r.Block, r => r.Router.Usage.Compute());
         foreach (var (_, router) in routers) router.Usage.Reset();
         double mean = totalLoss / count;
-        return new EvaluationResult(mean, Math.Exp(mean), count, usage);
+        return new LanguageModelEvaluationResult(mean, Math.Exp(mean), count, usage);
     }
 
     /// <summary>

@@ -19,11 +19,11 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     private const int CheckpointVersion = 1;
 
     private readonly LanguageModelOptions _modelOptions;
-    private readonly TrainingOptions _options;
+    private readonly LanguageModelTrainingOptions _options;
     private readonly List<LossPoint> _history = new();
 
     /// <summary>Builds a fresh model from <paramref name="modelOptions"/>, initialised from the training seed.</summary>
-    public LanguageModelTrainingLoop(LanguageModelOptions modelOptions, TrainingOptions options)
+    public LanguageModelTrainingLoop(LanguageModelOptions modelOptions, LanguageModelTrainingOptions options)
     {
         ArgumentNullException.ThrowIfNull(modelOptions);
         ArgumentNullException.ThrowIfNull(options);
@@ -35,7 +35,7 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
             _options.ExpertLearningRateScale);
     }
 
-    public TrainingOptions Options => _options.Clone();
+    public LanguageModelTrainingOptions Options => _options.Clone();
 
     /// <summary>Training loss (cross-entropy) of every step taken, including those before a resume.</summary>
     public IReadOnlyList<LossPoint> History => _history;
@@ -59,11 +59,11 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
         LearningRateSchedule.At(Step, _options.LearningRate, _options.WarmupSteps, _options.MaxSteps, _options.MinLearningRateFraction);
 
     /// <summary>
-    /// Trains until <see cref="TrainingOptions.MaxSteps"/>, the time limit or cancellation, reporting progress,
+    /// Trains until <see cref="LanguageModelTrainingOptions.MaxSteps"/>, the time limit or cancellation, reporting progress,
     /// evaluating on <paramref name="validationTokens"/> if given and writing checkpoints if configured.
     /// Returns the final evaluation over all validation tokens (null without validation tokens).
     /// </summary>
-    public EvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<TrainingProgress>? progress = null,
+    public LanguageModelEvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<LanguageModelTrainingProgress>? progress = null,
         CancellationToken cancellation = default)
     {
         var sampler = new TokenBatchSampler(trainTokens, _options.BatchSize, _options.SequenceLength, _options.Seed);
@@ -89,12 +89,12 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
             bool diagnose = validationTokens is not null && _options.DiagnoseEvery > 0 && Step % _options.DiagnoseEvery == 0;
             if ((evaluate || diagnose) && _options.ReestimateQueryNormBatches > 0)
                 ReestimateQueryNorm(sampler, _options.ReestimateQueryNormBatches);
-            EvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!, _options.EvaluationTokens) : null;
+            LanguageModelEvaluationResult? evaluation = evaluate ? Evaluate(validationTokens!, _options.EvaluationTokens) : null;
             UsageDiagnostics? diagnostics = diagnose ? Diagnose(validationTokens!, _options.EvaluationTokens, evaluation) : null;
             if (Step % _options.LogEvery == 0 || evaluation is not null || diagnostics is not null)
             {
                 double tokensPerSecond = windowSteps * (double)_options.BatchSize * _options.SequenceLength / window.Elapsed.TotalSeconds;
-                progress?.Invoke(new TrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed,
+                progress?.Invoke(new LanguageModelTrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed,
                     evaluation, diagnostics));
                 window.Restart();
                 windowSteps = 0;
@@ -132,7 +132,7 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     /// </summary>
     /// <param name="tokens">The evaluation token stream.</param>
     /// <param name="maxTokens">Score at most this many tokens from the start of the stream; 0 scores all.</param>
-    public EvaluationResult Evaluate(int[] tokens, int maxTokens = 0) =>
+    public LanguageModelEvaluationResult Evaluate(int[] tokens, int maxTokens = 0) =>
         LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens);
 
     /// <summary>
@@ -140,7 +140,7 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     /// and again with each batch's own (<see cref="UsageDiagnostics"/>).
     /// </summary>
     /// <param name="running">An evaluation already made at this step with the running statistics, to reuse; null makes one.</param>
-    public UsageDiagnostics Diagnose(int[] tokens, int maxTokens = 0, EvaluationResult? running = null)
+    public UsageDiagnostics Diagnose(int[] tokens, int maxTokens = 0, LanguageModelEvaluationResult? running = null)
     {
         running ??= Evaluate(tokens, maxTokens);
         var batch = LanguageModelEvaluation.Evaluate(Model, tokens, _options.SequenceLength, _options.BatchSize, maxTokens,
@@ -197,7 +197,7 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     /// <param name="path">The checkpoint file.</param>
     /// <param name="configure">Optionally changes training options that do not alter the run (time limit, logging, checkpoint
     /// path).</param>
-    public static LanguageModelTrainingLoop LoadCheckpoint(string path, Action<TrainingOptions>? configure = null)
+    public static LanguageModelTrainingLoop LoadCheckpoint(string path, Action<LanguageModelTrainingOptions>? configure = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"No checkpoint at '{path}'.", path);
@@ -212,7 +212,7 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
                 throw new InvalidDataException(
                     $"'{path}' is a version {version} checkpoint; this build reads version {CheckpointVersion}.");
             var modelOptions = JsonSerializer.Deserialize<LanguageModelOptions>(reader.ReadString())!;
-            var options = JsonSerializer.Deserialize<TrainingOptions>(reader.ReadString())!;
+            var options = JsonSerializer.Deserialize<LanguageModelTrainingOptions>(reader.ReadString())!;
             configure?.Invoke(options);
             var trainer = new LanguageModelTrainingLoop(modelOptions, options);
             try

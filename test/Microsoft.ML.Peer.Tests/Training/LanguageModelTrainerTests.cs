@@ -85,7 +85,7 @@ public sealed class LanguageModelTrainerTests
         training.ExpertLearningRateScale = 0;
         var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(
             () => new LanguageModelTrainingLoop(TinyLanguageModels.Options(FeedForwardKind.Peer), training));
-        StringAssert.Contains(error.Message, nameof(TrainingOptions.ExpertLearningRateScale));
+        StringAssert.Contains(error.Message, nameof(LanguageModelTrainingOptions.ExpertLearningRateScale));
     }
 
     [TestMethod]

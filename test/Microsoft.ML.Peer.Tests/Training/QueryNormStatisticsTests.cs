@@ -130,7 +130,7 @@ public sealed class QueryNormStatisticsTests
         CollectionAssert.AreEqual(new[] { 4, 8 }, reported.Select(d => d.Step).ToArray());
         Assert.IsTrue(reported.All(d => d.Running.ExpertUsage.Single().Value.Retrievals > 0 &&
             d.Batch.ExpertUsage.Single().Value.Retrievals > 0));
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TrainingOptions { DiagnoseEvery = -1 }.Validate(16));
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new TrainingOptions { ReestimateQueryNormBatches = -1 }.Validate(16));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainingOptions { DiagnoseEvery = -1 }.Validate(16));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LanguageModelTrainingOptions { ReestimateQueryNormBatches = -1 }.Validate(16));
     }
 }

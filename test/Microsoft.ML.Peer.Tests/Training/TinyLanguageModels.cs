@@ -23,7 +23,7 @@ internal static class TinyLanguageModels
         MoeTopK = 2,
     };
 
-    public static TrainingOptions Training(int steps) => new()
+    public static LanguageModelTrainingOptions Training(int steps) => new()
     {
         Seed = 3, BatchSize = 8, SequenceLength = 16, LearningRate = 3e-3, WarmupSteps = 5, MaxSteps = steps, LogEvery = 5,
     };

@@ -3,13 +3,13 @@ namespace Microsoft.ML.Peer.Training;
 /// <summary>Settings of <see cref="LanguageModelTrainingLoop"/>. Defaults suit a small model on a laptop.</summary>
 /// <remarks>The settings shared with the classifier (seed, AdamW, schedule, clipping, time budget) are on
 /// <see cref="TrainingLoopOptions"/>.</remarks>
-internal sealed class TrainingOptions : TrainingLoopOptions
+internal sealed class LanguageModelTrainingOptions : TrainingLoopOptions
 {
     /// <summary>
     /// The recommended training settings of the language model, stated here once (the ML.NET options take their defaults
     /// from them): 16 sequences per step, learning rate 1e-3, 20 warm-up steps, a report every 10 steps.
     /// </summary>
-    public TrainingOptions()
+    public LanguageModelTrainingOptions()
     {
         BatchSize = 16;
         LearningRate = 1e-3;
@@ -53,7 +53,7 @@ internal sealed class TrainingOptions : TrainingLoopOptions
 
     /// <summary>
     /// Every this many steps, also measure expert usage on the validation tokens with batch statistics beside the running
-    /// ones (<see cref="LanguageModelTrainingLoop.Diagnose"/>), reported in <see cref="TrainingProgress.Diagnostics"/>; 0 (default) never.
+    /// ones (<see cref="LanguageModelTrainingLoop.Diagnose"/>), reported in <see cref="LanguageModelTrainingProgress.Diagnostics"/>; 0 (default) never.
     /// </summary>
     public int DiagnoseEvery { get; set; }
 
@@ -63,7 +63,7 @@ internal sealed class TrainingOptions : TrainingLoopOptions
     /// <summary>Checkpoint every this many steps (and at the end) when <see cref="CheckpointPath"/> is set. Default 100.</summary>
     public int CheckpointEvery { get; set; } = 100;
 
-    public TrainingOptions Clone() => (TrainingOptions)MemberwiseClone();
+    public LanguageModelTrainingOptions Clone() => (LanguageModelTrainingOptions)MemberwiseClone();
 
     /// <summary>Checks every option; the exception names the one that is wrong.</summary>
     public void Validate(int contextLength)
