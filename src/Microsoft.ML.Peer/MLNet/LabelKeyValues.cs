@@ -49,7 +49,8 @@ internal sealed class LabelKeyValues
             _ => Read<ulong>(label, annotation.Value, v => v.ToString(CultureInfo.InvariantCulture)),
         };
         if (values.Length != classCount)
-            throw new ArgumentOutOfRangeException("inputSchema", $"Label column '{label.Name}' has {classCount} keys but {values.Length} key values.");
+            throw new ArgumentOutOfRangeException(
+                "inputSchema", $"Label column '{label.Name}' has {classCount} keys but {values.Length} key values.");
         return new LabelKeyValues(entry.Tag, values);
     }
 
@@ -60,7 +61,8 @@ internal sealed class LabelKeyValues
         if (values.Length > Models.ModelLimits.ClassCount)
             throw new InvalidDataException($"the label key-value count {values.Length} is above {Models.ModelLimits.ClassCount}.");
         for (int i = 0; i < values.Length; i++)
-            if (values[i] is null || !Parses(tag, values[i])) throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
+            if (values[i] is null || !Parses(tag, values[i]))
+                throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
         return new LabelKeyValues(tag, values);
     }
 
@@ -82,7 +84,8 @@ internal sealed class LabelKeyValues
         for (int i = 0; i < values.Length; i++)
         {
             values[i] = reader.ReadString();
-            if (!Parses(tag, values[i])) throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
+            if (!Parses(tag, values[i]))
+                throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
         }
         return new LabelKeyValues(tag, values);
     }

@@ -12,10 +12,12 @@ public sealed partial class PeerTextClassificationTransformer
         {
             yield return new(PeerSafetensors.TruncationKey, Truncation.ToString());
             if (_keyValues is not null)
-                yield return new(PeerSafetensors.LabelKeyValuesKey, JsonSerializer.Serialize(new SafetensorsKeyValues(_keyValues.Tag, _keyValues.Values)));
+                yield return new(PeerSafetensors.LabelKeyValuesKey,
+                    JsonSerializer.Serialize(new SafetensorsKeyValues(_keyValues.Tag, _keyValues.Values)));
         }
     }
 }
 
 /// <summary>The label's key values in a safetensors export's metadata: ML.NET's type tag (TX, BL, R4, R8, I4, I8, U4, U8) and the values as invariant strings.</summary>
-internal sealed record SafetensorsKeyValues([property: JsonPropertyName("type")] string Type, [property: JsonPropertyName("values")] string[] Values);
+internal sealed record SafetensorsKeyValues([property: JsonPropertyName("type")] string Type,
+    [property: JsonPropertyName("values")] string[] Values);

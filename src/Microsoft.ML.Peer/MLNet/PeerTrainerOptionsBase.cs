@@ -147,14 +147,18 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Checks every option; the exception names the one that is wrong.</summary>
     internal virtual void Validate()
     {
-        if (string.IsNullOrWhiteSpace(TextColumnName)) throw new ArgumentException($"{nameof(TextColumnName)} must name a column.", nameof(TextColumnName));
+        if (string.IsNullOrWhiteSpace(TextColumnName))
+            throw new ArgumentException($"{nameof(TextColumnName)} must name a column.", nameof(TextColumnName));
         Positive(Epochs, nameof(Epochs));
         Positive(BatchSize, nameof(BatchSize));
         Positive(MaxSequenceLength, nameof(MaxSequenceLength));
-        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
+        if (!(LearningRate > 0))
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate,
+                $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
         Training.TrainingLoopOptions.CheckTimeBudget(TimeBudget, WarmupSteps);
         if (TorchDevices.Parse(Device, nameof(Device)).type != TorchSharp.DeviceType.CPU)
-            throw new NotSupportedException($"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
+            throw new NotSupportedException(
+                $"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
     }
 
     internal static void Positive(int value, string name)
@@ -163,7 +167,8 @@ public abstract class PeerTrainerOptionsBase
     }
 
     /// <summary>A trainer's host and its checked options (the exception names the option that is wrong).</summary>
-    internal static (IHost Host, T Options) Register<T>(IHostEnvironment env, T options, string trainerName) where T : PeerTrainerOptionsBase
+    internal static (IHost Host, T Options) Register<T>(IHostEnvironment env, T options, string trainerName)
+        where T : PeerTrainerOptionsBase
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(options);
@@ -215,4 +220,5 @@ public abstract class PeerTrainerOptionsBase
 /// <param name="Elapsed">Time since training started.</param>
 /// <param name="Remaining">Estimated time left.</param>
 /// <param name="ValidationMetric">Validation accuracy (classifier) or perplexity (language model) when just measured; else null.</param>
-public sealed record PeerTrainingProgress(int Epoch, int Step, int TotalSteps, double Loss, double TokensPerSecond, TimeSpan Elapsed, TimeSpan Remaining, double? ValidationMetric);
+public sealed record PeerTrainingProgress(int Epoch, int Step, int TotalSteps, double Loss, double TokensPerSecond, TimeSpan Elapsed,
+    TimeSpan Remaining, double? ValidationMetric);

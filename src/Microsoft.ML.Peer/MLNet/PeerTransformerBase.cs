@@ -14,7 +14,8 @@ namespace Microsoft.ML.Peer;
 /// <typeparam name="TModel">The TorchSharp model.</typeparam>
 public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerBase, IDisposable where TModel : torch.nn.Module
 {
-    private protected PeerTransformerBase(IHostEnvironment env, string name, TModel model, CompactTokenizer tokenizer, string textColumnName)
+    private protected PeerTransformerBase(IHostEnvironment env, string name, TModel model, CompactTokenizer tokenizer,
+        string textColumnName)
         : base(env.Register(name))
     {
         Model = model;
