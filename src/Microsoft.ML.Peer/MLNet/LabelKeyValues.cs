@@ -54,7 +54,8 @@ internal sealed class LabelKeyValues
         return new LabelKeyValues(entry.Tag, values);
     }
 
-    /// <summary>Key values of type <paramref name="tag"/> given as invariant strings (a safetensors export's metadata); checked as <see cref="Load"/> checks them.</summary>
+    /// <summary>Key values of type <paramref name="tag"/> given as invariant strings (a safetensors export's metadata); checked as
+    /// <see cref="Load"/> checks them.</summary>
     public static LabelKeyValues Create(string tag, string[] values)
     {
         if (Supported.All(s => s.Tag != tag)) throw new InvalidDataException($"unknown label key-value type tag '{tag}'.");

@@ -44,12 +44,14 @@ public sealed partial class PeerCatalog
     /// file's (an export from ML.NET records them) unless given here.
     /// </summary>
     /// <param name="path">The safetensors file.</param>
-    /// <param name="tokenizer">The tokenizer the model was trained with: its vocabulary must equal the model's, and its end-of-text id must be the model's padding id.</param>
+    /// <param name="tokenizer">The tokenizer the model was trained with: its vocabulary must equal the model's, and its end-of-text id must
+    /// be the model's padding id.</param>
     /// <param name="textColumnName">The text to classify (String).</param>
     /// <param name="scoreColumnName">The class probabilities written (vector of float).</param>
     /// <param name="predictedLabelColumnName">The predicted class written (key).</param>
     /// <param name="classNames">The names of the classes, in label order (text key values); null: those of the file, if any.</param>
-    /// <param name="truncation">Which tokens of a long text the model reads; null: the file's, else <see cref="TextTruncation.KeepStartAndEnd"/>.</param>
+    /// <param name="truncation">Which tokens of a long text the model reads; null: the file's, else
+    /// <see cref="TextTruncation.KeepStartAndEnd"/>.</param>
     /// <exception cref="InvalidDataException">The file is damaged, is not a text classifier, or does not match its options.</exception>
     public PeerTextClassificationTransformer TextClassifierFromSafetensors(string path, CompactTokenizer tokenizer,
         string textColumnName = "Text", string scoreColumnName = "Score", string predictedLabelColumnName = "PredictedLabel",

@@ -15,10 +15,12 @@ namespace Microsoft.ML.Peer;
 /// </summary>
 public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTransformer>
 {
-    /// <summary>Options of <see cref="PeerLanguageModelTrainer"/>; the shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.</summary>
+    /// <summary>Options of <see cref="PeerLanguageModelTrainer"/>; the shared fields are documented on
+    /// <see cref="PeerTrainerOptionsBase"/>.</summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
-        /// <summary>The defaults are the recommended language model (<c>LanguageModelOptions</c>) and its training settings; one epoch.</summary>
+        /// <summary>The defaults are the recommended language model (<c>LanguageModelOptions</c>) and its training settings; one
+        /// epoch.</summary>
         public Options() : base(new LanguageModelOptions(), new LanguageModelTrainingOptions(), epochs: 1)
         {
         }
@@ -35,7 +37,8 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         /// <summary>Score the validation set every this many steps as well as at the end; 0 (default) scores it at the end only.</summary>
         public int EvaluateEvery;
 
-        /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final one scores all. Default 16,384.</summary>
+        /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final one scores all. Default
+        /// 16,384.</summary>
         public int EvaluationTokens = 16_384;
 
         /// <summary>
@@ -59,7 +62,8 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             if (EvaluationTokens < 0)
                 throw new ArgumentOutOfRangeException(nameof(EvaluationTokens), EvaluationTokens,
                     $"{nameof(EvaluationTokens)} must not be negative.");
-            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
+            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
+            // the data.
             ModelOptions(VocabularySize).Validate();
             if (string.IsNullOrWhiteSpace(PerplexityColumnName))
                 throw new ArgumentException($"{nameof(PerplexityColumnName)} must name a column.", nameof(PerplexityColumnName));
@@ -89,7 +93,8 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         return new SchemaShape(columns.Values);
     }
 
-    /// <summary>Trains on the documents of <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> at the end if given.</summary>
+    /// <summary>Trains on the documents of <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> at the end
+    /// if given.</summary>
     public PeerLanguageModelTransformer Fit(IDataView input) => Fit(input, _options.ValidationSet);
 
     /// <summary>Trains on <paramref name="input"/> and reports the perplexity of <paramref name="validationSet"/> (may be null).</summary>

@@ -38,7 +38,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         {
         }
 
-        /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start and the end.</summary>
+        /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start
+        /// and the end.</summary>
         public TextTruncation Truncation = TextTruncation.KeepStartAndEnd;
 
         /// <summary>
@@ -64,7 +65,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
             if (!Enum.IsDefined(Truncation))
                 throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
-            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
+            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
+            // the data.
             ModelOptions(VocabularySize, classCount: 2, paddingId: 0);
             if (ScoreColumnName == PredictedLabelColumnName)
                 throw new ArgumentException(
@@ -106,10 +108,12 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         return new SchemaShape(columns.Values);
     }
 
-    /// <summary>Trains on <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> after each epoch if given.</summary>
+    /// <summary>Trains on <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> after each epoch if
+    /// given.</summary>
     public PeerTextClassificationTransformer Fit(IDataView input) => Fit(input, _options.ValidationSet);
 
-    /// <summary>Trains on <paramref name="input"/> and reports accuracy on <paramref name="validationSet"/> (may be null) after each epoch.</summary>
+    /// <summary>Trains on <paramref name="input"/> and reports accuracy on <paramref name="validationSet"/> (may be null) after each
+    /// epoch.</summary>
     public PeerTextClassificationTransformer Fit(IDataView input, IDataView? validationSet)
     {
         ArgumentNullException.ThrowIfNull(input);

@@ -5,7 +5,8 @@ namespace Microsoft.ML.Peer;
 
 public sealed partial class PeerTextClassificationTransformer
 {
-    /// <summary>The label's key values (type tag and invariant strings) and the truncation, so an import scores as this transformer does.</summary>
+    /// <summary>The label's key values (type tag and invariant strings) and the truncation, so an import scores as this transformer
+    /// does.</summary>
     private protected override IEnumerable<KeyValuePair<string, string>> SafetensorsMetadata
     {
         get
@@ -18,6 +19,7 @@ public sealed partial class PeerTextClassificationTransformer
     }
 }
 
-/// <summary>The label's key values in a safetensors export's metadata: ML.NET's type tag (TX, BL, R4, R8, I4, I8, U4, U8) and the values as invariant strings.</summary>
+/// <summary>The label's key values in a safetensors export's metadata: ML.NET's type tag (TX, BL, R4, R8, I4, I8, U4, U8) and the values as
+/// invariant strings.</summary>
 internal sealed record SafetensorsKeyValues([property: JsonPropertyName("type")] string Type,
     [property: JsonPropertyName("values")] string[] Values);

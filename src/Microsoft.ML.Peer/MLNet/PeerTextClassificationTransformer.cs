@@ -16,8 +16,8 @@ namespace Microsoft.ML.Peer;
 /// A trained PEER text classifier as an ML.NET transformer: adds <c>Score</c> (vector of float: the probability of each
 /// class, in key order, with the class names as slot names) and <c>PredictedLabel</c> (the most probable class, a key of
 /// the label's type with its key values). A text longer than the model's context is truncated as it was in training
-/// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
-/// its own buffers; the model is only read).
+/// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction
+/// engine keeps its own buffers; the model is only read).
 /// </summary>
 public sealed partial class PeerTextClassificationTransformer : PeerTransformerBase<TransformerTextClassifier>
 {

@@ -68,7 +68,8 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public bool QueryWhitening;
 
-    /// <summary>Score queries against unit-length sub-keys, so that no long key wins most retrievals. Default false (the paper's layer).</summary>
+    /// <summary>Score queries against unit-length sub-keys, so that no long key wins most retrievals. Default false (the paper's
+    /// layer).</summary>
     public bool NormalizeSubKeys;
 
     /// <summary>Residual width d of the transformer. Default 128.</summary>
@@ -101,7 +102,8 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public int MaxSequenceLength;
 
-    /// <summary>Passes over the training data. Default 1 (language model), 4 (classifier). Ignored when <see cref="TimeBudget"/> is set.</summary>
+    /// <summary>Passes over the training data. Default 1 (language model), 4 (classifier). Ignored when <see cref="TimeBudget"/> is
+    /// set.</summary>
     public int Epochs;
 
     /// <summary>
@@ -110,7 +112,8 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public TimeSpan? TimeBudget;
 
-    /// <summary>Sequences (language model) or texts (classifier) per optimizer step. Default 16 (language model), 32 (classifier).</summary>
+    /// <summary>Sequences (language model) or texts (classifier) per optimizer step. Default 16 (language model), 32
+    /// (classifier).</summary>
     public int BatchSize;
 
     /// <summary>Peak AdamW learning rate (linear warm-up, cosine decay). Default 1e-3 (language model), 5e-3 (classifier).</summary>

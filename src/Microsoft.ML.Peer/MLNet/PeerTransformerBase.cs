@@ -68,7 +68,8 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
         }
     }
 
-    /// <summary>The mapper that appends this transformer's columns to rows whose text is input column <paramref name="textIndex"/>.</summary>
+    /// <summary>The mapper that appends this transformer's columns to rows whose text is input column
+    /// <paramref name="textIndex"/>.</summary>
     private protected abstract IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex);
 
     /// <summary>
