@@ -12,7 +12,8 @@ internal static class LayerLimits
     public const int RetrievalHeads = 1024;
     public const int KeyDimension = 1 << 14;
 
-    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> when <paramref name="value"/> exceeds <paramref name="limit"/>.</summary>
+    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> when <paramref name="value"/> exceeds
+    /// <paramref name="limit"/>.</summary>
     public static void AtMost(int value, int limit, string name)
     {
         if (value > limit)

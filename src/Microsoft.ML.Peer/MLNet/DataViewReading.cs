@@ -23,7 +23,8 @@ internal static class DataViewReading
     }
 
     /// <summary>Texts and 0-based class indices; rows whose key label is missing (0) are skipped and counted.</summary>
-    public static (List<string> Texts, List<int> Labels, int SkippedMissingLabels) LabeledTexts(IDataView data, DataViewSchema.Column text, DataViewSchema.Column label, IHost host)
+    public static (List<string> Texts, List<int> Labels, int SkippedMissingLabels) LabeledTexts(IDataView data, DataViewSchema.Column text,
+        DataViewSchema.Column label, IHost host)
     {
         var texts = new List<string>();
         var labels = new List<int>();

@@ -49,18 +49,21 @@ internal sealed class LabelKeyValues
             _ => Read<ulong>(label, annotation.Value, v => v.ToString(CultureInfo.InvariantCulture)),
         };
         if (values.Length != classCount)
-            throw new ArgumentOutOfRangeException("inputSchema", $"Label column '{label.Name}' has {classCount} keys but {values.Length} key values.");
+            throw new ArgumentOutOfRangeException(
+                "inputSchema", $"Label column '{label.Name}' has {classCount} keys but {values.Length} key values.");
         return new LabelKeyValues(entry.Tag, values);
     }
 
-    /// <summary>Key values of type <paramref name="tag"/> given as invariant strings (a safetensors export's metadata); checked as <see cref="Load"/> checks them.</summary>
+    /// <summary>Key values of type <paramref name="tag"/> given as invariant strings (a safetensors export's metadata); checked as
+    /// <see cref="Load"/> checks them.</summary>
     public static LabelKeyValues Create(string tag, string[] values)
     {
         if (Supported.All(s => s.Tag != tag)) throw new InvalidDataException($"unknown label key-value type tag '{tag}'.");
         if (values.Length > Models.ModelLimits.ClassCount)
             throw new InvalidDataException($"the label key-value count {values.Length} is above {Models.ModelLimits.ClassCount}.");
         for (int i = 0; i < values.Length; i++)
-            if (values[i] is null || !Parses(tag, values[i])) throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
+            if (values[i] is null || !Parses(tag, values[i]))
+                throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
         return new LabelKeyValues(tag, values);
     }
 
@@ -82,7 +85,8 @@ internal sealed class LabelKeyValues
         for (int i = 0; i < values.Length; i++)
         {
             values[i] = reader.ReadString();
-            if (!Parses(tag, values[i])) throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
+            if (!Parses(tag, values[i]))
+                throw new InvalidDataException($"label key value {i} ('{values[i]}') is not a value of type {tag}.");
         }
         return new LabelKeyValues(tag, values);
     }

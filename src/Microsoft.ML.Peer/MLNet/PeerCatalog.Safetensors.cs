@@ -17,16 +17,19 @@ public sealed partial class PeerCatalog
     /// <param name="perplexityColumnName">The perplexity column written (float).</param>
     /// <param name="tokenCountColumnName">The token-count column written (int).</param>
     /// <exception cref="InvalidDataException">The file is damaged, is not a language model, or does not match its options.</exception>
-    public PeerLanguageModelTransformer LanguageModelFromSafetensors(string path, CompactTokenizer tokenizer, string textColumnName = "Text",
-        string perplexityColumnName = "Perplexity", string tokenCountColumnName = "TokenCount")
+    public PeerLanguageModelTransformer LanguageModelFromSafetensors(string path, CompactTokenizer tokenizer,
+        string textColumnName = "Text", string perplexityColumnName = "Perplexity", string tokenCountColumnName = "TokenCount")
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        ColumnNames((textColumnName, nameof(textColumnName)), (perplexityColumnName, nameof(perplexityColumnName)), (tokenCountColumnName, nameof(tokenCountColumnName)));
-        var (model, options, _) = PeerSafetensors.Read(path, PeerSafetensors.LanguageModelKind, (LanguageModelOptions o) => { o.Validate(); return o; }, o => new TransformerLanguageModel(o));
+        ColumnNames((textColumnName, nameof(textColumnName)), (perplexityColumnName, nameof(perplexityColumnName)),
+            (tokenCountColumnName, nameof(tokenCountColumnName)));
+        var (model, options, _) = PeerSafetensors.Read(path, PeerSafetensors.LanguageModelKind,
+            (LanguageModelOptions o) => { o.Validate(); return o; }, o => new TransformerLanguageModel(o));
         try
         {
             CheckTokenizer(tokenizer, options, path);
-            return new PeerLanguageModelTransformer(_env, model, tokenizer, options, textColumnName, perplexityColumnName, tokenCountColumnName);
+            return new PeerLanguageModelTransformer(_env, model, tokenizer, options, textColumnName, perplexityColumnName,
+                tokenCountColumnName);
         }
         catch
         {
@@ -41,20 +44,26 @@ public sealed partial class PeerCatalog
     /// file's (an export from ML.NET records them) unless given here.
     /// </summary>
     /// <param name="path">The safetensors file.</param>
-    /// <param name="tokenizer">The tokenizer the model was trained with: its vocabulary must equal the model's, and its end-of-text id must be the model's padding id.</param>
+    /// <param name="tokenizer">The tokenizer the model was trained with: its vocabulary must equal the model's, and its end-of-text id must
+    /// be the model's padding id.</param>
     /// <param name="textColumnName">The text to classify (String).</param>
     /// <param name="scoreColumnName">The class probabilities written (vector of float).</param>
     /// <param name="predictedLabelColumnName">The predicted class written (key).</param>
     /// <param name="classNames">The names of the classes, in label order (text key values); null: those of the file, if any.</param>
-    /// <param name="truncation">Which tokens of a long text the model reads; null: the file's, else <see cref="TextTruncation.KeepStartAndEnd"/>.</param>
+    /// <param name="truncation">Which tokens of a long text the model reads; null: the file's, else
+    /// <see cref="TextTruncation.KeepStartAndEnd"/>.</param>
     /// <exception cref="InvalidDataException">The file is damaged, is not a text classifier, or does not match its options.</exception>
-    public PeerTextClassificationTransformer TextClassifierFromSafetensors(string path, CompactTokenizer tokenizer, string textColumnName = "Text",
-        string scoreColumnName = "Score", string predictedLabelColumnName = "PredictedLabel", IReadOnlyList<string>? classNames = null, TextTruncation? truncation = null)
+    public PeerTextClassificationTransformer TextClassifierFromSafetensors(string path, CompactTokenizer tokenizer,
+        string textColumnName = "Text", string scoreColumnName = "Score", string predictedLabelColumnName = "PredictedLabel",
+        IReadOnlyList<string>? classNames = null, TextTruncation? truncation = null)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        ColumnNames((textColumnName, nameof(textColumnName)), (scoreColumnName, nameof(scoreColumnName)), (predictedLabelColumnName, nameof(predictedLabelColumnName)));
-        if (truncation is { } t && !Enum.IsDefined(t)) throw new ArgumentOutOfRangeException(nameof(truncation), t, $"Unknown {nameof(truncation)} {t}.");
-        var (model, options, metadata) = PeerSafetensors.Read(path, PeerSafetensors.TextClassifierKind, (TextClassifierOptions o) => { o.Validate(); return o; }, o => new TransformerTextClassifier(o));
+        ColumnNames((textColumnName, nameof(textColumnName)), (scoreColumnName, nameof(scoreColumnName)),
+            (predictedLabelColumnName, nameof(predictedLabelColumnName)));
+        if (truncation is { } t && !Enum.IsDefined(t))
+            throw new ArgumentOutOfRangeException(nameof(truncation), t, $"Unknown {nameof(truncation)} {t}.");
+        var (model, options, metadata) = PeerSafetensors.Read(path, PeerSafetensors.TextClassifierKind,
+            (TextClassifierOptions o) => { o.Validate(); return o; }, o => new TransformerTextClassifier(o));
         try
         {
             CheckTokenizer(tokenizer, options, path);
@@ -64,19 +73,24 @@ public sealed partial class PeerCatalog
             if (classNames is not null)
             {
                 if (classNames.Count != options.ClassCount)
-                    throw new ArgumentException($"{classNames.Count} class names were given for the {options.ClassCount} classes of the classifier in '{path}'.", nameof(classNames));
+                    throw new ArgumentException(
+                        $"{classNames.Count} class names were given for the {options.ClassCount} classes of the classifier in '{path}'.",
+                        nameof(classNames));
                 if (classNames.Any(n => n is null)) throw new ArgumentException("A class name is null.", nameof(classNames));
                 keyValues = LabelKeyValues.Create("TX", classNames.ToArray());
             }
             else
             {
-                keyValues = metadata.TryGetValue(PeerSafetensors.LabelKeyValuesKey, out var json) ? ReadKeyValues(json, path, options.ClassCount) : null;
+                keyValues = metadata.TryGetValue(PeerSafetensors.LabelKeyValuesKey, out var json)
+                    ? ReadKeyValues(json, path, options.ClassCount)
+                    : null;
             }
             var readTruncation = truncation ?? (metadata.TryGetValue(PeerSafetensors.TruncationKey, out var saved)
                 ? Enum.TryParse<TextTruncation>(saved, out var parsed) && Enum.IsDefined(parsed) ? parsed
                     : throw new InvalidDataException($"The safetensors file '{path}' names an unknown truncation '{Interop.SafetensorsFile.Printable(saved)}' in '{PeerSafetensors.TruncationKey}'.")
                 : TextTruncation.KeepStartAndEnd);
-            return new PeerTextClassificationTransformer(_env, model, tokenizer, keyValues, readTruncation, textColumnName, scoreColumnName, predictedLabelColumnName);
+            return new PeerTextClassificationTransformer(_env, model, tokenizer, keyValues, readTruncation, textColumnName, scoreColumnName,
+                predictedLabelColumnName);
         }
         catch
         {
@@ -92,12 +106,14 @@ public sealed partial class PeerCatalog
             var saved = JsonSerializer.Deserialize<SafetensorsKeyValues>(json);
             if (saved?.Type is null || saved.Values is null) throw new InvalidDataException("it lacks its type or values.");
             var keyValues = LabelKeyValues.Create(saved.Type, saved.Values);
-            if (keyValues.Values.Length != classCount) throw new InvalidDataException($"it names {keyValues.Values.Length} classes but the model has {classCount}.");
+            if (keyValues.Values.Length != classCount)
+                throw new InvalidDataException($"it names {keyValues.Values.Length} classes but the model has {classCount}.");
             return keyValues;
         }
         catch (Exception e) when (e is JsonException or InvalidDataException)
         {
-            throw new InvalidDataException($"The safetensors file '{path}' has invalid '{PeerSafetensors.LabelKeyValuesKey}' metadata: {e.Message}", e);
+            throw new InvalidDataException(
+                $"The safetensors file '{path}' has invalid '{PeerSafetensors.LabelKeyValuesKey}' metadata: {e.Message}", e);
         }
     }
 
@@ -114,6 +130,7 @@ public sealed partial class PeerCatalog
         for (int i = 1; i < columns.Length; i++)
             for (int j = 0; j < i; j++)
                 if (columns[i].Name == columns[j].Name)
-                    throw new ArgumentException($"{columns[j].Parameter} and {columns[i].Parameter} are both '{columns[i].Name}'.", columns[i].Parameter);
+                    throw new ArgumentException(
+                        $"{columns[j].Parameter} and {columns[i].Parameter} are both '{columns[i].Name}'.", columns[i].Parameter);
     }
 }

@@ -15,10 +15,12 @@ namespace Microsoft.ML.Peer;
 /// </summary>
 public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTransformer>
 {
-    /// <summary>Options of <see cref="PeerLanguageModelTrainer"/>; the shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.</summary>
+    /// <summary>Options of <see cref="PeerLanguageModelTrainer"/>; the shared fields are documented on
+    /// <see cref="PeerTrainerOptionsBase"/>.</summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
-        /// <summary>The defaults are the recommended language model (<c>LanguageModelOptions</c>) and its training settings; one epoch.</summary>
+        /// <summary>The defaults are the recommended language model (<c>LanguageModelOptions</c>) and its training settings; one
+        /// epoch.</summary>
         public Options() : base(new LanguageModelOptions(), new LanguageModelTrainingOptions(), epochs: 1)
         {
         }
@@ -35,7 +37,8 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         /// <summary>Score the validation set every this many steps as well as at the end; 0 (default) scores it at the end only.</summary>
         public int EvaluateEvery;
 
-        /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final one scores all. Default 16,384.</summary>
+        /// <summary>At most this many validation tokens in each periodic evaluation (0: all); the final one scores all. Default
+        /// 16,384.</summary>
         public int EvaluationTokens = 16_384;
 
         /// <summary>
@@ -50,34 +53,48 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         {
             base.Validate();
             Positive(LogEvery, nameof(LogEvery));
-            if (EvaluateEvery < 0) throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery, $"{nameof(EvaluateEvery)} must not be negative.");
-            if (ReestimateQueryNormBatches < 0) throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches, $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
-            if (EvaluationTokens < 0) throw new ArgumentOutOfRangeException(nameof(EvaluationTokens), EvaluationTokens, $"{nameof(EvaluationTokens)} must not be negative.");
-            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
+            if (EvaluateEvery < 0)
+                throw new ArgumentOutOfRangeException(nameof(EvaluateEvery), EvaluateEvery,
+                    $"{nameof(EvaluateEvery)} must not be negative.");
+            if (ReestimateQueryNormBatches < 0)
+                throw new ArgumentOutOfRangeException(nameof(ReestimateQueryNormBatches), ReestimateQueryNormBatches,
+                    $"{nameof(ReestimateQueryNormBatches)} must not be negative.");
+            if (EvaluationTokens < 0)
+                throw new ArgumentOutOfRangeException(nameof(EvaluationTokens), EvaluationTokens,
+                    $"{nameof(EvaluationTokens)} must not be negative.");
+            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
+            // the data.
             ModelOptions(VocabularySize).Validate();
-            if (string.IsNullOrWhiteSpace(PerplexityColumnName)) throw new ArgumentException($"{nameof(PerplexityColumnName)} must name a column.", nameof(PerplexityColumnName));
-            if (string.IsNullOrWhiteSpace(TokenCountColumnName)) throw new ArgumentException($"{nameof(TokenCountColumnName)} must name a column.", nameof(TokenCountColumnName));
+            if (string.IsNullOrWhiteSpace(PerplexityColumnName))
+                throw new ArgumentException($"{nameof(PerplexityColumnName)} must name a column.", nameof(PerplexityColumnName));
+            if (string.IsNullOrWhiteSpace(TokenCountColumnName))
+                throw new ArgumentException($"{nameof(TokenCountColumnName)} must name a column.", nameof(TokenCountColumnName));
         }
 
-        internal LanguageModelOptions ModelOptions(int vocabularySize) => ApplyTo(new LanguageModelOptions { VocabularySize = vocabularySize });
+        internal LanguageModelOptions ModelOptions(int vocabularySize)
+            => ApplyTo(new LanguageModelOptions { VocabularySize = vocabularySize });
     }
 
     private readonly IHost _host;
     private readonly Options _options;
 
-    internal PeerLanguageModelTrainer(IHostEnvironment env, Options options) => (_host, _options) = PeerTrainerOptionsBase.Register(env, options, nameof(PeerLanguageModelTrainer));
+    internal PeerLanguageModelTrainer(IHostEnvironment env, Options options)
+        => (_host, _options) = PeerTrainerOptionsBase.Register(env, options, nameof(PeerLanguageModelTrainer));
 
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         SchemaChecks.TextColumn(inputSchema, _options.TextColumnName);
         var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_options.PerplexityColumnName] = new SchemaShape.Column(_options.PerplexityColumnName, SchemaShape.Column.VectorKind.Scalar, NumberDataViewType.Single, false);
-        columns[_options.TokenCountColumnName] = new SchemaShape.Column(_options.TokenCountColumnName, SchemaShape.Column.VectorKind.Scalar, NumberDataViewType.Int32, false);
+        columns[_options.PerplexityColumnName] = new SchemaShape.Column(_options.PerplexityColumnName, SchemaShape.Column.VectorKind.Scalar,
+            NumberDataViewType.Single, false);
+        columns[_options.TokenCountColumnName] = new SchemaShape.Column(_options.TokenCountColumnName, SchemaShape.Column.VectorKind.Scalar,
+            NumberDataViewType.Int32, false);
         return new SchemaShape(columns.Values);
     }
 
-    /// <summary>Trains on the documents of <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> at the end if given.</summary>
+    /// <summary>Trains on the documents of <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> at the end
+    /// if given.</summary>
     public PeerLanguageModelTransformer Fit(IDataView input) => Fit(input, _options.ValidationSet);
 
     /// <summary>Trains on <paramref name="input"/> and reports the perplexity of <paramref name="validationSet"/> (may be null).</summary>
@@ -85,17 +102,22 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
     {
         ArgumentNullException.ThrowIfNull(input);
         var textColumn = SchemaChecks.TextColumn(input.Schema, _options.TextColumnName);
-        var validationColumn = validationSet is null ? (DataViewSchema.Column?)null : SchemaChecks.TextColumn(validationSet.Schema, _options.TextColumnName, "validation text");
+        var validationColumn = validationSet is null
+            ? (DataViewSchema.Column?)null
+            : SchemaChecks.TextColumn(validationSet.Schema, _options.TextColumnName, "validation text");
         using var ch = _host.Start("Training PEER language model");
         var clock = Stopwatch.StartNew();
 
         var texts = DataViewReading.Texts(input, textColumn, _host);
-        if (texts.Count == 0) throw new ArgumentException("The training data has no rows: a language model needs at least one document.", nameof(input));
+        if (texts.Count == 0)
+            throw new ArgumentException("The training data has no rows: a language model needs at least one document.", nameof(input));
         var tokenizer = CompactTokenizer.Build(texts, _options.VocabularySize);
         int[] trainTokens = Concatenate(texts, tokenizer);
         if (trainTokens.Length < _options.MaxSequenceLength + 1)
             throw new ArgumentException($"The training texts hold {trainTokens.Length} tokens; a language model with MaxSequenceLength {_options.MaxSequenceLength} needs at least {_options.MaxSequenceLength + 1}.", nameof(input));
-        int[]? validationTokens = validationSet is null ? null : Concatenate(DataViewReading.Texts(validationSet, validationColumn!.Value, _host), tokenizer);
+        int[]? validationTokens = validationSet is null
+            ? null
+            : Concatenate(DataViewReading.Texts(validationSet, validationColumn!.Value, _host), tokenizer);
         if (validationTokens is { Length: < 2 }) validationTokens = null;
 
         var seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
@@ -129,12 +151,14 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
             var result = trainer.Train(trainTokens, validationTokens, p => Report(ch, p, stepsPerEpoch, clock.Elapsed), cancellation.Token);
             cancellation.ThrowIfCancelled();
             if (result is null && _options.ReestimateQueryNormBatches > 0)
-                trainer.ReestimateQueryNorm(new TokenBatchSampler(trainTokens, training.BatchSize, training.SequenceLength, seed), _options.ReestimateQueryNormBatches);
+                trainer.ReestimateQueryNorm(new TokenBatchSampler(trainTokens, training.BatchSize, training.SequenceLength, seed),
+                    _options.ReestimateQueryNormBatches);
             if (result is not null)
                 ch.Info($"Validation perplexity {result.Perplexity:F2} over {result.Tokens:N0} tokens.");
             ch.Info($"Trained {trainer.Step} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
             var model = trainer.ReleaseModel();
-            return new PeerLanguageModelTransformer(_host, model, tokenizer, modelOptions, _options.TextColumnName, _options.PerplexityColumnName, _options.TokenCountColumnName);
+            return new PeerLanguageModelTransformer(_host, model, tokenizer, modelOptions, _options.TextColumnName,
+                _options.PerplexityColumnName, _options.TokenCountColumnName);
         }
         finally
         {
@@ -146,9 +170,11 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
     {
         var remaining = p.Step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / p.Step * Math.Max(0, p.MaxSteps - p.Step)) : TimeSpan.Zero;
         int epoch = 1 + (p.Step - 1) / stepsPerEpoch;
-        ch.Info($"epoch {epoch}, step {p.Step}/{p.MaxSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {remaining:hh\\:mm\\:ss}" +
-                (p.Evaluation is { } e ? $", validation perplexity {e.Perplexity:F2}" : ""));
-        _options.Progress?.Report(new PeerTrainingProgress(epoch, p.Step, p.MaxSteps, p.Loss, p.TokensPerSecond, elapsed, remaining, p.Evaluation?.Perplexity));
+        ch.Info(
+            $"epoch {epoch}, step {p.Step}/{p.MaxSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {remaining:hh\\:mm\\:ss}" +
+            (p.Evaluation is { } e ? $", validation perplexity {e.Perplexity:F2}" : ""));
+        _options.Progress?.Report(new PeerTrainingProgress(epoch, p.Step, p.MaxSteps, p.Loss, p.TokensPerSecond, elapsed, remaining,
+            p.Evaluation?.Perplexity));
     }
 
     // Documents joined into one stream, each followed by the end-of-text id, as the model is trained and scored.

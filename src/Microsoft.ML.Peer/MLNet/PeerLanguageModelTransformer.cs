@@ -29,8 +29,8 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
     private readonly LanguageModelOptions _modelOptions;
     private readonly object _evaluationLock = new();
 
-    internal PeerLanguageModelTransformer(IHostEnvironment env, TransformerLanguageModel model, CompactTokenizer tokenizer, LanguageModelOptions modelOptions,
-        string textColumnName, string perplexityColumnName, string tokenCountColumnName)
+    internal PeerLanguageModelTransformer(IHostEnvironment env, TransformerLanguageModel model, CompactTokenizer tokenizer,
+        LanguageModelOptions modelOptions, string textColumnName, string perplexityColumnName, string tokenCountColumnName)
         : base(env, nameof(PeerLanguageModelTransformer), model, tokenizer, textColumnName)
     {
         _modelOptions = modelOptions.Clone();
@@ -61,7 +61,8 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
     /// </summary>
     public PeerLanguageModelMetrics Evaluate(IDataView data, QueryNormStatistics statistics)
     {
-        if (!Enum.IsDefined(statistics)) throw new ArgumentOutOfRangeException(nameof(statistics), statistics, $"{nameof(statistics)} must be Running or Batch.");
+        if (!Enum.IsDefined(statistics))
+            throw new ArgumentOutOfRangeException(nameof(statistics), statistics, $"{nameof(statistics)} must be Running or Batch.");
         ArgumentNullException.ThrowIfNull(data);
         var column = SchemaChecks.TextColumn(data.Schema, TextColumnName);
         var tokens = new List<int>();
@@ -71,12 +72,15 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
             tokens.AddRange(Tokenizer.Encode(text));
             tokens.Add(Tokenizer.EndOfTextId);
         }
-        if (tokens.Count < 2) throw new ArgumentException($"The texts of column '{TextColumnName}' hold fewer than two tokens; nothing to evaluate.", nameof(data));
+        if (tokens.Count < 2)
+            throw new ArgumentException(
+                $"The texts of column '{TextColumnName}' hold fewer than two tokens; nothing to evaluate.", nameof(data));
         // Usage counters live in the model's routers, so evaluations take turns (scoring rows concurrently is unaffected).
         using var call = UseModel();
         lock (_evaluationLock)
         {
-            var result = Training.LanguageModelEvaluation.Evaluate(Model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16, statistics: statistics);
+            var result = Training.LanguageModelEvaluation.Evaluate(Model, tokens.ToArray(), _modelOptions.ContextLength, batchSize: 16,
+                statistics: statistics);
             return new PeerLanguageModelMetrics(result.Perplexity, result.Loss, result.Tokens, result.ExpertUsage);
         }
     }
@@ -115,8 +119,11 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
     public string Generate(string prompt, int maxNewTokens = 40, float temperature = 0.8f, int seed = 0)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        if (maxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(maxNewTokens), maxNewTokens, $"{nameof(maxNewTokens)} must not be negative.");
-        if (!(temperature >= 0) || float.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, $"{nameof(temperature)} must be a finite number ≥ 0.");
+        if (maxNewTokens < 0)
+            throw new ArgumentOutOfRangeException(nameof(maxNewTokens), maxNewTokens, $"{nameof(maxNewTokens)} must not be negative.");
+        if (!(temperature >= 0) || float.IsInfinity(temperature))
+            throw new ArgumentOutOfRangeException(nameof(temperature), temperature,
+                $"{nameof(temperature)} must be a finite number ≥ 0.");
         var context = new List<int> { Tokenizer.EndOfTextId };
         context.AddRange(Tokenizer.Encode(prompt));
         using var call = UseModel();
@@ -124,7 +131,8 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         return Tokenizer.Decode(generated.Where(id => id != Tokenizer.EndOfTextId));
     }
 
-    private protected override IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
+    private protected override IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex)
+        => new Mapper(this, inputSchema, textIndex);
 
     private sealed class Mapper(PeerLanguageModelTransformer parent, DataViewSchema inputSchema, int textIndex)
         : PeerMapper<(float Perplexity, int TokenCount)>(parent, inputSchema, textIndex, parent.Score)
@@ -170,8 +178,10 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
         PeerModelPersistence.CheckVersion(ctx, GetVersionInfo(), What);
-        var (text, perplexity, tokenCount) = PeerModelPersistence.ReadHeader(What, () => (ctx.LoadNonEmptyString(), ctx.LoadNonEmptyString(), ctx.LoadNonEmptyString()));
-        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, DigestOf(text, perplexity, tokenCount), (LanguageModelOptions o) => new TransformerLanguageModel(o));
+        var (text, perplexity, tokenCount) = PeerModelPersistence.ReadHeader(What,
+            () => (ctx.LoadNonEmptyString(), ctx.LoadNonEmptyString(), ctx.LoadNonEmptyString()));
+        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, DigestOf(text, perplexity, tokenCount),
+            (LanguageModelOptions o) => new TransformerLanguageModel(o));
         return new PeerLanguageModelTransformer(env, model, tokenizer, options, text, perplexity, tokenCount);
     }
 }
@@ -181,4 +191,5 @@ public sealed class PeerLanguageModelTransformer : PeerTransformerBase<Transform
 /// <param name="CrossEntropy">Mean next-token cross-entropy, nats.</param>
 /// <param name="Tokens">Tokens scored.</param>
 /// <param name="ExpertUsage">Per transformer block with a PEER/PKM layer: fraction of experts retrieved and unevenness.</param>
-public sealed record PeerLanguageModelMetrics(double Perplexity, double CrossEntropy, long Tokens, IReadOnlyDictionary<int, Layers.ExpertUsage> ExpertUsage);
+public sealed record PeerLanguageModelMetrics(double Perplexity, double CrossEntropy, long Tokens,
+    IReadOnlyDictionary<int, Layers.ExpertUsage> ExpertUsage);

@@ -14,11 +14,14 @@ namespace Microsoft.ML
         /// <param name="model">The trained model.</param>
         /// <param name="inputSchema">The schema of the model's input (may be null, as with Save).</param>
         /// <param name="filePath">Where the model is written; replaced only by a complete file.</param>
-        public static void SaveAtomically(this ModelOperationsCatalog catalog, ITransformer model, DataViewSchema? inputSchema, string filePath) =>
-            SaveAtomically(catalog, model, inputSchema, filePath, path => new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None));
+        public static void SaveAtomically(this ModelOperationsCatalog catalog, ITransformer model, DataViewSchema? inputSchema,
+            string filePath) =>
+            SaveAtomically(catalog, model, inputSchema, filePath,
+            path => new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None));
 
         /// <summary>The same, with the temporary file opened by <paramref name="create"/> (tests inject write failures).</summary>
-        internal static void SaveAtomically(ModelOperationsCatalog catalog, ITransformer model, DataViewSchema? inputSchema, string filePath, Func<string, Stream> create)
+        internal static void SaveAtomically(ModelOperationsCatalog catalog, ITransformer model, DataViewSchema? inputSchema,
+            string filePath, Func<string, Stream> create)
         {
             ArgumentNullException.ThrowIfNull(catalog);
             ArgumentNullException.ThrowIfNull(model);

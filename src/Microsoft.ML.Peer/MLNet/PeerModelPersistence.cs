@@ -62,7 +62,8 @@ internal static class PeerModelPersistence
         }
         catch (FormatException e)
         {
-            throw new InvalidDataException($"The {what}'s header (its Model.key stream) is not a {ours.ModelSignature} header: {e.Message}", e);
+            throw new InvalidDataException(
+                $"The {what}'s header (its Model.key stream) is not a {ours.ModelSignature} header: {e.Message}", e);
         }
     }
 
@@ -78,7 +79,8 @@ internal static class PeerModelPersistence
         }
         catch (Exception e) when (e is not InvalidDataException && IsReadFailure(e))
         {
-            throw new InvalidDataException($"The {what}'s header (its Model.key stream) is truncated or corrupt: {e.GetType().Name}: {e.Message}", e);
+            throw new InvalidDataException(
+                $"The {what}'s header (its Model.key stream) is truncated or corrupt: {e.GetType().Name}: {e.Message}", e);
         }
         catch (InvalidDataException e)
         {
@@ -98,7 +100,8 @@ internal static class PeerModelPersistence
     /// Writes what follows a transformer's header: the options (JSON), the tokenizer and the weights, each hashed as it
     /// is written, then <see cref="ChecksumsStream"/> with their lengths and SHA-256 and the header's digest.
     /// </summary>
-    public static void SaveModel(ModelSaveContext ctx, object options, CompactTokenizer tokenizer, torch.nn.Module model, string headerDigest)
+    public static void SaveModel(ModelSaveContext ctx, object options, CompactTokenizer tokenizer, torch.nn.Module model,
+        string headerDigest)
     {
         var streams = new Dictionary<string, StreamChecksum>();
         SaveStream(ctx, OptionsStream, streams, w => w.Write(JsonSerializer.Serialize(options, options.GetType())));
@@ -108,7 +111,8 @@ internal static class PeerModelPersistence
         ctx.SaveBinaryStream(ChecksumsStream, w => w.Write(JsonSerializer.Serialize(checksums)));
     }
 
-    private static void SaveStream(ModelSaveContext ctx, string name, Dictionary<string, StreamChecksum> streams, Action<BinaryWriter> write) =>
+    private static void SaveStream(ModelSaveContext ctx, string name, Dictionary<string, StreamChecksum> streams,
+        Action<BinaryWriter> write) =>
         ctx.SaveBinaryStream(name, w =>
         {
             w.Flush();
@@ -180,7 +184,8 @@ internal static class PeerModelPersistence
         foreach (var (name, tensor) in state)
         {
             if (!saved.Remove(name, out var found))
-                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream has no tensor '{name}', which the model '{OptionsStream}' describes needs.");
+                throw new InvalidDataException(
+                    $"The {what}'s '{WeightsStream}' stream has no tensor '{name}', which the model '{OptionsStream}' describes needs.");
             var want = new SavedTensor(name, tensor.dtype, tensor.shape);
             if (found.Type != want.Type || !found.Shape.SequenceEqual(want.Shape))
                 throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{name}' as {found.Describe()}; the model '{OptionsStream}' describes needs {want.Describe()}.");
@@ -201,7 +206,8 @@ internal static class PeerModelPersistence
         return checksums;
     }
 
-    private static TOptions LoadOptions<TOptions>(ModelLoadContext ctx, string what, SavedChecksums? checksums) where TOptions : Models.TransformerOptions
+    private static TOptions LoadOptions<TOptions>(ModelLoadContext ctx, string what, SavedChecksums? checksums)
+        where TOptions : Models.TransformerOptions
     {
         var options = Load(ctx, OptionsStream, what, checksums, s =>
         {
@@ -243,7 +249,8 @@ internal static class PeerModelPersistence
                 using var hashing = new ChecksumStream(r.BaseStream);
                 result = read(hashing);
                 hashing.Drain();
-                if (recorded is not null && (hashing.Count != recorded.Length || !string.Equals(hashing.Digest(), recorded.Sha256, StringComparison.Ordinal)))
+                if (recorded is not null &&
+                    (hashing.Count != recorded.Length || !string.Equals(hashing.Digest(), recorded.Sha256, StringComparison.Ordinal)))
                     throw new InvalidDataException($"its content does not match the checksum recorded when it was saved ({hashing.Count:N0} bytes read, {recorded.Length:N0} written): the file is corrupt.");
             });
         }
@@ -252,7 +259,8 @@ internal static class PeerModelPersistence
             throw new InvalidDataException($"The {what}'s '{stream}' stream is truncated or corrupt: {e.Message}", e);
         }
         if (!found)
-            throw new InvalidDataException($"The {what} has no '{stream}' stream: the model file is incomplete or was not written by Microsoft.ML.Peer.");
+            throw new InvalidDataException(
+                $"The {what} has no '{stream}' stream: the model file is incomplete or was not written by Microsoft.ML.Peer.");
         return result;
     }
 

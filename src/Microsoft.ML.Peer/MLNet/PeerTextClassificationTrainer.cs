@@ -38,7 +38,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         {
         }
 
-        /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start and the end.</summary>
+        /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start
+        /// and the end.</summary>
         public TextTruncation Truncation = TextTruncation.KeepStartAndEnd;
 
         /// <summary>
@@ -59,13 +60,18 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         internal override void Validate()
         {
             base.Validate();
-            foreach (var (value, name) in new[] { (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)), (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
+            foreach (var (value, name) in new[] { (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)),
+                (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
-            if (!Enum.IsDefined(Truncation)) throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
-            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading the data.
+            if (!Enum.IsDefined(Truncation))
+                throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
+            // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
+            // the data.
             ModelOptions(VocabularySize, classCount: 2, paddingId: 0);
             if (ScoreColumnName == PredictedLabelColumnName)
-                throw new ArgumentException($"{nameof(ScoreColumnName)} and {nameof(PredictedLabelColumnName)} are both '{ScoreColumnName}'.", nameof(PredictedLabelColumnName));
+                throw new ArgumentException(
+                    $"{nameof(ScoreColumnName)} and {nameof(PredictedLabelColumnName)} are both '{ScoreColumnName}'.",
+                    nameof(PredictedLabelColumnName));
         }
 
         internal TextClassifierOptions ModelOptions(int vocabularySize, int classCount, int paddingId)
@@ -85,7 +91,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     private readonly IHost _host;
     private readonly Options _options;
 
-    internal PeerTextClassificationTrainer(IHostEnvironment env, Options options) => (_host, _options) = PeerTrainerOptionsBase.Register(env, options, nameof(PeerTextClassificationTrainer));
+    internal PeerTextClassificationTrainer(IHostEnvironment env, Options options)
+        => (_host, _options) = PeerTrainerOptionsBase.Register(env, options, nameof(PeerTextClassificationTrainer));
 
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
@@ -94,22 +101,27 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         SchemaChecks.KeyLabelColumn(inputSchema, _options.LabelColumnName);
         inputSchema.TryFindColumn(_options.LabelColumnName, out var label);
         var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_options.ScoreColumnName] = new SchemaShape.Column(_options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Single, false);
-        columns[_options.PredictedLabelColumnName] = new SchemaShape.Column(_options.PredictedLabelColumnName, SchemaShape.Column.VectorKind.Scalar, label.ItemType, true, label.Annotations);
+        columns[_options.ScoreColumnName] = new SchemaShape.Column(_options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector,
+            NumberDataViewType.Single, false);
+        columns[_options.PredictedLabelColumnName] = new SchemaShape.Column(_options.PredictedLabelColumnName,
+            SchemaShape.Column.VectorKind.Scalar, label.ItemType, true, label.Annotations);
         return new SchemaShape(columns.Values);
     }
 
-    /// <summary>Trains on <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> after each epoch if given.</summary>
+    /// <summary>Trains on <paramref name="input"/>, scoring <see cref="PeerTrainerOptionsBase.ValidationSet"/> after each epoch if
+    /// given.</summary>
     public PeerTextClassificationTransformer Fit(IDataView input) => Fit(input, _options.ValidationSet);
 
-    /// <summary>Trains on <paramref name="input"/> and reports accuracy on <paramref name="validationSet"/> (may be null) after each epoch.</summary>
+    /// <summary>Trains on <paramref name="input"/> and reports accuracy on <paramref name="validationSet"/> (may be null) after each
+    /// epoch.</summary>
     public PeerTextClassificationTransformer Fit(IDataView input, IDataView? validationSet)
     {
         ArgumentNullException.ThrowIfNull(input);
         var textColumn = SchemaChecks.TextColumn(input.Schema, _options.TextColumnName);
         var labelType = SchemaChecks.KeyLabelColumn(input.Schema, _options.LabelColumnName, out var labelColumn);
         if (labelType.Count < 2 || labelType.Count > int.MaxValue)
-            throw new ArgumentOutOfRangeException(nameof(input), $"Label column '{_options.LabelColumnName}' has {labelType.Count} key values; a classifier needs at least 2.");
+            throw new ArgumentOutOfRangeException(nameof(input),
+                $"Label column '{_options.LabelColumnName}' has {labelType.Count} key values; a classifier needs at least 2.");
         int classCount = (int)labelType.Count;
         var keyValues = LabelKeyValues.FromColumn(labelColumn, classCount);
         (DataViewSchema.Column Text, DataViewSchema.Column Label)? validationColumns = null;
@@ -127,7 +139,9 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         var (texts, labels, skipped) = DataViewReading.LabeledTexts(input, textColumn, labelColumn, _host);
         if (skipped > 0) ch.Warning($"Skipped {skipped:N0} training rows whose label '{_options.LabelColumnName}' is missing.");
         if (texts.Count == 0)
-            throw new ArgumentException($"The training data has no rows with a label in '{_options.LabelColumnName}': a classifier needs labelled texts.", nameof(input));
+            throw new ArgumentException(
+                $"The training data has no rows with a label in '{_options.LabelColumnName}': a classifier needs labelled texts.",
+                nameof(input));
         var present = labels.Distinct().OrderBy(l => l).ToArray();
         if (present.Length < 2)
             throw new ArgumentException($"The training data holds one class only ({ClassName(keyValues, present[0])}, {texts.Count:N0} rows): a classifier needs at least two.", nameof(input));
@@ -141,7 +155,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             var (vTexts, vLabels, _) = DataViewReading.LabeledTexts(validationSet!, vc.Text, vc.Label, _host);
             if (vTexts.Count > 0)
             {
-                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, _options.MaxSequenceLength, _options.Truncation)).ToList();
+                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, _options.MaxSequenceLength,
+                    _options.Truncation)).ToList();
                 validationLabels = vLabels;
             }
         }
@@ -164,12 +179,13 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         try
         {
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);
-            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed), cancellation.Token,
-                epoch => ReportEpoch(ch, epoch));
+            var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed),
+                cancellation.Token, epoch => ReportEpoch(ch, epoch));
             cancellation.ThrowIfCancelled();
             ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
             var model = trainer.ReleaseModel();
-            return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.Truncation, _options.TextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName);
+            return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.Truncation, _options.TextColumnName,
+                _options.ScoreColumnName, _options.PredictedLabelColumnName);
         }
         finally
         {
@@ -180,22 +196,26 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     private void ReportEpoch(IChannel ch, ClassifierEpochReport epoch)
     {
         int totalSteps = Math.Max(epoch.PlannedSteps, epoch.Steps);
-        string validation = epoch.ValidationAccuracy is { } accuracy ? $", validation loss {epoch.ValidationLoss:F4}, accuracy {accuracy:P2}" : "";
+        string validation = epoch.ValidationAccuracy is { } accuracy
+            ? $", validation loss {epoch.ValidationLoss:F4}, accuracy {accuracy:P2}"
+            : "";
         ch.Info($"epoch {epoch.Epoch}: train loss {epoch.TrainLoss:F4}{validation}, {epoch.TokensPerSecond:N0} tokens/s, elapsed {epoch.Elapsed:hh\\:mm\\:ss}");
-        _options.Progress?.Report(new PeerTrainingProgress(epoch.Epoch, epoch.Steps, totalSteps, epoch.TrainLoss, epoch.TokensPerSecond, epoch.Elapsed,
-            Remaining(epoch.Elapsed, epoch.Steps, totalSteps), epoch.ValidationAccuracy));
+        _options.Progress?.Report(new PeerTrainingProgress(epoch.Epoch, epoch.Steps, totalSteps, epoch.TrainLoss, epoch.TokensPerSecond,
+            epoch.Elapsed, Remaining(epoch.Elapsed, epoch.Steps, totalSteps), epoch.ValidationAccuracy));
     }
 
     /// <summary>Time left for the whole fit (every epoch), at the pace so far.</summary>
     internal static TimeSpan Remaining(TimeSpan elapsed, int step, int totalSteps) =>
         step > 0 ? TimeSpan.FromTicks(elapsed.Ticks / step * Math.Max(0, totalSteps - step)) : TimeSpan.Zero;
 
-    private static string ClassName(LabelKeyValues? keyValues, int label) => keyValues is null ? $"key {label + 1}" : $"'{keyValues.Values[label]}'";
+    private static string ClassName(LabelKeyValues? keyValues, int label)
+        => keyValues is null ? $"key {label + 1}" : $"'{keyValues.Values[label]}'";
 
     private void Report(IChannel ch, ClassifierProgress p, TimeSpan elapsed)
     {
         var remaining = Remaining(elapsed, p.Step, p.TotalSteps);
         ch.Info($"epoch {p.Epoch}, step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}, {p.TokensPerSecond:N0} tokens/s, ETA {remaining:hh\\:mm\\:ss}");
-        _options.Progress?.Report(new PeerTrainingProgress(p.Epoch, p.Step, p.TotalSteps, p.Loss, p.TokensPerSecond, elapsed, remaining, null));
+        _options.Progress?.Report(new PeerTrainingProgress(p.Epoch, p.Step, p.TotalSteps, p.Loss, p.TokensPerSecond, elapsed, remaining,
+            null));
     }
 }

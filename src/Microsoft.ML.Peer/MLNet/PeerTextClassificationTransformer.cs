@@ -16,8 +16,8 @@ namespace Microsoft.ML.Peer;
 /// A trained PEER text classifier as an ML.NET transformer: adds <c>Score</c> (vector of float: the probability of each
 /// class, in key order, with the class names as slot names) and <c>PredictedLabel</c> (the most probable class, a key of
 /// the label's type with its key values). A text longer than the model's context is truncated as it was in training
-/// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction engine keeps
-/// its own buffers; the model is only read).
+/// (<see cref="Truncation"/>); an empty or missing text is scored too. Safe to use from several threads at once (each cursor or prediction
+/// engine keeps its own buffers; the model is only read).
 /// </summary>
 public sealed partial class PeerTextClassificationTransformer : PeerTransformerBase<TransformerTextClassifier>
 {
@@ -27,7 +27,8 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
     private readonly TextClassifierOptions _modelOptions;
     private readonly LabelKeyValues? _keyValues;
 
-    internal PeerTextClassificationTransformer(IHostEnvironment env, TransformerTextClassifier model, CompactTokenizer tokenizer, LabelKeyValues? keyValues,
+    internal PeerTextClassificationTransformer(IHostEnvironment env, TransformerTextClassifier model, CompactTokenizer tokenizer,
+        LabelKeyValues? keyValues,
         TextTruncation truncation, string textColumnName, string scoreColumnName, string predictedLabelColumnName)
         : base(env, nameof(PeerTextClassificationTransformer), model, tokenizer, textColumnName)
     {
@@ -64,7 +65,8 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
         return Model.PredictProbabilities(new[] { ids }, batchSize: 1)[0];
     }
 
-    private protected override IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex) => new Mapper(this, inputSchema, textIndex);
+    private protected override IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex)
+        => new Mapper(this, inputSchema, textIndex);
 
     private sealed class Mapper(PeerTextClassificationTransformer parent, DataViewSchema inputSchema, int textIndex)
         : PeerMapper<float[]>(parent, inputSchema, textIndex, parent.PredictProbabilities)
@@ -75,12 +77,15 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
             var score = new DataViewSchema.Annotations.Builder();
             parent._keyValues?.AddSlotNames(score);
             // The kinds ML.NET's own multiclass scorers write, so tools that look for a score column find this one.
-            score.Add(AnnotationUtils.Kinds.ScoreColumnKind, TextDataViewType.Instance, (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification.AsMemory());
-            score.Add(AnnotationUtils.Kinds.ScoreValueKind, TextDataViewType.Instance, (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreValueKind.Score.AsMemory());
+            score.Add(AnnotationUtils.Kinds.ScoreColumnKind, TextDataViewType.Instance,
+                (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreColumnKind.MulticlassClassification.AsMemory());
+            score.Add(AnnotationUtils.Kinds.ScoreValueKind, TextDataViewType.Instance,
+                (ref ReadOnlyMemory<char> v) => v = AnnotationUtils.Const.ScoreValueKind.Score.AsMemory());
             var predicted = parent._keyValues?.KeyValuesAnnotation();
             return new[]
             {
-                new DataViewSchema.DetachedColumn(parent.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, classes), score.ToAnnotations()),
+                new DataViewSchema.DetachedColumn(parent.ScoreColumnName, new VectorDataViewType(NumberDataViewType.Single, classes),
+                    score.ToAnnotations()),
                 new DataViewSchema.DetachedColumn(parent.PredictedLabelColumnName, new KeyDataViewType(typeof(uint), classes), predicted),
             };
         }
@@ -121,7 +126,8 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
         ctx.Writer.Write((int)Truncation);
     }
 
-    private protected override string HeaderDigest => DigestOf(TextColumnName, ScoreColumnName, PredictedLabelColumnName, _keyValues, Truncation);
+    private protected override string HeaderDigest
+        => DigestOf(TextColumnName, ScoreColumnName, PredictedLabelColumnName, _keyValues, Truncation);
 
     private static string DigestOf(string text, string score, string predicted, LabelKeyValues? keyValues, TextTruncation truncation) =>
         PeerModelPersistence.HeaderDigest(w =>
@@ -148,12 +154,13 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
             if (!Enum.IsDefined(truncation)) throw new InvalidDataException($"it names an unknown truncation mode {(int)truncation}.");
             return (text, score, predicted, keyValues, truncation);
         });
-        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, DigestOf(text, score, predicted, keyValues, truncation), (TextClassifierOptions o) =>
-        {
-            if (keyValues is not null && keyValues.Values.Length != o.ClassCount)
-                throw new InvalidDataException($"The {What}'s header names {keyValues.Values.Length} classes but '{PeerModelPersistence.OptionsStream}' says ClassCount = {o.ClassCount}: the file is inconsistent.");
-            return new TransformerTextClassifier(o);
-        });
+        var (options, tokenizer, model) = PeerModelPersistence.LoadModel(ctx, What, DigestOf(text, score, predicted, keyValues, truncation),
+            (TextClassifierOptions o) =>
+            {
+                if (keyValues is not null && keyValues.Values.Length != o.ClassCount)
+                    throw new InvalidDataException($"The {What}'s header names {keyValues.Values.Length} classes but '{PeerModelPersistence.OptionsStream}' says ClassCount = {o.ClassCount}: the file is inconsistent.");
+                return new TransformerTextClassifier(o);
+            });
         return new PeerTextClassificationTransformer(env, model, tokenizer, keyValues, truncation, text, score, predicted);
     }
 }

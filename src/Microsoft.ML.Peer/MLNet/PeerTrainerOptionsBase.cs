@@ -68,7 +68,8 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public bool QueryWhitening;
 
-    /// <summary>Score queries against unit-length sub-keys, so that no long key wins most retrievals. Default false (the paper's layer).</summary>
+    /// <summary>Score queries against unit-length sub-keys, so that no long key wins most retrievals. Default false (the paper's
+    /// layer).</summary>
     public bool NormalizeSubKeys;
 
     /// <summary>Residual width d of the transformer. Default 128.</summary>
@@ -101,7 +102,8 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public int MaxSequenceLength;
 
-    /// <summary>Passes over the training data. Default 1 (language model), 4 (classifier). Ignored when <see cref="TimeBudget"/> is set.</summary>
+    /// <summary>Passes over the training data. Default 1 (language model), 4 (classifier). Ignored when <see cref="TimeBudget"/> is
+    /// set.</summary>
     public int Epochs;
 
     /// <summary>
@@ -110,7 +112,8 @@ public abstract class PeerTrainerOptionsBase
     /// </summary>
     public TimeSpan? TimeBudget;
 
-    /// <summary>Sequences (language model) or texts (classifier) per optimizer step. Default 16 (language model), 32 (classifier).</summary>
+    /// <summary>Sequences (language model) or texts (classifier) per optimizer step. Default 16 (language model), 32
+    /// (classifier).</summary>
     public int BatchSize;
 
     /// <summary>Peak AdamW learning rate (linear warm-up, cosine decay). Default 1e-3 (language model), 5e-3 (classifier).</summary>
@@ -147,14 +150,18 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Checks every option; the exception names the one that is wrong.</summary>
     internal virtual void Validate()
     {
-        if (string.IsNullOrWhiteSpace(TextColumnName)) throw new ArgumentException($"{nameof(TextColumnName)} must name a column.", nameof(TextColumnName));
+        if (string.IsNullOrWhiteSpace(TextColumnName))
+            throw new ArgumentException($"{nameof(TextColumnName)} must name a column.", nameof(TextColumnName));
         Positive(Epochs, nameof(Epochs));
         Positive(BatchSize, nameof(BatchSize));
         Positive(MaxSequenceLength, nameof(MaxSequenceLength));
-        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
+        if (!(LearningRate > 0))
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate,
+                $"{nameof(LearningRate)} must be positive; got {LearningRate}.");
         Training.TrainingLoopOptions.CheckTimeBudget(TimeBudget, WarmupSteps);
         if (TorchDevices.Parse(Device, nameof(Device)).type != TorchSharp.DeviceType.CPU)
-            throw new NotSupportedException($"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
+            throw new NotSupportedException(
+                $"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
     }
 
     internal static void Positive(int value, string name)
@@ -163,7 +170,8 @@ public abstract class PeerTrainerOptionsBase
     }
 
     /// <summary>A trainer's host and its checked options (the exception names the option that is wrong).</summary>
-    internal static (IHost Host, T Options) Register<T>(IHostEnvironment env, T options, string trainerName) where T : PeerTrainerOptionsBase
+    internal static (IHost Host, T Options) Register<T>(IHostEnvironment env, T options, string trainerName)
+        where T : PeerTrainerOptionsBase
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(options);
@@ -215,4 +223,5 @@ public abstract class PeerTrainerOptionsBase
 /// <param name="Elapsed">Time since training started.</param>
 /// <param name="Remaining">Estimated time left.</param>
 /// <param name="ValidationMetric">Validation accuracy (classifier) or perplexity (language model) when just measured; else null.</param>
-public sealed record PeerTrainingProgress(int Epoch, int Step, int TotalSteps, double Loss, double TokensPerSecond, TimeSpan Elapsed, TimeSpan Remaining, double? ValidationMetric);
+public sealed record PeerTrainingProgress(int Epoch, int Step, int TotalSteps, double Loss, double TokensPerSecond, TimeSpan Elapsed,
+    TimeSpan Remaining, double? ValidationMetric);

@@ -14,7 +14,8 @@ namespace Microsoft.ML.Peer;
 /// <typeparam name="TModel">The TorchSharp model.</typeparam>
 public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerBase, IDisposable where TModel : torch.nn.Module
 {
-    private protected PeerTransformerBase(IHostEnvironment env, string name, TModel model, CompactTokenizer tokenizer, string textColumnName)
+    private protected PeerTransformerBase(IHostEnvironment env, string name, TModel model, CompactTokenizer tokenizer,
+        string textColumnName)
         : base(env.Register(name))
     {
         Model = model;
@@ -67,7 +68,8 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
         }
     }
 
-    /// <summary>The mapper that appends this transformer's columns to rows whose text is input column <paramref name="textIndex"/>.</summary>
+    /// <summary>The mapper that appends this transformer's columns to rows whose text is input column
+    /// <paramref name="textIndex"/>.</summary>
     private protected abstract IRowMapper CreateMapper(DataViewSchema inputSchema, int textIndex);
 
     /// <summary>

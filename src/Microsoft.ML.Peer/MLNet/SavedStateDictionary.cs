@@ -37,7 +37,8 @@ internal static class SavedStateDictionary
         for (long t = 0; t < count; t++)
         {
             long nameLength = ReadLeb128(stream, $"the name length of tensor {t}");
-            if (nameLength > MaxNameBytes) throw new InvalidDataException($"tensor {t}'s name claims {nameLength:N0} bytes (at most {MaxNameBytes}).");
+            if (nameLength > MaxNameBytes)
+                throw new InvalidDataException($"tensor {t}'s name claims {nameLength:N0} bytes (at most {MaxNameBytes}).");
             var nameBytes = new byte[nameLength];
             stream.ReadExactly(nameBytes);
             string name = Printable(System.Text.Encoding.UTF8.GetString(nameBytes));

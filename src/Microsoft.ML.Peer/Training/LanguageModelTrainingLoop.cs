@@ -63,8 +63,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
     /// evaluating on <paramref name="validationTokens"/> if given and writing checkpoints if configured.
     /// Returns the final evaluation over all validation tokens (null without validation tokens).
     /// </summary>
-    public LanguageModelEvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null, Action<LanguageModelTrainingProgress>? progress = null,
-        CancellationToken cancellation = default)
+    public LanguageModelEvaluationResult? Train(int[] trainTokens, int[]? validationTokens = null,
+        Action<LanguageModelTrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
         var sampler = new TokenBatchSampler(trainTokens, _options.BatchSize, _options.SequenceLength, _options.Seed);
         var clock = Stopwatch.StartNew();
@@ -94,8 +94,8 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
             if (Step % _options.LogEvery == 0 || evaluation is not null || diagnostics is not null)
             {
                 double tokensPerSecond = windowSteps * (double)_options.BatchSize * _options.SequenceLength / window.Elapsed.TotalSeconds;
-                progress?.Invoke(new LanguageModelTrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond, clock.Elapsed,
-                    evaluation, diagnostics));
+                progress?.Invoke(new LanguageModelTrainingProgress(Step, _options.MaxSteps, windowLoss / windowSteps, lr, tokensPerSecond,
+                    clock.Elapsed, evaluation, diagnostics));
                 window.Restart();
                 windowSteps = 0;
                 windowLoss = 0;

@@ -53,7 +53,8 @@ internal sealed class LanguageModelTrainingOptions : TrainingLoopOptions
 
     /// <summary>
     /// Every this many steps, also measure expert usage on the validation tokens with batch statistics beside the running
-    /// ones (<see cref="LanguageModelTrainingLoop.Diagnose"/>), reported in <see cref="LanguageModelTrainingProgress.Diagnostics"/>; 0 (default) never.
+    /// ones (<see cref="LanguageModelTrainingLoop.Diagnose"/>), reported in <see cref="LanguageModelTrainingProgress.Diagnostics"/>; 0
+    /// (default) never.
     /// </summary>
     public int DiagnoseEvery { get; set; }
 
