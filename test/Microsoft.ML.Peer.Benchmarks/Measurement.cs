@@ -18,6 +18,8 @@ internal sealed class Samples
 
     public int Count => _values.Count;
 
+    public IReadOnlyList<double> Values => _values;
+
     public void Add(double milliseconds) => _values.Add(milliseconds);
 
     public double Min => _values.Min();

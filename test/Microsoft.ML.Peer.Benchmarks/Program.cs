@@ -21,12 +21,17 @@ namespace Microsoft.ML.Peer.Benchmarks
                            Writes artifacts/bench/peer-layer.json.
               lm-step      one LanguageModelTrainingLoop.TrainStep of a 4-layer transformer LM with a PEER block vs the same
                            LM with that block's FFW dense of hidden h*k. Writes artifacts/bench/lm-step.json.
+              scoring      the default PEER spam classifier vs FeaturizeText + SdcaMaximumEntropy on the SpamAssassin test
+                           rows: Transform throughput and PredictionEngine latency side by side, and the PEER model's time
+                           per row by part. Writes artifacts/bench/scoring.json.
 
             options:
               --steps N    timed steps per variant after one warm-up step each (default 7; medians want >= 5)
               --tokens T   tokens per layer step (default 2048); for the LM, tokens per batch, in sequences of 128 (default 1024)
               --experts N  experts in the PEER layer, a perfect square (default 1048576)
               --no-lm      peer-layer only: skip the LM step
+              --rows N     scoring: rows timed one by one through each PredictionEngine (default 400)
+              --sdca-iterations N  scoring: SDCA passes of the stock model (default 10; scoring cost does not depend on it)
               -h, --help   this message
             """;
 
@@ -38,7 +43,7 @@ namespace Microsoft.ML.Peer.Benchmarks
                 return args.Length == 0 ? 2 : 0;
             }
             string command = args[0];
-            if (command is not ("peer-layer" or "lm-step"))
+            if (command is not ("peer-layer" or "lm-step" or "scoring"))
                 return Fail($"unknown command '{command}'.");
             if (!BenchmarkSettings.TryParse(args.AsSpan(1), command, out var settings, out var error))
                 return Fail(error);
@@ -50,6 +55,10 @@ namespace Microsoft.ML.Peer.Benchmarks
                 PeerLayerBenchmark.Run(settings, report);
                 if (settings.RunLanguageModel)
                     report["lm_step"] = LanguageModelBenchmark.Run(settings);
+            }
+            else if (command == "scoring")
+            {
+                report["scoring"] = ScoringBenchmark.Run(settings);
             }
             else
             {
@@ -81,6 +90,8 @@ namespace Microsoft.ML.Peer.Benchmarks
         public bool TokensGiven { get; private set; }
         public int Experts { get; private set; } = 1024 * 1024;
         public bool RunLanguageModel { get; private set; } = true;
+        public int LatencyRows { get; private set; } = 400;
+        public int SdcaIterations { get; private set; } = 10;
 
         public int Dimension => 256;
         public int Heads => 8;
@@ -98,6 +109,17 @@ namespace Microsoft.ML.Peer.Benchmarks
                 {
                     case "--no-lm" when command == "peer-layer":
                         settings.RunLanguageModel = false;
+                        break;
+                    case "--rows" or "--sdca-iterations" when command == "scoring":
+                        if (i + 1 >= args.Length ||
+                            !int.TryParse(args[i + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out int count) || count <= 0)
+                        {
+                            error = $"{option} needs a positive integer.";
+                            return false;
+                        }
+                        i++;
+                        if (option == "--rows") settings.LatencyRows = count;
+                        else settings.SdcaIterations = count;
                         break;
                     case "--steps" or "--tokens" or "--experts":
                         if (i + 1 >= args.Length ||
