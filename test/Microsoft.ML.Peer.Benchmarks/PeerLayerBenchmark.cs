@@ -40,6 +40,7 @@ internal static class PeerLayerBenchmark
         var subject = new PeerTrainingStep(nativeAvailable ? "native step" : "composed step", settings, subjectKernels);
         PeerTrainingStep? composed = nativeAvailable ? null : subject;
         DenseTrainingStep? dense = null;
+        double? nativeStepMedian = null;
         try
         {
             subject.Run(x, w);   // warm-up: first-touch of optimizer rows, allocator growth
@@ -127,6 +128,7 @@ internal static class PeerLayerBenchmark
             var denseSamples = samples[dense];
             var subjectSamples = samples[subject];
             double? nativeMedian = nativeSamples?.Step.Median;
+            nativeStepMedian = nativeMedian;
             double expertForwardDerived = subjectSamples.Forward.Median - routerForward.Median;
             double? kernelGbps = nativeAvailable ? forwardBytes / (kernelForward.Median / 1e3) / 1e9 : null;
             double rowReadGbps = forwardBytes / (rowReadProbe.Median / 1e3) / 1e9;
@@ -277,6 +279,10 @@ internal static class PeerLayerBenchmark
             if (composed != subject) composed?.Dispose();
             subject.Dispose();
         }
+
+        // The peer a user would pick instead: the same step composed in PyTorch, run after this process has freed its
+        // layers (both at once would not fit in memory here).
+        report["pytorch"] = PyTorchReference.Run(settings, nativeStepMedian);
     }
 
     private static string Gigabytes(long? bytes) => bytes is { } b ? Table.Format(b / 1e9) : "n/a";
