@@ -77,6 +77,58 @@ internal static class LanguageModelBenchmark
             }
         }
 
+        // Where each step's time goes: forward + loss alone, forward + loss + backward (the difference is backward), and the
+        // whole step (the difference is clipping and the optimizers); for the PEER model also its PEER layer's forward on a
+        // batch of the same size, router alone and whole layer. Interleaved like the steps.
+        var phases = variants.ToDictionary(v => v.Name, v => (Forward: new Samples("forward + loss"), ForwardBackward: new Samples("+ backward")));
+        var peerLayer = peer.Model.Blocks[Layers / 2].FeedForward as PeerLayer
+            ?? throw new InvalidOperationException($"block {Layers / 2} of the PEER model is not a PEER layer");
+        var layerForward = new Samples("PEER layer forward");
+        var routerForward = new Samples("router forward");
+        using (var layerInput = torch.randn(batch * SequenceLength, d))
+        {
+            for (int step = 0; step < settings.Steps; step++)
+            {
+                foreach (var (name, trainer, _) in step % 2 == 0 ? variants : variants.Reverse())
+                {
+                    foreach (bool backward in new[] { false, true })
+                    {
+                        using var scope = torch.NewDisposeScope();
+                        var (inputs, targets) = sampler.Batch(step);
+                        long start = Stopwatch.GetTimestamp();
+                        var (loss, _) = trainer.Model.Loss(inputs, targets);
+                        if (backward) loss.backward();
+                        _ = loss.item<float>();
+                        double ms = Samples.Milliseconds(start, Stopwatch.GetTimestamp());
+                        (backward ? phases[name].ForwardBackward : phases[name].Forward).Add(ms);
+                        foreach (var parameter in trainer.Model.parameters()) parameter.grad = null;
+                    }
+                }
+                using (var scope = torch.NewDisposeScope())
+                using (torch.no_grad())
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    peerLayer.Router.forward(layerInput);
+                    long routed = Stopwatch.GetTimestamp();
+                    peerLayer.forward(layerInput);
+                    routerForward.Add(Samples.Milliseconds(start, routed));
+                    layerForward.Add(Samples.Milliseconds(routed, Stopwatch.GetTimestamp()));
+                }
+            }
+        }
+        var parts = new Table("LM step, part by part (medians, ms)", "PEER LM", "dense LM", "PEER - dense");
+        void Part(string label, double p, double q) => parts.Add(label, Table.Format(p), Table.Format(q), Table.Format(p - q));
+        var (pf, pfb) = phases[variants[0].Name];
+        var (df, dfb) = phases[variants[1].Name];
+        Part("forward + loss", pf.Median, df.Median);
+        Part("backward (forward+backward - forward)", pfb.Median - pf.Median, dfb.Median - df.Median);
+        Part("clip + optimizers (step - forward+backward)", variants[0].Samples.Median - pfb.Median, variants[1].Samples.Median - dfb.Median);
+        Part("whole step", variants[0].Samples.Median, variants[1].Samples.Median);
+        parts.Add("  PEER layer forward alone, no grad (router + experts)", Table.Format(layerForward.Median), "", "");
+        parts.Add("  of which the router (projection, BN, retrieval, softmax)", Table.Format(routerForward.Median), "", "");
+        Console.WriteLine();
+        parts.Print();
+
         double tokens = (double)batch * SequenceLength;
         var table = new Table("LM training step", "min ms", "median ms", "max ms", "tokens/s (median)");
         foreach (var (_, _, samples) in variants)
@@ -118,6 +170,17 @@ internal static class LanguageModelBenchmark
             ["peer_over_dense_step_time"] = Json.Round(peerMedian / denseMedian),
             ["peer_parameters"] = Parameters(peer),
             ["dense_parameters"] = Parameters(dense),
+            ["breakdown_ms"] = new JsonObject
+            {
+                ["peer_forward_loss"] = pf.ToJson(),
+                ["peer_forward_loss_backward"] = pfb.ToJson(),
+                ["dense_forward_loss"] = df.ToJson(),
+                ["dense_forward_loss_backward"] = dfb.ToJson(),
+                ["peer_layer_forward_no_grad"] = layerForward.ToJson(),
+                ["peer_router_forward_no_grad"] = routerForward.ToJson(),
+                ["counting"] = "backward = median(forward+loss+backward) - median(forward+loss); clip + optimizers = median(step) - "
+                    + "median(forward+loss+backward); the PEER layer alone on a random [batch*128, d] input in training mode, no grad",
+            },
         };
     }
 }
