@@ -29,16 +29,17 @@ inline void scale(float* __restrict y, float alpha, const float* __restrict v, i
   for (int64_t i = 0; i < d; ++i) y[i] = alpha * v[i];
 }
 
-inline void prefetch_slot(const int64_t* indices, const float* U, const float* V, int64_t slot, int64_t d) {
+template <class Row>
+inline void prefetch_slot(const int64_t* indices, const Row* U, const Row* V, int64_t slot, int64_t d) {
   const int64_t e = indices[slot];
-  peer::prefetch_row(U + e * d, d * 4);
-  peer::prefetch_row(V + e * d, d * 4);
+  peer::prefetch_row(U + e * d, d * static_cast<int64_t>(sizeof(Row)));
+  peer::prefetch_row(V + e * d, d * static_cast<int64_t>(sizeof(Row)));
 }
 
 // Visits tokens [lo, hi) and their m slots in order, prefetching the expert rows kPrefetchSlots slots ahead (the
 // rows are at random addresses, so the forward and the backward's first pass are bound by these misses).
-template <class TokenStart, class SlotBody>
-inline void for_each_slot(const int64_t* indices, const float* U, const float* V, int64_t lo, int64_t hi, int64_t m,
+template <class Row, class TokenStart, class SlotBody>
+inline void for_each_slot(const int64_t* indices, const Row* U, const Row* V, int64_t lo, int64_t hi, int64_t m,
                           int64_t d, TokenStart&& token_start, SlotBody&& slot_body) {
   const int64_t end_slot = hi * m;
   for (int64_t s = lo * m; s < std::min(lo * m + kPrefetchSlots, end_slot); ++s) prefetch_slot(indices, U, V, s, d);
@@ -53,8 +54,9 @@ inline void for_each_slot(const int64_t* indices, const float* U, const float* V
 }
 
 // Shared checks of the forward and backward: pointers, sizes, activation and every expert index.
-int check_common(const char* fn, const float* x, const float* gates, const int64_t* indices, const float* U,
-                 const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation) {
+template <class Row>
+int check_common(const char* fn, const float* x, const float* gates, const int64_t* indices, const Row* U,
+                 const Row* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation) {
   PEER_REQUIRE(x, "%s: x is null", fn);
   PEER_REQUIRE(gates, "%s: gates is null", fn);
   PEER_REQUIRE(indices, "%s: indices is null", fn);
@@ -77,14 +79,9 @@ int check_common(const char* fn, const float* x, const float* gates, const int64
   return PEER_OK;
 }
 
-}  // namespace
-
-extern "C" {
-
-PEER_API int peer_expert_forward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
-                                     const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
-                                     float* y, float* hidden) {
-  static const char* const fn = "peer_expert_forward_f32";
+template <class Row>
+int expert_forward(const char* fn, const float* x, const float* gates, const int64_t* indices, const Row* U, const Row* V,
+                   int64_t T, int64_t m, int64_t d, int64_t N, int activation, float* y, float* hidden) {
   return peer::guarded(fn, [&]() -> int {
     PEER_REQUIRE(y, "%s: y is null", fn);
     PEER_REQUIRE(hidden, "%s: hidden is null", fn);
@@ -106,11 +103,11 @@ PEER_API int peer_expert_forward_f32(const float* x, const float* gates, const i
   });
 }
 
-PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
-                                      const float* V, const float* hidden, const float* dy, const int64_t* slot_to_row,
-                                      int64_t unique_count, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
-                                      float* dx, float* dgates, float* dU_rows, float* dV_rows) {
-  static const char* const fn = "peer_expert_backward_f32";
+template <class Row>
+int expert_backward(const char* fn, const float* x, const float* gates, const int64_t* indices, const Row* U,
+                    const Row* V, const float* hidden, const float* dy, const int64_t* slot_to_row, int64_t unique_count,
+                    int64_t T, int64_t m, int64_t d, int64_t N, int activation, float* dx, float* dgates, float* dU_rows,
+                    float* dV_rows) {
   return peer::guarded(fn, [&]() -> int {
     PEER_REQUIRE(hidden, "%s: hidden is null", fn);
     PEER_REQUIRE(dy, "%s: dy is null", fn);
@@ -186,6 +183,39 @@ PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const 
     peer::parallel_for(unique_count, row_grain, peer::worker_count(unique_count, row_grain), accumulate_rows);
     return PEER_OK;
   });
+}
+
+}  // namespace
+
+extern "C" {
+
+PEER_API int peer_expert_forward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
+                                     const float* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                     float* y, float* hidden) {
+  return expert_forward("peer_expert_forward_f32", x, gates, indices, U, V, T, m, d, N, activation, y, hidden);
+}
+
+PEER_API int peer_expert_forward_bf16(const float* x, const float* gates, const int64_t* indices, const uint16_t* U,
+                                      const uint16_t* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                      float* y, float* hidden) {
+  return expert_forward("peer_expert_forward_bf16", x, gates, indices, U, V, T, m, d, N, activation, y, hidden);
+}
+
+PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const int64_t* indices, const float* U,
+                                      const float* V, const float* hidden, const float* dy, const int64_t* slot_to_row,
+                                      int64_t unique_count, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                      float* dx, float* dgates, float* dU_rows, float* dV_rows) {
+  return expert_backward("peer_expert_backward_f32", x, gates, indices, U, V, hidden, dy, slot_to_row, unique_count, T,
+                         m, d, N, activation, dx, dgates, dU_rows, dV_rows);
+}
+
+PEER_API int peer_expert_backward_bf16(const float* x, const float* gates, const int64_t* indices, const uint16_t* U,
+                                       const uint16_t* V, const float* hidden, const float* dy,
+                                       const int64_t* slot_to_row, int64_t unique_count, int64_t T, int64_t m,
+                                       int64_t d, int64_t N, int activation, float* dx, float* dgates, float* dU_rows,
+                                       float* dV_rows) {
+  return expert_backward("peer_expert_backward_bf16", x, gates, indices, U, V, hidden, dy, slot_to_row, unique_count, T,
+                         m, d, N, activation, dx, dgates, dU_rows, dV_rows);
 }
 
 }  // extern "C"

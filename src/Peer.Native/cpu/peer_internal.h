@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <system_error>
@@ -143,6 +144,33 @@ inline float dot(const float* __restrict a, const float* __restrict b, int64_t d
 // y += alpha * v
 inline void axpy(float* __restrict y, float alpha, const float* __restrict v, int64_t d) {
   for (int64_t i = 0; i < d; ++i) y[i] += alpha * v[i];
+}
+
+// bfloat16 is the upper half of an IEEE float: widening is exact, so a bf16 row gives the same products and sums as
+// the fp32 row holding the same values, in the same order (the bf16 kernels equal the fp32 ones on widened tables).
+inline float bf16_to_float(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// dot() with a bf16 first operand, accumulated in fp32 in dot()'s order.
+inline float dot(const uint16_t* __restrict a, const float* __restrict b, int64_t d) {
+  constexpr int L = 32;
+  float acc[L] = {};
+  int64_t i = 0;
+  for (; i + L <= d; i += L)
+    for (int l = 0; l < L; ++l) acc[l] += bf16_to_float(a[i + l]) * b[i + l];
+  for (int l = 0; i < d; ++i, ++l) acc[l] += bf16_to_float(a[i]) * b[i];
+  for (int w = L / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+// y += alpha * v, v in bf16
+inline void axpy(float* __restrict y, float alpha, const uint16_t* __restrict v, int64_t d) {
+  for (int64_t i = 0; i < d; ++i) y[i] += alpha * bf16_to_float(v[i]);
 }
 
 // Prefetches the `bytes` at p. Expert rows are random, so the hardware prefetcher cannot see them coming, and each

@@ -72,6 +72,19 @@ PEER_API int peer_expert_backward_f32(const float* x, const float* gates, const 
                                       int64_t unique_count, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
                                       float* dx, float* dgates, float* dU_rows, float* dV_rows);
 
+/* The same two kernels over expert tables stored in bfloat16 (U, V [N, d] of uint16_t, each the upper 16 bits of an
+   IEEE float: half the bytes per row read). Rows are widened to fp32 exactly and every product and sum is in fp32, in
+   the fp32 kernels' order, so the results equal the fp32 kernels' on tables holding the same (bf16-representable)
+   values. Gradients (dU_rows, dV_rows) are fp32. */
+PEER_API int peer_expert_forward_bf16(const float* x, const float* gates, const int64_t* indices, const uint16_t* U,
+                                      const uint16_t* V, int64_t T, int64_t m, int64_t d, int64_t N, int activation,
+                                      float* y, float* hidden);
+PEER_API int peer_expert_backward_bf16(const float* x, const float* gates, const int64_t* indices, const uint16_t* U,
+                                       const uint16_t* V, const float* hidden, const float* dy,
+                                       const int64_t* slot_to_row, int64_t unique_count, int64_t T, int64_t m,
+                                       int64_t d, int64_t N, int activation, float* dx, float* dgates, float* dU_rows,
+                                       float* dV_rows);
+
 /* Row-sparse AdamW on an [N, d] table: only `rows` (strictly increasing) are updated, each with its own step count
    row_steps[row] (incremented here) for bias correction:
    g = grad_scale * row_grads[i]; p *= (1 - lr*weight_decay); m = b1*m + (1-b1)g; v = b2*v + (1-b2)g²;

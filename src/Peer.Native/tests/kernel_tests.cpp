@@ -133,6 +133,69 @@ void test_experts() {
   }
 }
 
+void expect_invalid(const char* function, const std::string& needle, const std::function<int()>& call);
+
+// Rounds to the nearest bfloat16, ties to even (what torch's .to(bfloat16) does for finite values).
+uint16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+float from_bf16(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// bf16 tables: on every expert case, the bf16 kernels equal the fp32 kernels run on the same tables widened to fp32,
+// bit for bit (the fp32 kernels are checked against the double-precision references above).
+void test_experts_bf16() {
+  for (const ExpertCase& c : expert_cases()) {
+    std::vector<uint16_t> u16(c.U.size()), v16(c.V.size());
+    std::vector<float> uw(c.U.size()), vw(c.V.size());
+    for (size_t i = 0; i < c.U.size(); ++i) uw[i] = from_bf16(u16[i] = to_bf16(c.U[i]));
+    for (size_t i = 0; i < c.V.size(); ++i) vw[i] = from_bf16(v16[i] = to_bf16(c.V[i]));
+    const size_t td = static_cast<size_t>(c.T * c.d), tm = static_cast<size_t>(c.T * c.m);
+    std::vector<float> y32(td), h32(tm), y16(td, -7.0f), h16(tm, -7.0f);
+    expect_ok(peer_expert_forward_f32(c.x.data(), c.gates.data(), c.indices.data(), uw.data(), vw.data(), c.T, c.m, c.d,
+                                      c.N, c.activation, y32.data(), h32.data()),
+              "expert_forward (widened bf16 tables) " + c.name);
+    expect_ok(peer_expert_forward_bf16(c.x.data(), c.gates.data(), c.indices.data(), u16.data(), v16.data(), c.T, c.m,
+                                       c.d, c.N, c.activation, y16.data(), h16.data()),
+              "expert_forward_bf16 " + c.name);
+    expect_pass(same_bits(y32, y16) && same_bits(h32, h16) ? "" : "bf16 forward differs from fp32 on the widened tables");
+
+    const size_t ud = static_cast<size_t>(c.unique_count * c.d);
+    std::vector<float> dx32(td), dg32(tm), du32(ud), dv32(ud), dx16(td, 3.0f), dg16(tm, 3.0f), du16(ud, 3.0f), dv16(ud, 3.0f);
+    expect_ok(peer_expert_backward_f32(c.x.data(), c.gates.data(), c.indices.data(), uw.data(), vw.data(),
+                                       c.hidden_in.data(), c.dy.data(), c.slot_to_row.data(), c.unique_count, c.T, c.m,
+                                       c.d, c.N, c.activation, dx32.data(), dg32.data(), du32.data(), dv32.data()),
+              "expert_backward (widened bf16 tables) " + c.name);
+    expect_ok(peer_expert_backward_bf16(c.x.data(), c.gates.data(), c.indices.data(), u16.data(), v16.data(),
+                                        c.hidden_in.data(), c.dy.data(), c.slot_to_row.data(), c.unique_count, c.T, c.m,
+                                        c.d, c.N, c.activation, dx16.data(), dg16.data(), du16.data(), dv16.data()),
+              "expert_backward_bf16 " + c.name);
+    expect_pass(same_bits(dx32, dx16) && same_bits(dg32, dg16) && same_bits(du32, du16) && same_bits(dv32, dv16)
+                    ? ""
+                    : "bf16 backward differs from fp32 on the widened tables");
+  }
+  // The bf16 entry points validate like the fp32 ones and name themselves.
+  const float f[1] = {0.0f};
+  const int64_t i[1] = {0};
+  const uint16_t b[1] = {0};
+  float out[1];
+  expect_invalid("peer_expert_forward_bf16", "U is null",
+                 [&] { return peer_expert_forward_bf16(f, f, i, nullptr, b, 1, 1, 1, 1, 0, out, out); });
+  expect_invalid("peer_expert_backward_bf16", "N must be positive, got 0",
+                 [&] { return peer_expert_backward_bf16(f, f, i, b, b, f, f, i, 1, 1, 1, 1, 0, 0, out, out, out, out); });
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 void run_adamw(const AdamwCase& c, std::vector<float>& p, std::vector<float>& m, std::vector<float>& v,
@@ -567,6 +630,7 @@ int main(int argc, char** argv) {
 #endif
   const std::map<std::string, void (*)()> families = {
       {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
+      {"experts_bf16", test_experts_bf16},
       {"optimizer", test_optimizer}, {"validation", test_validation}, {"determinism", test_determinism},
       {"retrieval_backward", test_retrieval_backward}, {"memory", test_memory},
   };

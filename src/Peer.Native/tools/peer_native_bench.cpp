@@ -136,6 +136,36 @@ int main(int argc, char** argv) {
   std::printf("  (unique experts in the batch: %lld of %lld slots)\n", (long long)unique_count,
               (long long)(kTokens * kSlots));
 
+  // The same kernels over bf16 tables holding the same values (0.0625 is exact in bf16): half the bytes per row.
+  {
+    std::vector<uint16_t> U16(kExperts * kDim), V16(kExperts * kDim);
+    for (size_t i = 0; i < U16.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &U[i], sizeof bits);
+      U16[i] = static_cast<uint16_t>(bits >> 16);
+      std::memcpy(&bits, &V[i], sizeof bits);
+      V16[i] = static_cast<uint16_t>(bits >> 16);
+    }
+    if (huge) {
+      check(peer_advise_hugepages(U16.data(), kExperts * kDim * 2, nullptr), "peer_advise_hugepages");
+      check(peer_advise_hugepages(V16.data(), kExperts * kDim * 2, nullptr), "peer_advise_hugepages");
+    }
+    const double bf16_row_bytes = row_bytes / 2;
+    report("expert_forward bf16 (GELU)", time_ms([&] {
+             check(peer_expert_forward_bf16(x.data(), gates.data(), indices.data(), U16.data(), V16.data(), kTokens,
+                                            kSlots, kDim, kExperts, 0, y.data(), hidden.data()),
+                   "peer_expert_forward_bf16");
+           }),
+           bf16_row_bytes, "of expert rows (T*m*2*d*2 bytes)");
+    report("expert_backward bf16 (GELU)", time_ms([&] {
+             check(peer_expert_backward_bf16(x.data(), gates.data(), indices.data(), U16.data(), V16.data(),
+                                             hidden.data(), dy.data(), slot_to_row.data(), unique_count, kTokens,
+                                             kSlots, kDim, kExperts, 0, dx.data(), dgates.data(), du.data(), dv.data()),
+                   "peer_expert_backward_bf16");
+           }),
+           bf16_row_bytes, "of expert rows (T*m*2*d*2 bytes)");
+  }
+
   // Sparse AdamW on U with the backward's rows; state touched up front so page faults are not timed.
   std::vector<float> exp_avg(kExperts * kDim), exp_avg_sq(kExperts * kDim);
   std::memset(exp_avg.data(), 0, exp_avg.size() * sizeof(float));
