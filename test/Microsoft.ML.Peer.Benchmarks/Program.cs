@@ -111,16 +111,6 @@ namespace Microsoft.ML.Peer.Benchmarks
                         settings.RunLanguageModel = false;
                         break;
                     case "--rows" or "--sdca-iterations" when command == "scoring":
-                        if (i + 1 >= args.Length ||
-                            !int.TryParse(args[i + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out int count) || count <= 0)
-                        {
-                            error = $"{option} needs a positive integer.";
-                            return false;
-                        }
-                        i++;
-                        if (option == "--rows") settings.LatencyRows = count;
-                        else settings.SdcaIterations = count;
-                        break;
                     case "--steps" or "--tokens" or "--experts":
                         if (i + 1 >= args.Length ||
                             !int.TryParse(args[i + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || value <= 0)
@@ -129,7 +119,9 @@ namespace Microsoft.ML.Peer.Benchmarks
                             return false;
                         }
                         i++;
-                        if (option == "--steps") settings.Steps = value;
+                        if (option == "--rows") settings.LatencyRows = value;
+                        else if (option == "--sdca-iterations") settings.SdcaIterations = value;
+                        else if (option == "--steps") settings.Steps = value;
                         else if (option == "--tokens") { settings.Tokens = value; settings.TokensGiven = true; }
                         else
                         {

@@ -3,7 +3,7 @@ namespace Microsoft.ML.Peer.Layers;
 /// <summary>
 /// The largest product-key layer the options accept, for training and for loading alike (the model's own limits are in
 /// <c>ModelLimits</c>): far above anything trainable on one machine, so that a damaged or hostile saved model cannot make
-/// loading build something absurd.
+/// loading build something absurd. Checked with <see cref="OptionChecks.AtMost"/>.
 /// </summary>
 internal static class LayerLimits
 {
@@ -11,12 +11,4 @@ internal static class LayerLimits
     public const int Experts = 8192 * 8192;
     public const int RetrievalHeads = 1024;
     public const int KeyDimension = 1 << 14;
-
-    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> when <paramref name="value"/> exceeds
-    /// <paramref name="limit"/>.</summary>
-    public static void AtMost(int value, int limit, string name)
-    {
-        if (value > limit)
-            throw new ArgumentOutOfRangeException(name, value, $"{name} must be at most {limit:N0}; got {value:N0}.");
-    }
 }

@@ -1,4 +1,5 @@
 using Microsoft.ML.Peer.Native;
+using static Microsoft.ML.Peer.Layers.OptionChecks;
 
 namespace Microsoft.ML.Peer.Layers;
 
@@ -78,21 +79,21 @@ public class ProductKeyOptions
     {
         if (Experts <= 0)
             throw new ArgumentOutOfRangeException(nameof(Experts), Experts, $"{nameof(Experts)} must be positive; got {Experts}.");
-        LayerLimits.AtMost(Experts, LayerLimits.Experts, nameof(Experts));
+        AtMost(Experts, LayerLimits.Experts, nameof(Experts));
         long n = (long)Math.Round(Math.Sqrt(Experts));
         if (n * n != Experts)
             throw new ArgumentOutOfRangeException(nameof(Experts), Experts,
                 $"{nameof(Experts)} must be a perfect square (N = n², e.g. {n * n} or {(n + 1) * (n + 1)}); got {Experts}.");
         if (Heads <= 0)
             throw new ArgumentOutOfRangeException(nameof(Heads), Heads, $"{nameof(Heads)} must be at least 1; got {Heads}.");
-        LayerLimits.AtMost(Heads, LayerLimits.RetrievalHeads, nameof(Heads));
+        AtMost(Heads, LayerLimits.RetrievalHeads, nameof(Heads));
         if (TopK <= 0 || TopK > n)
             throw new ArgumentOutOfRangeException(nameof(TopK), TopK,
                 $"{nameof(TopK)} must be between 1 and sqrt({nameof(Experts)}) = {n}; got {TopK}.");
         if (KeyDimension <= 0 || KeyDimension % 2 != 0)
             throw new ArgumentOutOfRangeException(nameof(KeyDimension), KeyDimension,
                 $"{nameof(KeyDimension)} must be a positive even number (the query is split into two halves); got {KeyDimension}.");
-        LayerLimits.AtMost(KeyDimension, LayerLimits.KeyDimension, nameof(KeyDimension));
+        AtMost(KeyDimension, LayerLimits.KeyDimension, nameof(KeyDimension));
         if (QueryWhitening && !QueryBatchNorm)
             throw new ArgumentException($"{nameof(QueryWhitening)} replaces the query batch norm's per-feature scaling, so it needs {nameof(QueryBatchNorm)} = true; got {nameof(QueryBatchNorm)} = false.", nameof(QueryWhitening));
         if (QueryWhitening && KeyDimension > MaxWhitenedKeyDimension)

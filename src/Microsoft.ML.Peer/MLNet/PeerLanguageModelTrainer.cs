@@ -5,6 +5,7 @@ using Microsoft.ML.Peer.Data;
 using Microsoft.ML.Peer.Models;
 using Microsoft.ML.Peer.Training;
 using static TorchSharp.torch;
+using static Microsoft.ML.Peer.Layers.OptionChecks;
 
 namespace Microsoft.ML.Peer;
 

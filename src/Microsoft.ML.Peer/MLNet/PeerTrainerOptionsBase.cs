@@ -2,6 +2,7 @@ using Microsoft.ML.Runtime;
 using Microsoft.ML.Peer.Layers;
 using Microsoft.ML.Peer.Models;
 using Microsoft.ML.Peer.Training;
+using static Microsoft.ML.Peer.Layers.OptionChecks;
 
 namespace Microsoft.ML.Peer;
 
@@ -162,11 +163,6 @@ public abstract class PeerTrainerOptionsBase
         if (TorchDevices.Parse(Device, nameof(Device)).type != TorchSharp.DeviceType.CPU)
             throw new NotSupportedException(
                 $"{nameof(Device)} is \"{Device}\": the PEER trainers of this release train and score on the CPU only; use \"cpu\".");
-    }
-
-    internal static void Positive(int value, string name)
-    {
-        if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
     }
 
     /// <summary>A trainer's host and its checked options (the exception names the option that is wrong).</summary>

@@ -17,8 +17,4 @@ internal static class ModelLimits
     public const int HiddenDimension = 1 << 18;
     public const int MoeExperts = 1 << 12;
     public const int ClassCount = 1 << 16;
-
-    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> when <paramref name="value"/> exceeds
-    /// <paramref name="limit"/>.</summary>
-    public static void AtMost(int value, int limit, string name) => LayerLimits.AtMost(value, limit, name);
 }

@@ -1,3 +1,5 @@
+using static Microsoft.ML.Peer.Layers.OptionChecks;
+
 namespace Microsoft.ML.Peer.Models;
 
 /// <summary>
@@ -67,7 +69,7 @@ public sealed class TextClassifierOptions : TransformerOptions
         if (ClassCount < 2)
             throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount,
                 $"{nameof(ClassCount)} must be at least 2; got {ClassCount}.");
-        ModelLimits.AtMost(ClassCount, ModelLimits.ClassCount, nameof(ClassCount));
+        AtMost(ClassCount, ModelLimits.ClassCount, nameof(ClassCount));
         if (TokenDropout is < 0 or >= 1 || double.IsNaN(TokenDropout))
             throw new ArgumentOutOfRangeException(nameof(TokenDropout), TokenDropout,
                 $"{nameof(TokenDropout)} must be in [0, 1); got {TokenDropout}.");

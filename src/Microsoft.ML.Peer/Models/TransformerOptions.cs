@@ -1,6 +1,7 @@
 using Microsoft.ML.Peer.Layers;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
+using static Microsoft.ML.Peer.Layers.OptionChecks;
 
 namespace Microsoft.ML.Peer.Models;
 
@@ -94,27 +95,20 @@ public abstract class TransformerOptions
         return copy;
     }
 
-    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming <paramref name="name"/> unless <paramref name="value"/> &gt;
-    /// 0.</summary>
-    protected static void Positive(int value, string name)
-    {
-        if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
-    }
-
     /// <summary>Checks the shared options; the exception names the one that is wrong.</summary>
     /// <param name="minimumLayers">1 for a language model; 0 where a model can work without blocks.</param>
     protected void ValidateTransformer(int minimumLayers)
     {
         Positive(VocabularySize, nameof(VocabularySize));
-        ModelLimits.AtMost(VocabularySize, ModelLimits.VocabularySize, nameof(VocabularySize));
+        AtMost(VocabularySize, ModelLimits.VocabularySize, nameof(VocabularySize));
         Positive(ContextLength, nameof(ContextLength));
-        ModelLimits.AtMost(ContextLength, ModelLimits.ContextLength, nameof(ContextLength));
+        AtMost(ContextLength, ModelLimits.ContextLength, nameof(ContextLength));
         Positive(ModelDimension, nameof(ModelDimension));
-        ModelLimits.AtMost(ModelDimension, ModelLimits.ModelDimension, nameof(ModelDimension));
+        AtMost(ModelDimension, ModelLimits.ModelDimension, nameof(ModelDimension));
         if (Layers < minimumLayers)
             throw new ArgumentOutOfRangeException(nameof(Layers), Layers,
                 $"{nameof(Layers)} must be at least {minimumLayers}; got {Layers}.");
-        ModelLimits.AtMost(Layers, ModelLimits.Layers, nameof(Layers));
+        AtMost(Layers, ModelLimits.Layers, nameof(Layers));
         Positive(AttentionHeads, nameof(AttentionHeads));
         if (ModelDimension % AttentionHeads != 0)
             throw new ArgumentOutOfRangeException(nameof(AttentionHeads), AttentionHeads,
@@ -122,7 +116,7 @@ public abstract class TransformerOptions
         if (DenseHiddenDimension < 0)
             throw new ArgumentOutOfRangeException(nameof(DenseHiddenDimension), DenseHiddenDimension,
                 $"{nameof(DenseHiddenDimension)} must not be negative.");
-        ModelLimits.AtMost(EffectiveDenseHidden, ModelLimits.HiddenDimension, nameof(DenseHiddenDimension));
+        AtMost(EffectiveDenseHidden, ModelLimits.HiddenDimension, nameof(DenseHiddenDimension));
         if (Peer is null) throw new ArgumentNullException(nameof(Peer), $"{nameof(Peer)} options are required.");
         if (ProductKeyMemory is null)
             throw new ArgumentNullException(nameof(ProductKeyMemory), $"{nameof(ProductKeyMemory)} options are required.");
@@ -138,11 +132,11 @@ public abstract class TransformerOptions
             case FeedForwardKind.ProductKeyMemory: ProductKeyMemory.Validate(); break;
             case FeedForwardKind.MoE:
                 Positive(MoeExperts, nameof(MoeExperts));
-                ModelLimits.AtMost(MoeExperts, ModelLimits.MoeExperts, nameof(MoeExperts));
+                AtMost(MoeExperts, ModelLimits.MoeExperts, nameof(MoeExperts));
                 if (MoeHiddenDimension < 0)
                     throw new ArgumentOutOfRangeException(nameof(MoeHiddenDimension), MoeHiddenDimension,
                         $"{nameof(MoeHiddenDimension)} must not be negative.");
-                ModelLimits.AtMost(EffectiveMoeHidden, ModelLimits.HiddenDimension, nameof(MoeHiddenDimension));
+                AtMost(EffectiveMoeHidden, ModelLimits.HiddenDimension, nameof(MoeHiddenDimension));
                 if (!double.IsFinite(MoeLoadBalancingWeight) || MoeLoadBalancingWeight < 0)
                     throw new ArgumentOutOfRangeException(nameof(MoeLoadBalancingWeight), MoeLoadBalancingWeight,
                         $"{nameof(MoeLoadBalancingWeight)} must be finite and not negative; got {MoeLoadBalancingWeight}.");

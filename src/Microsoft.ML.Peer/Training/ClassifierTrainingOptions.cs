@@ -1,3 +1,5 @@
+using static Microsoft.ML.Peer.Layers.OptionChecks;
+
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>

@@ -1,3 +1,5 @@
+using static Microsoft.ML.Peer.Layers.OptionChecks;
+
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>Settings of <see cref="LanguageModelTrainingLoop"/>. Defaults suit a small model on a laptop.</summary>

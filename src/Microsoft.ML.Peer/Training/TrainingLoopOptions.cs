@@ -1,3 +1,5 @@
+using static Microsoft.ML.Peer.Layers.OptionChecks;
+
 namespace Microsoft.ML.Peer.Training;
 
 /// <summary>
@@ -63,12 +65,6 @@ internal abstract class TrainingLoopOptions
         if (Beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, $"{nameof(Beta1)} must be in [0, 1).");
         if (Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, $"{nameof(Beta2)} must be in [0, 1).");
         CheckTimeBudget(TimeBudget, WarmupSteps);
-    }
-
-    /// <summary>Throws unless <paramref name="value"/> is positive (NaN is not).</summary>
-    internal static void Positive(double value, string name)
-    {
-        if (!(value > 0)) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive; got {value}.");
     }
 
     /// <summary>
