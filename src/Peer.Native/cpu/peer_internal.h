@@ -155,6 +155,40 @@ inline float bf16_to_float(uint16_t v) {
   return f;
 }
 
+// 32-bit integer hash (Wellons' two-multiply xorshift finaliser, "lowbias32"): cheap, vectorisable (uint32
+// multiplies) and well mixed, so consecutive inputs give independent-looking outputs. Stochastic rounding's noise.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// Key of one row's update for stochastic rounding: a function of (seed, row, step) only, so a run is reproducible given
+// the seed whatever the thread count, and each step of each row draws fresh noise. Element noise is then
+// h = mix32(key ^ column), split three ways (see the bf16 update_row in optimizer.cpp).
+inline uint32_t stochastic_row_key(uint64_t seed, int64_t row, int64_t step) {
+  return mix32(static_cast<uint32_t>(seed) ^
+               mix32(static_cast<uint32_t>(seed >> 32) ^
+                     mix32(static_cast<uint32_t>(row) ^ mix32(static_cast<uint32_t>(step)))));
+}
+
+// fp32 -> bf16 with stochastic rounding, given 16 random bits r in [0, 65535]: adding r to the bit pattern carries
+// into the kept half with probability (discarded bits) / 2^16, so a finite value's magnitude rounds up with
+// probability equal to the discarded fraction and the result is unbiased (round-to-nearest would wipe out updates
+// smaller than half a bf16 ulp, which AdamW's are for most weights). Inf stays Inf (no carry out of a zero fraction);
+// NaN becomes the quiet NaN 0x7FC0 with its sign, since the carry could turn it into Inf or wrap it to zero.
+// Branch-free (the NaN pattern, sign | 0x7FC00000, takes no carry from r; f != f holds as no -ffast-math is used) so
+// that row loops vectorise.
+inline uint16_t float_to_bf16_stochastic(float f, uint32_t r) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  const uint32_t quiet_nan = (bits | 0x7FC00000u) & 0xFFC00000u;
+  return static_cast<uint16_t>(((f != f ? quiet_nan : bits) + r) >> 16);
+}
+
 // dot() with a bf16 first operand, accumulated in fp32 in dot()'s order.
 inline float dot(const uint16_t* __restrict a, const float* __restrict b, int64_t d) {
   constexpr int L = 32;

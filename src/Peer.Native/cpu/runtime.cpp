@@ -96,7 +96,7 @@ int max_threads() {
 
 extern "C" {
 
-PEER_API int peer_abi_version(void) { return 2; }
+PEER_API int peer_abi_version(void) { return 3; }
 
 PEER_API const char* peer_last_error(void) { return last_error; }
 

@@ -25,7 +25,8 @@
 extern "C" {
 #endif
 
-/* Returns 2; bumped whenever a signature or meaning below changes. */
+/* Returns 3; bumped whenever a signature or meaning below changes or an entry point is added (3: the bf16 expert
+   kernels and peer_sparse_adamw_bf16). */
 PEER_API int peer_abi_version(void);
 
 /* Message of the last call on this thread that did not return PEER_OK ("" if none has failed). Successful calls leave
@@ -92,6 +93,21 @@ PEER_API int peer_expert_backward_bf16(const float* x, const float* gates, const
 PEER_API int peer_sparse_adamw_f32(float* param, float* exp_avg, float* exp_avg_sq, int64_t* row_steps, int64_t N,
                                    int64_t d, const int64_t* rows, const float* row_grads, int64_t count, float lr,
                                    float beta1, float beta2, float eps, float weight_decay, float grad_scale);
+
+/* The same update on a table and moments stored in bfloat16 (param, exp_avg, exp_avg_sq [N, d] of uint16_t, each the
+   upper 16 bits of an IEEE float); same checks, step counts and bias corrections. Each touched element's p, m, v are
+   widened to fp32 exactly and updated in fp32 as peer_sparse_adamw_f32 does, then each is stored back with stochastic
+   rounding: a 16-bit random r is added to the float's bit pattern and the upper 16 bits kept, so a finite value rounds
+   up in magnitude with probability equal to the discarded fraction (unbiased; small updates are not lost). NaN is
+   stored as the quiet NaN 0x7FC0 with its sign, Inf as Inf. With mix32(x) the hash x ^= x>>16; x *= 0x7feb352d;
+   x ^= x>>15; x *= 0x846ca68b; x ^= x>>16 on uint32: key = mix32(lo32(seed) ^ mix32(hi32(seed) ^ mix32(lo32(row) ^
+   mix32(lo32(step))))) with step the row's new count, h = mix32(key ^ lo32(c)) for column c, and r = h & 0xFFFF for
+   param, h >> 16 for exp_avg, lo32(h * 0x9E3779B1) >> 16 for exp_avg_sq (one hash per element serves all three):
+   results depend only on the inputs and seed, not on the thread count. */
+PEER_API int peer_sparse_adamw_bf16(uint16_t* param, uint16_t* exp_avg, uint16_t* exp_avg_sq, int64_t* row_steps,
+                                    int64_t N, int64_t d, const int64_t* rows, const float* row_grads, int64_t count,
+                                    float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                                    uint64_t seed);
 
 /* Advice for storage read at random rows for a long time (the expert tables U, V and their optimizer moments): on
    Linux with transparent huge pages not disabled, marks the whole 2 MiB pages inside [ptr, ptr + bytes) for huge

@@ -1,6 +1,6 @@
 // Checks the peer_native CPU kernels through their C ABI against the references in kernel_test_vectors.h.
-// Usage: peer_native_tests [runtime|retrieval|experts|optimizer|validation|determinism]... (none = all); CTest runs
-// one family per entry. Exit status 0 when every check passed.
+// Usage: peer_native_tests [runtime|retrieval|experts|optimizer|optimizer_bf16|validation|determinism]... (none = all);
+// CTest runs one family per entry. Exit status 0 when every check passed.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -41,7 +41,7 @@ void expect_ok(int status, const std::string& call) {
 // ---------------------------------------------------------------------------------------------------------------
 
 void test_runtime() {
-  expect(peer_abi_version() == 2, "peer_abi_version() == 2");
+  expect(peer_abi_version() == 3, "peer_abi_version() == 3");
   expect(std::strcmp(peer_last_error(), "") == 0, "peer_last_error() is empty before any failure");
 
   expect(peer_cartesian_topk_f32(nullptr, nullptr, 1, 1, 1, nullptr, nullptr) == PEER_INVALID_ARGUMENT,
@@ -216,6 +216,316 @@ void test_optimizer() {
     std::vector<int64_t> steps;
     run_adamw(c, p, m, v, steps);
     expect_pass(check_adamw(c, p.data(), m.data(), v.data(), steps.data()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+// Stochastic rounding as peer_native.h specifies it, written out independently of the library's helpers.
+uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+uint16_t round_stochastic(float f, uint64_t seed, int64_t row, int64_t step, int64_t c, int which) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if (std::isnan(f)) return static_cast<uint16_t>(((bits >> 16) & 0x8000u) | 0x7FC0u);
+  const uint32_t key = mix32(static_cast<uint32_t>(seed) ^
+                             mix32(static_cast<uint32_t>(seed >> 32) ^
+                                   mix32(static_cast<uint32_t>(row) ^ mix32(static_cast<uint32_t>(step)))));
+  const uint32_t h = mix32(key ^ static_cast<uint32_t>(c));
+  const uint32_t r = which == 0 ? h & 0xFFFFu : which == 1 ? h >> 16 : static_cast<uint32_t>(h * 0x9E3779B1u) >> 16;
+  return static_cast<uint16_t>((bits + r) >> 16);
+}
+
+struct Bf16State {
+  std::vector<uint16_t> p, m, v;
+  std::vector<int64_t> steps;
+  bool operator==(const Bf16State& o) const { return p == o.p && m == o.m && v == o.v && steps == o.steps; }
+};
+
+Bf16State to_bf16_state(const AdamwCase& c) {
+  Bf16State s;
+  for (float x : c.param) s.p.push_back(to_bf16(x));
+  for (float x : c.exp_avg) s.m.push_back(to_bf16(x));
+  for (float x : c.exp_avg_sq) s.v.push_back(to_bf16(x));
+  s.steps = c.row_steps;
+  return s;
+}
+
+void step_bf16(Bf16State& s, int64_t N, int64_t d, const AdamwStep& st, uint64_t seed, const std::string& what) {
+  expect_ok(peer_sparse_adamw_bf16(s.p.data(), s.m.data(), s.v.data(), s.steps.data(), N, d, st.rows.data(),
+                                   st.grads.data(), static_cast<int64_t>(st.rows.size()), st.lr, st.beta1, st.beta2,
+                                   st.eps, st.weight_decay, st.grad_scale, seed),
+            what);
+}
+
+// Reference step: the tables widened, one step of the fp32 kernel, then every touched element rounded as specified.
+// The fp32 kernel (checked against the double reference in `optimizer`) stands in for the update formula: the library
+// is built for x86-64-v3, where GCC contracts a*b+c into FMAs, so the formula compiled here without FMA differs from
+// it in the last fp32 bit on some elements; the bf16 kernel must equal the fp32 one, as the bf16 expert kernels do.
+void reference_step_bf16(Bf16State& s, int64_t N, int64_t d, const AdamwStep& st, uint64_t seed) {
+  std::vector<float> p(s.p.size()), m(s.m.size()), v(s.v.size());
+  for (size_t i = 0; i < p.size(); ++i) p[i] = from_bf16(s.p[i]), m[i] = from_bf16(s.m[i]), v[i] = from_bf16(s.v[i]);
+  expect_ok(peer_sparse_adamw_f32(p.data(), m.data(), v.data(), s.steps.data(), N, d, st.rows.data(), st.grads.data(),
+                                  static_cast<int64_t>(st.rows.size()), st.lr, st.beta1, st.beta2, st.eps,
+                                  st.weight_decay, st.grad_scale),
+            "sparse_adamw (reference for bf16)");
+  for (int64_t row : st.rows)
+    for (int64_t c = 0; c < d; ++c) {
+      const size_t at = static_cast<size_t>(row * d + c);
+      const int64_t step = s.steps[static_cast<size_t>(row)];
+      s.p[at] = round_stochastic(p[at], seed, row, step, c, 0);
+      s.m[at] = round_stochastic(m[at], seed, row, step, c, 1);
+      s.v[at] = round_stochastic(v[at], seed, row, step, c, 2);
+    }
+}
+
+Bf16State run_adamw_bf16(const AdamwCase& c, uint64_t seed) {
+  Bf16State s = to_bf16_state(c);
+  for (size_t i = 0; i < c.steps.size(); ++i)
+    step_bf16(s, c.N, c.d, c.steps[i], seed, "sparse_adamw_bf16 " + c.name + " step " + std::to_string(i));
+  return s;
+}
+
+std::string first_difference(const Bf16State& got, const Bf16State& want) {
+  if (got.steps != want.steps) return "row_steps differ";
+  for (const auto& t : {std::make_pair(&got.p, &want.p), std::make_pair(&got.m, &want.m),
+                        std::make_pair(&got.v, &want.v)})
+    for (size_t i = 0; i < t.first->size(); ++i)
+      if ((*t.first)[i] != (*t.second)[i]) {
+        char text[160];
+        std::snprintf(text, sizeof text, "%s[%zu] = 0x%04X, expected 0x%04X",
+                      t.first == &got.p ? "param" : t.first == &got.m ? "exp_avg" : "exp_avg_sq", i, (*t.first)[i],
+                      (*t.second)[i]);
+        return text;
+      }
+  return "";
+}
+
+void test_optimizer_bf16() {
+  // 1. Bit for bit the reference on every AdamW case, plus rows longer than the kernel's 256-column blocks, over
+  //    several chunks of rows, for any thread count.
+  std::vector<AdamwCase> cases = adamw_cases();
+  cases.push_back(make_adamw_case("wide_rows", 405, 300, 300, 3, 0.9f, 0.01f));
+  for (const AdamwCase& c : cases)
+    for (uint64_t seed : {uint64_t{0}, uint64_t{0x9E3779B97F4A7C15ull}}) {
+      Bf16State want = to_bf16_state(c);
+      for (const AdamwStep& st : c.steps) reference_step_bf16(want, c.N, c.d, st, seed);
+      for (int threads : {1, 3, 0}) {
+        peer_set_num_threads(threads);
+        const std::string e = first_difference(run_adamw_bf16(c, seed), want);
+        expect(e.empty(), "sparse_adamw_bf16 " + c.name + " seed " + std::to_string(seed) + " threads " +
+                              std::to_string(threads) + ": " + e);
+      }
+    }
+  peer_set_num_threads(0);
+
+  // 2. Reproducible given the seed; another seed (in either half) draws other noise.
+  const AdamwCase& wide = cases.back();
+  const Bf16State a = run_adamw_bf16(wide, 42), b = run_adamw_bf16(wide, 42);
+  expect(a == b, "sparse_adamw_bf16: the same seed gives the same bits");
+  expect(!(a == run_adamw_bf16(wide, 43)), "sparse_adamw_bf16: seeds 42 and 43 give different bits");
+  expect(!(a == run_adamw_bf16(wide, 42 + (uint64_t{1} << 32))), "sparse_adamw_bf16: seeds 42 and 42 + 2^32 differ");
+
+  // 3. Unbiased. beta1 = beta2 = 0, eps = 0, fresh rows: m = g, v = g², and the step is exactly lr * sign(g), so
+  //    param 1 moves to 1 -+ lr, strictly between two bf16 neighbours (0.7 and 0.15 of their gap above the lower one).
+  //    Over 64 seeds each half of the 4096 columns gives 131072 draws, whose mean must be within 4 standard errors.
+  {
+    const int64_t d = 4096;
+    const float lr = 0.3f * 0x1p-8f;
+    const int64_t row = 0;
+    std::vector<float> g(static_cast<size_t>(d));
+    for (int64_t c = 0; c < d; ++c) g[static_cast<size_t>(c)] = c % 2 == 0 ? 1.0f : -1.0f;
+    // The fp32 results, from the fp32 kernel.
+    std::vector<float> p32(static_cast<size_t>(d), 1.0f), m32(static_cast<size_t>(d)), v32(static_cast<size_t>(d));
+    int64_t step32 = 0;
+    expect_ok(peer_sparse_adamw_f32(p32.data(), m32.data(), v32.data(), &step32, 1, d, &row, g.data(), 1, lr, 0.0f,
+                                    0.0f, 0.0f, 0.0f, 1.0f),
+              "sparse_adamw (unbiasedness fp32 values)");
+    const float x[2] = {p32[0], p32[1]};  // even columns, odd columns
+    expect(x[0] == 1.0f - lr && x[1] == 1.0f + lr, "fp32 step is exactly 1 -+ lr");
+    uint16_t lo[2], hi[2];
+    for (int k = 0; k < 2; ++k) {
+      uint32_t bits;
+      std::memcpy(&bits, &x[k], sizeof bits);
+      lo[k] = static_cast<uint16_t>(bits >> 16), hi[k] = static_cast<uint16_t>(lo[k] + 1);
+      expect(from_bf16(lo[k]) < x[k] && x[k] < from_bf16(hi[k]), "fp32 result lies strictly between bf16 neighbours");
+    }
+    double sum[2] = {0, 0};
+    int64_t draws[2] = {0, 0}, ups[2] = {0, 0};
+    bool neighbours = true, moments_exact = true;
+    const int seeds = 64;
+    for (int s = 0; s < seeds; ++s) {
+      std::vector<uint16_t> p(static_cast<size_t>(d), to_bf16(1.0f)), m(static_cast<size_t>(d), 0),
+          v(static_cast<size_t>(d), 0);
+      int64_t step = 0;
+      expect_ok(peer_sparse_adamw_bf16(p.data(), m.data(), v.data(), &step, 1, d, &row, g.data(), 1, lr, 0.0f, 0.0f,
+                                       0.0f, 0.0f, 1.0f, 1000 + static_cast<uint64_t>(s) * 0x100000001ull),
+                "sparse_adamw_bf16 (unbiasedness)");
+      for (int64_t c = 0; c < d; ++c) {
+        const int k = static_cast<int>(c % 2);
+        const uint16_t got = p[static_cast<size_t>(c)];
+        neighbours &= got == lo[k] || got == hi[k];
+        ups[k] += got == hi[k];
+        sum[k] += from_bf16(got);
+        ++draws[k];
+        moments_exact &= from_bf16(m[static_cast<size_t>(c)]) == g[static_cast<size_t>(c)] &&
+                         from_bf16(v[static_cast<size_t>(c)]) == 1.0f;
+      }
+    }
+    expect(neighbours, "every stochastically rounded result is one of the two bf16 neighbours");
+    expect(moments_exact, "bf16-representable moments are stored exactly");
+    for (int k = 0; k < 2; ++k) {
+      const double gap = double(from_bf16(hi[k])) - from_bf16(lo[k]);
+      const double q = (double(x[k]) - from_bf16(lo[k])) / gap;
+      const double mean = sum[k] / double(draws[k]);
+      const double standard_error = gap * std::sqrt(q * (1 - q) / double(draws[k]));
+      char text[200];
+      std::snprintf(text, sizeof text,
+                    "unbiased rounding of %.9g: mean %.9g over %lld draws (%.4f rounded up, expected %.4f), "
+                    "%.2f standard errors off",
+                    double(x[k]), mean, (long long)draws[k], double(ups[k]) / double(draws[k]), q,
+                    std::abs(mean - x[k]) / standard_error);
+      expect(std::abs(mean - x[k]) <= 4 * standard_error, text);
+    }
+  }
+
+  // 4. Validation as in the fp32 kernel, under the bf16 name; a rejected call changes nothing.
+  {
+    const char* aw = "peer_sparse_adamw_bf16";
+    std::vector<uint16_t> p(12, to_bf16(1.0f)), m(12, 0), v(12, 0);
+    std::vector<float> g(6, 1.0f);
+    std::vector<int64_t> steps(4, 0), rows = {1, 3};
+    const std::vector<uint16_t> p_before = p;
+    auto adamw = [&](uint16_t* pp, uint16_t* mp, uint16_t* vp, int64_t* sp, const int64_t* rp, const float* gp,
+                     int64_t N, int64_t d, int64_t count, float lr, float b1, float b2, float eps, float wd,
+                     float scale) {
+      return [=] { return peer_sparse_adamw_bf16(pp, mp, vp, sp, N, d, rp, gp, count, lr, b1, b2, eps, wd, scale, 7); };
+    };
+    auto ok = [&](const int64_t* rp, int64_t N, int64_t d, int64_t count, float lr, float b1, float b2, float eps,
+                  float wd, float scale) {
+      return adamw(p.data(), m.data(), v.data(), steps.data(), rp, g.data(), N, d, count, lr, b1, b2, eps, wd, scale);
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    const int64_t* r = rows.data();
+    expect_invalid(aw, "param is null", adamw(nullptr, m.data(), v.data(), steps.data(), r, g.data(), 4, 3, 2, 0.1f,
+                                              0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "exp_avg is null", adamw(p.data(), nullptr, v.data(), steps.data(), r, g.data(), 4, 3, 2, 0.1f,
+                                                0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "exp_avg_sq is null", adamw(p.data(), m.data(), nullptr, steps.data(), r, g.data(), 4, 3, 2,
+                                                   0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "row_steps is null", adamw(p.data(), m.data(), v.data(), nullptr, r, g.data(), 4, 3, 2, 0.1f,
+                                                  0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "rows is null", adamw(p.data(), m.data(), v.data(), steps.data(), nullptr, g.data(), 4, 3, 2,
+                                             0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "row_grads is null", adamw(p.data(), m.data(), v.data(), steps.data(), r, nullptr, 4, 3, 2,
+                                                  0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "N must be positive, got 0", ok(r, 0, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "d must be positive, got -3", ok(r, 4, -3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "count must be in [1, N = 4], got 0", ok(r, 4, 3, 0, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "count must be in [1, N = 4], got 5", ok(r, 4, 3, 5, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "sizes too large", ok(r, INT64_MAX / 2, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "lr must be finite and >= 0, got nan", ok(r, 4, 3, 2, nan, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "lr must be finite and >= 0, got -0.1", ok(r, 4, 3, 2, -0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "beta1 must be in [0, 1), got 1", ok(r, 4, 3, 2, 0.1f, 1.0f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "beta2 must be in [0, 1), got nan", ok(r, 4, 3, 2, 0.1f, 0.9f, nan, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "eps must be finite and >= 0, got inf", ok(r, 4, 3, 2, 0.1f, 0.9f, 0.99f, inf, 0.0f, 1.0f));
+    expect_invalid(aw, "weight_decay must be finite and >= 0, got -1",
+                   ok(r, 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, -1.0f, 1.0f));
+    expect_invalid(aw, "grad_scale must be finite, got nan", ok(r, 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, nan));
+    const std::vector<int64_t> unsorted = {3, 1}, duplicate = {2, 2}, outside = {1, 4}, negative = {-1, 2};
+    expect_invalid(aw, "rows must be strictly increasing, but rows[1] = 1 follows 3",
+                   ok(unsorted.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "rows must be strictly increasing, but rows[1] = 2 follows 2",
+                   ok(duplicate.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "rows[1] = 4 is outside [0, N = 4)",
+                   ok(outside.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    expect_invalid(aw, "rows[0] = -1 is outside [0, N = 4)",
+                   ok(negative.data(), 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    steps[3] = -1;
+    expect_invalid(aw, "row_steps[3] = -1 is invalid", ok(r, 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    steps[3] = INT64_MAX;
+    expect_invalid(aw, "is invalid", ok(r, 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f));
+    steps[3] = 0;
+    expect(p == p_before && m == std::vector<uint16_t>(12, 0) && v == std::vector<uint16_t>(12, 0) &&
+               steps == std::vector<int64_t>(4, 0),
+           "rejected bf16 AdamW calls change nothing");
+    expect_ok(ok(r, 4, 3, 2, 0.1f, 0.9f, 0.99f, 1e-8f, 0.0f, 1.0f)(), "sparse_adamw_bf16 after the rejected calls");
+    expect(steps == std::vector<int64_t>{0, 1, 0, 1} && p[0] == p_before[0] && p[3] != p_before[3],
+           "an accepted call updates only its rows");
+  }
+
+  // 5. NaN and Inf. Column kinds (c % 8) in rows of 43 (vector body and scalar tail): 0 param +Inf, 1 param -Inf,
+  //    2 a negative NaN gradient with every payload bit set (a plain carry would wrap it to +0 or turn it into Inf),
+  //    3 a gradient whose square overflows (v = +Inf), 4 exp_avg -Inf (param -> +Inf), 5 param a signalling bf16 NaN
+  //    with the sign set, 6 exp_avg_sq landing halfway between the largest finite bf16 and Inf (beta2 = 0.5: it rounds
+  //    up to Inf about half the time, as the rule implies), 7 ordinary.
+  {
+    const int64_t d = 43, N = 2;
+    const int64_t rows[2] = {0, 1};
+    Bf16State start;
+    start.p.assign(static_cast<size_t>(N * d), to_bf16(0.5f));
+    start.m.assign(start.p.size(), to_bf16(0.01f));
+    start.v.assign(start.p.size(), to_bf16(0.001f));
+    start.steps = {0, 5};
+    std::vector<float> g(start.p.size(), 0.25f);
+    uint32_t nan_bits = 0xFFFFFFFFu;
+    float all_ones_nan;
+    std::memcpy(&all_ones_nan, &nan_bits, sizeof all_ones_nan);
+    for (int64_t i = 0; i < N * d; ++i) {
+      const size_t at = static_cast<size_t>(i);
+      switch ((i % d) % 8) {
+        case 0: start.p[at] = 0x7F80; break;
+        case 1: start.p[at] = 0xFF80; break;
+        case 2: g[at] = all_ones_nan; break;
+        case 3: g[at] = 3e38f; break;
+        case 4: start.m[at] = 0xFF80; break;
+        case 5: start.p[at] = 0xFF81; break;
+        case 6: start.v[at] = 0x7F7F, g[at] = 1.8446e19f; break;
+        default: break;
+      }
+    }
+    const AdamwStep st{{rows[0], rows[1]}, g, 1e-3f, 0.9f, 0.5f, 1e-8f, 0.01f, 1.0f};
+    bool matches = true, nan_quiet = true, inf_kept = true, near_max_ok = true;
+    int64_t near_max_up = 0, near_max_draws = 0;
+    std::string first;
+    for (uint64_t seed = 0; seed < 200; ++seed) {
+      Bf16State got = start, want = start;
+      step_bf16(got, N, d, st, seed, "sparse_adamw_bf16 (NaN/Inf)");
+      reference_step_bf16(want, N, d, st, seed);
+      const std::string e = first_difference(got, want);
+      if (!e.empty() && matches) first = "seed " + std::to_string(seed) + ": " + e;
+      matches &= e.empty();
+      for (int64_t i = 0; i < N * d; ++i) {
+        const size_t at = static_cast<size_t>(i);
+        const int64_t kind = (i % d) % 8;
+        for (uint16_t x : {got.p[at], got.m[at], got.v[at]})
+          if ((x & 0x7F80) == 0x7F80 && (x & 0x7F) != 0) nan_quiet &= (x & 0x7FFF) == 0x7FC0;
+        if (kind == 2) nan_quiet &= got.p[at] == 0xFFC0 && got.m[at] == 0xFFC0 && got.v[at] == 0xFFC0;
+        if (kind == 5) nan_quiet &= got.p[at] == 0xFFC0;
+        if (kind == 0) inf_kept &= got.p[at] == 0x7F80;
+        if (kind == 1) inf_kept &= got.p[at] == 0xFF80;
+        if (kind == 3) inf_kept &= got.v[at] == 0x7F80;
+        if (kind == 4) inf_kept &= got.m[at] == 0xFF80 && got.p[at] == 0x7F80;
+        if (kind == 6) {
+          near_max_ok &= got.v[at] == 0x7F7F || got.v[at] == 0x7F80;
+          near_max_up += got.v[at] == 0x7F80;
+          ++near_max_draws;
+        }
+      }
+    }
+    expect(matches, "sparse_adamw_bf16 with NaN/Inf equals the reference: " + first);
+    expect(nan_quiet, "NaN is stored as the quiet NaN 0x7FC0 with its sign");
+    expect(inf_kept, "Inf is stored as Inf");
+    expect(near_max_ok && near_max_up > near_max_draws / 3 && near_max_up < 2 * near_max_draws / 3,
+           "a value halfway above the largest bf16 rounds to it or to Inf, each about half the time (" +
+               std::to_string(near_max_up) + " Inf of " + std::to_string(near_max_draws) + ")");
   }
 }
 
@@ -631,7 +941,8 @@ int main(int argc, char** argv) {
   const std::map<std::string, void (*)()> families = {
       {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
       {"experts_bf16", test_experts_bf16},
-      {"optimizer", test_optimizer}, {"validation", test_validation}, {"determinism", test_determinism},
+      {"optimizer", test_optimizer}, {"optimizer_bf16", test_optimizer_bf16},
+      {"validation", test_validation}, {"determinism", test_determinism},
       {"retrieval_backward", test_retrieval_backward}, {"memory", test_memory},
   };
   std::vector<std::string> selected(argv + 1, argv + argc);

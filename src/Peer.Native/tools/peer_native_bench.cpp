@@ -176,11 +176,40 @@ int main(int argc, char** argv) {
   }
   std::vector<int64_t> row_steps(kExperts, 0);
   const double adam_bytes = double(unique_count) * kDim * sizeof(float) * 7;  // p, m, v read+write, grad read
-  report("sparse_adamw", time_ms([&] {
-           check(peer_sparse_adamw_f32(U.data(), exp_avg.data(), exp_avg_sq.data(), row_steps.data(), kExperts, kDim,
-                                       unique.data(), du.data(), unique_count, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f),
-                 "peer_sparse_adamw_f32");
-         }),
-         adam_bytes, "(rows x d x 4 B x 7 streams)");
+  const auto adam_ms = time_ms([&] {
+    check(peer_sparse_adamw_f32(U.data(), exp_avg.data(), exp_avg_sq.data(), row_steps.data(), kExperts, kDim,
+                                unique.data(), du.data(), unique_count, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f),
+          "peer_sparse_adamw_f32");
+  });
+  report("sparse_adamw", adam_ms, adam_bytes, "(rows x d x 4 B x 7 streams)");
+
+  // The same step on bf16 copies of the table and moments (stochastic rounding), same rows and gradients.
+  {
+    std::vector<uint16_t> U16(kExperts * kDim), m16(kExperts * kDim), v16(kExperts * kDim);
+    auto narrow = [](const std::vector<float>& from, std::vector<uint16_t>& to) {
+      for (size_t i = 0; i < from.size(); ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &from[i], sizeof bits);
+        to[i] = static_cast<uint16_t>(bits >> 16);
+      }
+    };
+    narrow(U, U16);
+    narrow(exp_avg, m16);
+    narrow(exp_avg_sq, v16);
+    if (huge)
+      for (auto* table : {&U16, &m16, &v16})
+        check(peer_advise_hugepages(table->data(), kExperts * kDim * 2, nullptr), "peer_advise_hugepages");
+    std::vector<int64_t> row_steps16(kExperts, 0);
+    uint64_t seed = 0;
+    const auto adam16_ms = time_ms([&] {
+      check(peer_sparse_adamw_bf16(U16.data(), m16.data(), v16.data(), row_steps16.data(), kExperts, kDim,
+                                   unique.data(), du.data(), unique_count, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f,
+                                   ++seed),
+            "peer_sparse_adamw_bf16");
+    });
+    const double adam16_bytes = double(unique_count) * kDim * (2.0 * 6 + sizeof(float));  // grad still fp32
+    report("sparse_adamw bf16", adam16_ms, adam16_bytes, "(rows x d x (6 x 2 B + 4 B))");
+    std::printf("  (bf16 / fp32 AdamW step: %.2f of the time, median)\n", adam16_ms.first / adam_ms.first);
+  }
   return 0;
 }
