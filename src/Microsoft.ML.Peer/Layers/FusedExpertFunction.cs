@@ -34,14 +34,21 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         long tokens = x.shape[0], dimension = x.shape[1], slots = gates.shape[1], experts = down.shape[0];
         var y = empty(tokens, dimension);
         var hidden = empty(tokens, slots);
-        PeerNativeLibrary.Check(PeerNativeMethods.ExpertForward(
-            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"),
-            PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
-            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"),
-            PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
-            PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), tokens, slots, dimension, experts, activation,
-            PeerNativeLibrary.Pointer<float>(y, ScalarType.Float32, "y"),
-            PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden")), "peer_expert_forward_f32");
+        float* px = PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x");
+        float* pg = PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates");
+        long* pi = PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices");
+        float* py = PeerNativeLibrary.Pointer<float>(y, ScalarType.Float32, "y");
+        float* ph = PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden");
+        if (IsBFloat16(down, up))
+            PeerNativeLibrary.Check(PeerNativeMethods.ExpertForwardBf16(px, pg, pi,
+                PeerNativeLibrary.Pointer<ushort>(down, ScalarType.BFloat16, "down"),
+                PeerNativeLibrary.Pointer<ushort>(up, ScalarType.BFloat16, "up"), tokens, slots, dimension, experts, activation, py, ph),
+                "peer_expert_forward_bf16");
+        else
+            PeerNativeLibrary.Check(PeerNativeMethods.ExpertForward(px, pg, pi,
+                PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
+                PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), tokens, slots, dimension, experts, activation, py, ph),
+                "peer_expert_forward_f32");
         ctx.save_for_backward(new List<Tensor> { x, gates, indices, down, up, hidden });
         ctx.save_data("activation", activation);
         ctx.save_data("sparse", (bool)vars[6]);
@@ -69,20 +76,26 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
             ? workspace!.Rows(uniqueCount, dimension)
             : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
         slotToRow = slotToRow!.contiguous();
-        PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackward(
-            PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x"),
-            PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates"),
-            PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices"),
-            PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
-            PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"),
-            PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden"),
-            PeerNativeLibrary.Pointer<float>(dy, ScalarType.Float32, "dy"),
-            PeerNativeLibrary.Pointer<long>(slotToRow, ScalarType.Int64, "slotToRow"), uniqueCount,
-            tokens, slots, dimension, experts, activation,
-            PeerNativeLibrary.Pointer<float>(dx, ScalarType.Float32, "dx"),
-            PeerNativeLibrary.Pointer<float>(dgates, ScalarType.Float32, "dgates"),
-            PeerNativeLibrary.Pointer<float>(downRows, ScalarType.Float32, "dU"),
-            PeerNativeLibrary.Pointer<float>(upRows, ScalarType.Float32, "dV")), "peer_expert_backward_f32");
+        float* px = PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x");
+        float* pg = PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates");
+        long* pi = PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices");
+        float* ph = PeerNativeLibrary.Pointer<float>(hidden, ScalarType.Float32, "hidden");
+        float* pdy = PeerNativeLibrary.Pointer<float>(dy, ScalarType.Float32, "dy");
+        long* pr = PeerNativeLibrary.Pointer<long>(slotToRow, ScalarType.Int64, "slotToRow");
+        float* pdx = PeerNativeLibrary.Pointer<float>(dx, ScalarType.Float32, "dx");
+        float* pdg = PeerNativeLibrary.Pointer<float>(dgates, ScalarType.Float32, "dgates");
+        float* pdu = PeerNativeLibrary.Pointer<float>(downRows, ScalarType.Float32, "dU");
+        float* pdv = PeerNativeLibrary.Pointer<float>(upRows, ScalarType.Float32, "dV");
+        if (IsBFloat16(down, up))
+            PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackwardBf16(px, pg, pi,
+                PeerNativeLibrary.Pointer<ushort>(down, ScalarType.BFloat16, "down"),
+                PeerNativeLibrary.Pointer<ushort>(up, ScalarType.BFloat16, "up"), ph, pdy, pr, uniqueCount,
+                tokens, slots, dimension, experts, activation, pdx, pdg, pdu, pdv), "peer_expert_backward_bf16");
+        else
+            PeerNativeLibrary.Check(PeerNativeMethods.ExpertBackward(px, pg, pi,
+                PeerNativeLibrary.Pointer<float>(down, ScalarType.Float32, "down"),
+                PeerNativeLibrary.Pointer<float>(up, ScalarType.Float32, "up"), ph, pdy, pr, uniqueCount,
+                tokens, slots, dimension, experts, activation, pdx, pdg, pdu, pdv), "peer_expert_backward_f32");
         using (no_grad())
         {
             Accumulate(down, rows, downRows, experts, dimension, sparse);
@@ -91,6 +104,10 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         return new List<Tensor> { dx, dgates, null!, null!, null!, null!, null!, null! };
     }
 
+    // Both tables are bfloat16 (the bf16 kernels), or neither; a mixed pair fails in Pointer with the table's name.
+    private static bool IsBFloat16(Tensor down, Tensor up) => down.dtype == ScalarType.BFloat16 || up.dtype == ScalarType.BFloat16;
+
+    // The row gradients stay float32 whatever the table's storage: the row-sparse optimizer reads them in float32.
     private static void Accumulate(Tensor table, Tensor rows, Tensor values, long experts, long dimension, bool sparse)
     {
         if (!table.requires_grad) return;

@@ -30,13 +30,14 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
         _options = options.Clone();
         _dimension = dimension;
         router = new ProductKeyRouter(dimension, _options);
-        expert_down = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients);
-        expert_up = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients);
+        var tableType = _options.ExpertTableType;
+        expert_down = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients, dtype: tableType);
+        expert_up = nn.Embedding(options.Experts, dimension, sparse: options.SparseGradients, dtype: tableType);
         using (no_grad())
         {
             // u·x has unit variance for a unit-variance x; each head's output starts small next to the residual.
-            expert_down.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
-            expert_up.weight!.normal_(0, 1.0 / Math.Sqrt(dimension));
+            InitializeTable(expert_down.weight!, dimension);
+            InitializeTable(expert_up.weight!, dimension);
         }
         // The native kernels read the tables' rows at random addresses; huge pages cut the TLB misses of those reads
         // (docs/performance.md). Not asked for the managed kernels, which must not load the library.
@@ -46,6 +47,19 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
             PeerNativeLibrary.AdviseHugePages(expert_up.weight!);
         }
         RegisterComponents();
+    }
+
+    // Drawn in float32 whatever the storage, so that a bfloat16 layer starts from the float32 layer's weights (rounded to
+    // nearest) on the same seed.
+    private static void InitializeTable(Tensor table, int dimension)
+    {
+        if (table.dtype == ScalarType.Float32)
+        {
+            table.normal_(0, 1.0 / Math.Sqrt(dimension));
+            return;
+        }
+        using var drawn = empty(table.shape, dtype: ScalarType.Float32).normal_(0, 1.0 / Math.Sqrt(dimension));
+        table.copy_(drawn);
     }
 
     public PeerOptions Options => _options.Clone();
@@ -65,12 +79,14 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
         new[] { $"{nameof(expert_down)}.weight", $"{nameof(expert_up)}.weight" };
 
     /// <summary>Whether a forward pass on <paramref name="x"/> runs the native fused kernels.</summary>
-    public bool UsesNativeKernels(Tensor x) => PeerNativeLibrary.ShouldUse(_options.Kernels, x, expert_down.weight!);
+    public bool UsesNativeKernels(Tensor x) =>
+        PeerNativeLibrary.ShouldUse(_options.Kernels, new[] { x }, new Tensor[] { expert_down.weight!, expert_up.weight! });
 
     // The composed reference: gathers [T, h·k, d] copies of the expert rows.
     private Tensor ComposedExperts(Tensor x, Tensor gates, Tensor indices)
     {
-        var u = expert_down.forward(indices);                             // [T, h·k, d]
+        // bfloat16 rows are widened (exactly) and the experts computed in float32, as the native kernels do.
+        var u = expert_down.forward(indices).to(x.dtype);                 // [T, h·k, d]
         var hidden = bmm(u, x.unsqueeze(-1)).squeeze(-1);                 // u_i·x, [T, h·k]
         hidden = _options.ExpertActivation switch
         {
@@ -79,7 +95,7 @@ public sealed class PeerLayer : Module<Tensor, Tensor>
             _ => throw new InvalidOperationException($"Unknown expert activation {_options.ExpertActivation}."),
         };
         var weights = hidden * gates;                                     // g·σ(u·x)
-        var v = expert_up.forward(indices);                               // [T, h·k, d]
+        var v = expert_up.forward(indices).to(x.dtype);                   // [T, h·k, d]
         return bmm(weights.unsqueeze(1), v).squeeze(1);                   // Σ over heads and top-k
     }
 

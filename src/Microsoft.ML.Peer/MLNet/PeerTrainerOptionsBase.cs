@@ -34,6 +34,7 @@ public abstract class PeerTrainerOptionsBase
         QueryBatchNorm = model.Peer.QueryBatchNorm;
         QueryWhitening = model.Peer.QueryWhitening;
         NormalizeSubKeys = model.Peer.NormalizeSubKeys;
+        ExpertTablePrecision = model.Peer.ExpertTablePrecision;
         MoeExperts = model.MoeExperts;
         MoeTopK = model.MoeTopK;
         BatchSize = training.BatchSize;
@@ -72,6 +73,12 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Score queries against unit-length sub-keys, so that no long key wins most retrievals. Default false (the paper's
     /// layer).</summary>
     public bool NormalizeSubKeys;
+
+    /// <summary>
+    /// How the PEER layer stores its expert tables and their optimizer moments. Default float32; bfloat16 halves their memory
+    /// and the bytes read per retrieved expert (docs/performance.md has the measured speed and quality).
+    /// </summary>
+    public ExpertTablePrecision ExpertTablePrecision;
 
     /// <summary>Residual width d of the transformer. Default 128.</summary>
     public int ModelDimension;
@@ -188,6 +195,7 @@ public abstract class PeerTrainerOptionsBase
         model.FeedForward = FeedForward;
         model.SparseBlocks = SparseBlocks?.ToArray();
         model.Peer = ApplyToLayer(new PeerOptions());
+        model.Peer.ExpertTablePrecision = ExpertTablePrecision;
         model.ProductKeyMemory = ApplyToLayer(new ProductKeyOptions());
         model.MoeExperts = MoeExperts;
         model.MoeTopK = MoeTopK;

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Peer.Native;
 public static class PeerNativeLibrary
 {
     /// <summary>ABI version this assembly was written against.</summary>
-    internal const int ExpectedAbiVersion = 2;
+    internal const int ExpectedAbiVersion = 3;
 
     private static readonly Lazy<(bool Available, string Reason)> State = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -83,14 +83,21 @@ public static class PeerNativeLibrary
     /// Whether to run the native CPU kernels on <paramref name="tensors"/>: never for Managed; for Native, yes or a
     /// clear error; for Auto, when the library is loaded and every tensor is float32 on the CPU.
     /// </summary>
-    internal static bool ShouldUse(PeerKernels kernels, params Tensor[] tensors)
+    internal static bool ShouldUse(PeerKernels kernels, params Tensor[] tensors) => ShouldUse(kernels, tensors, Array.Empty<Tensor>());
+
+    /// <summary>
+    /// <see cref="ShouldUse(PeerKernels, Tensor[])"/> for kernels that also read expert <paramref name="tables"/>, which may be
+    /// float32 or bfloat16 (the kernels have both forms).
+    /// </summary>
+    internal static bool ShouldUse(PeerKernels kernels, Tensor[] tensors, Tensor[] tables)
     {
-        if (kernels != PeerKernels.Native) return CanUse(kernels, tensors);
+        if (kernels != PeerKernels.Native) return CanUse(kernels, tensors, tables);
         RequireAvailable(kernels, "Kernels is Native");
-        var unsuitable = tensors.FirstOrDefault(t => !Suits(t));
+        var unsuitable = tensors.FirstOrDefault(t => !Suits(t, table: false)) ?? tables.FirstOrDefault(t => !Suits(t, table: true));
         if (unsuitable is not null)
             throw new InvalidOperationException(
-                $"Kernels is Native, which needs float32 tensors on the CPU; got {unsuitable.dtype} on {unsuitable.device}.");
+                $"Kernels is Native, which needs float32 tensors (float32 or bfloat16 expert tables) on the CPU; got {unsuitable.dtype} on " +
+                $"{unsuitable.device}.");
         return true;
     }
 
@@ -99,8 +106,12 @@ public static class PeerNativeLibrary
     /// otherwise when every tensor is float32 on the CPU and the library is loaded (it is probed only then). Where
     /// Native is asked for but a tensor does not suit, the caller takes its managed path (the row-sparse optimizer does).
     /// </summary>
-    internal static bool CanUse(PeerKernels kernels, params Tensor[] tensors) =>
-        kernels != PeerKernels.Managed && tensors.All(Suits) && IsAvailable;
+    internal static bool CanUse(PeerKernels kernels, params Tensor[] tensors) => CanUse(kernels, tensors, Array.Empty<Tensor>());
+
+    /// <summary><see cref="CanUse(PeerKernels, Tensor[])"/> where <paramref name="tables"/> may also be bfloat16.</summary>
+    internal static bool CanUse(PeerKernels kernels, Tensor[] tensors, Tensor[] tables) =>
+        kernels != PeerKernels.Managed && tensors.All(t => Suits(t, table: false)) && tables.All(t => Suits(t, table: true)) &&
+        IsAvailable;
 
     /// <summary>Throws, saying <paramref name="asker"/> wanted them, when <paramref name="kernels"/> is Native and the library is not
     /// available.</summary>
@@ -109,7 +120,8 @@ public static class PeerNativeLibrary
         if (kernels == PeerKernels.Native && !IsAvailable) throw new InvalidOperationException($"{asker}, but {UnavailableReason}.");
     }
 
-    private static bool Suits(Tensor t) => t.dtype == ScalarType.Float32 && t.device_type == TorchSharp.DeviceType.CPU;
+    private static bool Suits(Tensor t, bool table) =>
+        (t.dtype == ScalarType.Float32 || table && t.dtype == ScalarType.BFloat16) && t.device_type == TorchSharp.DeviceType.CPU;
 
     /// <summary>Throws with the library's own message when a native call did not return PEER_OK.</summary>
     internal static void Check(int status, string call)

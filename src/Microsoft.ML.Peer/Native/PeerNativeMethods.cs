@@ -38,6 +38,20 @@ internal static unsafe class PeerNativeMethods
         long* slotToRow, long uniqueCount,
         long tokens, long slots, long dimension, long experts, int activation, float* dx, float* dgates, float* duRows, float* dvRows);
 
+    [DllImport(Library, EntryPoint = "peer_expert_forward_bf16")]
+    public static extern int ExpertForwardBf16(float* x, float* gates, long* indices, ushort* u, ushort* v, long tokens, long slots,
+        long dimension, long experts, int activation, float* y, float* hidden);
+
+    [DllImport(Library, EntryPoint = "peer_expert_backward_bf16")]
+    public static extern int ExpertBackwardBf16(float* x, float* gates, long* indices, ushort* u, ushort* v, float* hidden, float* dy,
+        long* slotToRow, long uniqueCount,
+        long tokens, long slots, long dimension, long experts, int activation, float* dx, float* dgates, float* duRows, float* dvRows);
+
+    [DllImport(Library, EntryPoint = "peer_sparse_adamw_bf16")]
+    public static extern int SparseAdamWBf16(ushort* param, ushort* expAvg, ushort* expAvgSq, long* rowSteps, long experts, long dimension,
+        long* rows, float* rowGrads, long count,
+        float lr, float beta1, float beta2, float eps, float weightDecay, float gradScale, ulong seed);
+
     [DllImport(Library, EntryPoint = "peer_sparse_adamw_f32")]
     public static extern int SparseAdamW(float* param, float* expAvg, float* expAvgSq, long* rowSteps, long experts, long dimension,
         long* rows, float* rowGrads, long count,

@@ -27,9 +27,10 @@ internal sealed class DenseAndSparseAdamW : IDisposable
     /// <paramref name="expertLearningRateScale"/> × the learning rate.</param>
     /// <param name="expertLearningRateScale">Learning-rate multiplier of <paramref name="expertTables"/>; 1 steps them like everything
     /// else.</param>
+    /// <param name="seed">Seeds the stochastic rounding of bfloat16 sparse tables.</param>
     public DenseAndSparseAdamW(IEnumerable<(string Name, Parameter Parameter)> namedParameters, IEnumerable<string> sparseTables,
         double learningRate, double beta1, double beta2, double weightDecay, IEnumerable<string>? expertTables = null,
-        double expertLearningRateScale = 1)
+        double expertLearningRateScale = 1, ulong seed = 0)
     {
         _expertLearningRateScale = expertLearningRateScale;
         // Parameters are told apart by name: the Parameter wrappers of one tensor differ between accessors.
@@ -44,7 +45,7 @@ internal sealed class DenseAndSparseAdamW : IDisposable
         var dense = all.Where(p => !sparseNames.Contains(p.Name)).ToList();
         _denseParameters = dense.Select(p => p.Parameter).ToList();
         if (sparse.Count > 0)
-            _sparse = new SparseRowAdamW(sparse, beta1, beta2, 1e-8, weightDecay);
+            _sparse = new SparseRowAdamW(sparse, beta1, beta2, 1e-8, weightDecay, seed: seed);
         var decay = dense.Where(p => p.Parameter.dim() >= 2 && !expertNames.Contains(p.Name)).Select(p => p.Parameter).ToList();
         var denseExperts = dense.Where(p => expertNames.Contains(p.Name)).Select(p => p.Parameter).ToList();
         var noDecay = _denseParameters.Where(p => p.dim() < 2).ToList();
@@ -84,13 +85,17 @@ internal sealed class DenseAndSparseAdamW : IDisposable
         _sparse?.Step(learningRate * _expertLearningRateScale, scale);
     }
 
-    // Global gradient-norm clipping over dense and sparse-row gradients alike: the factor to scale them by.
+    // Global gradient-norm clipping over dense and sparse-row gradients alike: the factor to scale them by. Every
+    // parameter's ‖g‖² is computed first and all are read at once, one synchronisation per step instead of one per parameter.
     private double ClipScale(double clipNorm)
     {
-        double squared = _sparse?.SquaredGradientNorm() ?? 0;
-        using (var scope = NewDisposeScope())
-            foreach (var p in _denseParameters)
-                if (p.grad is { } g) squared += g.square().sum().item<float>();
+        using var scope = NewDisposeScope();
+        var squares = _sparse?.SquaredGradientNorms() ?? new List<Tensor>();
+        foreach (var p in _denseParameters)
+            if (p.grad is { } g) squares.Add(g.square().sum());
+        if (squares.Count == 0) return 1.0;
+        // Summed in double, as the parameters' float32 sums were before.
+        double squared = stack(squares).to(ScalarType.Float64).sum().item<double>();
         double norm = Math.Sqrt(squared);
         return norm > clipNorm ? clipNorm / (norm + 1e-6) : 1.0;
     }

@@ -47,7 +47,8 @@ internal abstract class TrainingLoop<TModel> : IDisposable where TModel : nn.Mod
         // Tables with sparse row gradients get the row-sparse AdamW; everything else dense AdamW.
         Optimizer = new DenseAndSparseAdamW(Model.named_parameters(), experts.Where(t => t.Sparse).Select(t => t.Name),
             options.LearningRate, options.Beta1, options.Beta2, options.WeightDecay,
-            expertLearningRateScale is null ? null : experts.Select(t => t.Name), expertLearningRateScale ?? 1);
+            expertLearningRateScale is null ? null : experts.Select(t => t.Name), expertLearningRateScale ?? 1,
+            unchecked((ulong)options.Seed));
     }
 
     /// <summary>

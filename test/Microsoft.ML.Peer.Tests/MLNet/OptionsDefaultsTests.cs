@@ -32,6 +32,7 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(0.1, o.WeightDecay);
         Assert.AreEqual(8, o.MoeExperts);
         Assert.AreEqual(2, o.MoeTopK);
+        Assert.AreEqual(ExpertTablePrecision.Float32, o.ExpertTablePrecision);
     }
 
     [TestMethod]
@@ -52,6 +53,7 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(1e-3, o.LearningRate);
         Assert.AreEqual(20, o.WarmupSteps);
         Assert.AreEqual(0.1, o.WeightDecay);
+        Assert.AreEqual(ExpertTablePrecision.Float32, o.ExpertTablePrecision);
     }
 
     [TestMethod]
@@ -89,6 +91,7 @@ public sealed class OptionsDefaultsTests
             Assert.AreEqual((e.Experts, e.Heads, e.TopK, e.KeyDimension, e.QueryBatchNorm, e.QueryWhitening, e.NormalizeSubKeys,
                 e.SparseGradients),
                 (a.Experts, a.Heads, a.TopK, a.KeyDimension, a.QueryBatchNorm, a.QueryWhitening, a.NormalizeSubKeys, a.SparseGradients));
+        Assert.AreEqual(expected.Peer.ExpertTablePrecision, actual.Peer.ExpertTablePrecision);
     }
 
     [TestMethod]
@@ -98,6 +101,7 @@ public sealed class OptionsDefaultsTests
         {
             Experts = 16 * 16, Heads = 2, TopK = 3, KeyDimension = 8, QueryBatchNorm = true, QueryWhitening = true, NormalizeSubKeys = true,
             Layers = 2, SparseBlocks = new[] { 1 }, MoeExperts = 5, MoeTopK = 3, MaxSequenceLength = 64, LabelSmoothing = 0.1,
+            ExpertTablePrecision = ExpertTablePrecision.BFloat16,
         };
         var model = o.ModelOptions(vocabularySize: 100, classCount: 3, paddingId: 7);
         foreach (ProductKeyOptions layer in new ProductKeyOptions[] { model.Peer, model.ProductKeyMemory })
@@ -109,5 +113,6 @@ public sealed class OptionsDefaultsTests
             (model.VocabularySize, model.ClassCount, model.PaddingId, model.ContextLength, model.Layers, model.MoeExperts, model.MoeTopK));
         CollectionAssert.AreEqual(new[] { 1 }, model.SparseBlocks);
         Assert.AreEqual(0.1, model.LabelSmoothing);
+        Assert.AreEqual(ExpertTablePrecision.BFloat16, model.Peer.ExpertTablePrecision);
     }
 }

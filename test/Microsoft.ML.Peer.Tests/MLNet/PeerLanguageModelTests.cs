@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Peer.Layers;
+using static TorchSharp.torch;
 
 namespace Microsoft.ML.Peer.Tests.MLNet;
 
@@ -153,6 +154,34 @@ public sealed class PeerLanguageModelTests
         options.QueryBatchNorm = false;
         var error = Assert.ThrowsExactly<ArgumentException>(() => _ml.Peer().LanguageModel(options).Fit(train));
         StringAssert.Contains(error.Message, nameof(options.QueryWhitening));
+    }
+
+    [TestMethod]
+    public void BFloat16ExpertTablesTrainSaveAndLoadThroughMLNet()
+    {
+        var options = PluginTestData.TinyLanguageModel();
+        options.ExpertTablePrecision = ExpertTablePrecision.BFloat16;
+        var train = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(200, seed: 1));
+        var texts = _ml.Data.LoadFromEnumerable(PluginTestData.Sentences(10, seed: 7));
+        using var model = _ml.Peer().LanguageModel(options).Fit(train);
+        var tables = model.Model.named_parameters().Where(p => p.name.Contains("expert_")).ToList();
+        Assert.IsTrue(tables.Count > 0 && tables.All(p => p.parameter.dtype == ScalarType.BFloat16), "the expert tables are bf16");
+        string path = Path.Combine(Path.GetTempPath(), $"peer-lm-bf16-{Guid.NewGuid():N}.zip");
+        try
+        {
+            _ml.Model.Save(model, texts.Schema, path);
+            var loaded = (PeerLanguageModelTransformer)new MLContext().Model.Load(path, out _);
+            var scores = PluginTestData.Floats(model.Transform(texts), "Perplexity");
+            Assert.IsTrue(scores.All(float.IsFinite), "finite perplexities");
+            CollectionAssert.AreEqual(scores, PluginTestData.Floats(loaded.Transform(texts), "Perplexity"));
+            Assert.IsTrue(loaded.Model.named_parameters().Where(p => p.name.Contains("expert_"))
+                .All(p => p.parameter.dtype == ScalarType.BFloat16), "the loaded tables are bf16 too");
+            loaded.Dispose();
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 
     [TestMethod]
