@@ -38,7 +38,7 @@ internal static class LanguageModelBenchmark
             BatchSize = batch, SequenceLength = SequenceLength, WarmupSteps = 0, MaxSteps = 1_000_000, LogEvery = 1_000_000
         };
 
-        LanguageModelOptions Options(FeedForwardKind kind) => new()
+        LanguageModelOptions Options(FeedForwardKind kind, ExpertTablePrecision precision = ExpertTablePrecision.Float32) => new()
         {
             VocabularySize = Vocabulary,
             ContextLength = SequenceLength,
@@ -55,15 +55,19 @@ internal static class LanguageModelBenchmark
                 KeyDimension = settings.KeyDimension,
                 SparseGradients = true,
                 Kernels = peerKernels,
+                ExpertTablePrecision = precision,
             },
         };
 
         using var peer = new LanguageModelTrainingLoop(Options(FeedForwardKind.Peer), training);
         using var dense = new LanguageModelTrainingLoop(Options(FeedForwardKind.Dense), training);
+        // The same PEER LM with bfloat16 expert tables and moments (same seed, so the same weights rounded).
+        using var peerBf16 = new LanguageModelTrainingLoop(Options(FeedForwardKind.Peer, ExpertTablePrecision.BFloat16), training);
         var variants = new (string Name, LanguageModelTrainingLoop Trainer, Samples Samples)[]
         {
             ($"PEER LM ({peerKernels})", peer, new Samples($"PEER LM step ({peerKernels})")),
             ("dense LM", dense, new Samples($"dense LM step (block {Layers / 2} FFW hidden {hidden})")),
+            ($"PEER LM bf16 ({peerKernels})", peerBf16, new Samples($"PEER LM step, bf16 tables ({peerKernels})")),
         };
         foreach (var (_, trainer, _) in variants) trainer.TrainStep(sampler);   // warm-up
         for (int step = 0; step < settings.Steps; step++)
@@ -116,16 +120,19 @@ internal static class LanguageModelBenchmark
                 }
             }
         }
-        var parts = new Table("LM step, part by part (medians, ms)", "PEER LM", "dense LM", "PEER - dense");
-        void Part(string label, double p, double q) => parts.Add(label, Table.Format(p), Table.Format(q), Table.Format(p - q));
+        var parts = new Table("LM step, part by part (medians, ms)", "PEER LM", "dense LM", "PEER - dense", "PEER bf16", "bf16 - dense");
+        void Part(string label, double p, double q, double b) =>
+            parts.Add(label, Table.Format(p), Table.Format(q), Table.Format(p - q), Table.Format(b), Table.Format(b - q));
         var (pf, pfb) = phases[variants[0].Name];
         var (df, dfb) = phases[variants[1].Name];
-        Part("forward + loss", pf.Median, df.Median);
-        Part("backward (forward+backward - forward)", pfb.Median - pf.Median, dfb.Median - df.Median);
-        Part("clip + optimizers (step - forward+backward)", variants[0].Samples.Median - pfb.Median, variants[1].Samples.Median - dfb.Median);
-        Part("whole step", variants[0].Samples.Median, variants[1].Samples.Median);
-        parts.Add("  PEER layer forward alone, no grad (router + experts)", Table.Format(layerForward.Median), "", "");
-        parts.Add("  of which the router (projection, BN, retrieval, softmax)", Table.Format(routerForward.Median), "", "");
+        var (bf, bfb) = phases[variants[2].Name];
+        Part("forward + loss", pf.Median, df.Median, bf.Median);
+        Part("backward (forward+backward - forward)", pfb.Median - pf.Median, dfb.Median - df.Median, bfb.Median - bf.Median);
+        Part("clip + optimizers (step - forward+backward)", variants[0].Samples.Median - pfb.Median, variants[1].Samples.Median - dfb.Median,
+            variants[2].Samples.Median - bfb.Median);
+        Part("whole step", variants[0].Samples.Median, variants[1].Samples.Median, variants[2].Samples.Median);
+        parts.Add("  PEER layer forward alone, no grad (router + experts)", Table.Format(layerForward.Median), "", "", "", "");
+        parts.Add("  of which the router (projection, BN, retrieval, softmax)", Table.Format(routerForward.Median), "", "", "", "");
         Console.WriteLine();
         parts.Print();
 
@@ -136,8 +143,9 @@ internal static class LanguageModelBenchmark
                 Table.Format(tokens / (samples.Median / 1e3)));
         Console.WriteLine();
         table.Print();
-        double peerMedian = variants[0].Samples.Median, denseMedian = variants[1].Samples.Median;
-        Console.WriteLine($"PEER LM / dense LM step time: {Table.Format(peerMedian / denseMedian)}");
+        double peerMedian = variants[0].Samples.Median, denseMedian = variants[1].Samples.Median, bf16Median = variants[2].Samples.Median;
+        Console.WriteLine($"PEER LM / dense LM step time: {Table.Format(peerMedian / denseMedian)}; with bf16 tables: " +
+                          $"{Table.Format(bf16Median / denseMedian)}");
         Console.WriteLine();
 
         long Parameters(LanguageModelTrainingLoop t) => t.Model.parameters().Sum(p => p.numel());
@@ -168,6 +176,8 @@ internal static class LanguageModelBenchmark
             ["peer_tokens_per_s"] = Json.Round(tokens / (peerMedian / 1e3)),
             ["dense_tokens_per_s"] = Json.Round(tokens / (denseMedian / 1e3)),
             ["peer_over_dense_step_time"] = Json.Round(peerMedian / denseMedian),
+            ["peer_bf16_step_ms"] = variants[2].Samples.ToJson(),
+            ["peer_bf16_over_dense_step_time"] = Json.Round(bf16Median / denseMedian),
             ["peer_parameters"] = Parameters(peer),
             ["dense_parameters"] = Parameters(dense),
             ["breakdown_ms"] = new JsonObject
@@ -176,6 +186,8 @@ internal static class LanguageModelBenchmark
                 ["peer_forward_loss_backward"] = pfb.ToJson(),
                 ["dense_forward_loss"] = df.ToJson(),
                 ["dense_forward_loss_backward"] = dfb.ToJson(),
+                ["peer_bf16_forward_loss"] = bf.ToJson(),
+                ["peer_bf16_forward_loss_backward"] = bfb.ToJson(),
                 ["peer_layer_forward_no_grad"] = layerForward.ToJson(),
                 ["peer_router_forward_no_grad"] = routerForward.ToJson(),
                 ["counting"] = "backward = median(forward+loss+backward) - median(forward+loss); clip + optimizers = median(step) - "

@@ -36,10 +36,15 @@ internal static class PeerLayerBenchmark
         // The layer the breakdown and memory are about is built first and measured alone, so the peak resident
         // memory holds no other layer's tables.
         var subjectKernels = nativeAvailable ? PeerKernels.Native : PeerKernels.Managed;
+        // The same layer with bfloat16 tables and moments, measured alone first for the same reason.
+        Console.WriteLine($"building the {subjectKernels} layer with bf16 tables and measuring its peak memory ...");
+        var (bf16PeakResident, bf16ParameterBytes) = PeakOfOneStep(
+            () => new PeerTrainingStep("bf16", settings, subjectKernels, ExpertTablePrecision.BFloat16), x, w);
         Console.WriteLine($"building the {subjectKernels} layer and measuring its peak memory ...");
         var subject = new PeerTrainingStep(nativeAvailable ? "native step" : "composed step", settings, subjectKernels);
         PeerTrainingStep? composed = nativeAvailable ? null : subject;
         DenseTrainingStep? dense = null;
+        PeerTrainingStep? bf16 = null;
         double? nativeStepMedian = null;
         try
         {
@@ -55,8 +60,11 @@ internal static class PeerLayerBenchmark
             Console.WriteLine("building the other variants ...");
             composed ??= new PeerTrainingStep("composed step", settings, PeerKernels.Managed);
             dense = new DenseTrainingStep($"dense FFW step (hidden {m})", d, m);
+            bf16 = nativeAvailable ? new PeerTrainingStep("native step, bf16 tables", settings, PeerKernels.Native, ExpertTablePrecision.BFloat16)
+                : null;
             var variants = new List<ITrainingStep> { composed };
             if (nativeAvailable) variants.Add(subject);
+            if (bf16 is not null) variants.Add(bf16);
             variants.Add(dense);
             foreach (var variant in variants.Where(v => v != subject)) variant.Run(x, w);   // warm-up
 
@@ -122,6 +130,15 @@ internal static class PeerLayerBenchmark
             double optimizerBytes = 2 * uniqueRows * rowBytes * 7;
             double expertBytes = forwardBytes + backwardBytes + optimizerBytes;
             double floorMs = layerFlops / (rates.SgemmGflops * 1e9) * 1e3 + expertBytes / (rates.StreamGbps * 1e9) * 1e3;
+            // With bf16 tables and moments: rows read in the forward and backward and p, m, v in the optimizer are half the
+            // bytes; row gradients stay fp32.
+            double bf16ForwardBytes = forwardBytes / 2;
+            double bf16BackwardBytes = tokens * m * 2 * rowBytes / 2 + uniqueRows * 2 * rowBytes;
+            double bf16OptimizerBytes = 2 * uniqueRows * (rowBytes / 2 * 6 + rowBytes);
+            double bf16ExpertBytes = bf16ForwardBytes + bf16BackwardBytes + bf16OptimizerBytes;
+            double bf16FloorMs = layerFlops / (rates.SgemmGflops * 1e9) * 1e3 + bf16ExpertBytes / (rates.StreamGbps * 1e9) * 1e3;
+            var bf16Samples = bf16 is not null ? samples[bf16] : null;
+            double? bf16Median = bf16Samples?.Step.Median;
 
             var composedSamples = samples[composed];
             var nativeSamples = nativeAvailable ? samples[subject] : null;
@@ -137,6 +154,7 @@ internal static class PeerLayerBenchmark
             var table = new Table("training step", "min ms", "median ms", "max ms", "");
             table.Add(composedSamples.Step);
             if (nativeSamples is not null) table.Add(nativeSamples.Step);
+            if (bf16Samples is not null) table.Add(bf16Samples.Step);
             table.Add(denseSamples.Step);
             Console.WriteLine("== one training step, T tokens ==");
             table.Print();
@@ -167,6 +185,8 @@ internal static class PeerLayerBenchmark
             metrics.Add("unique experts touched", uniqueRows.ToString("N0", CultureInfo.InvariantCulture), $"of {experts:N0}");
             metrics.Add("expert-row bytes per step", Table.Format(expertBytes / 1e9), "GB");
             metrics.Add("floor = FLOPs/sgemm + bytes/bandwidth", Table.Format(floorMs), "ms");
+            metrics.Add("expert-row bytes per step, bf16 tables and moments", Table.Format(bf16ExpertBytes / 1e9), "GB");
+            metrics.Add("floor with bf16 bytes", Table.Format(bf16FloorMs), "ms");
             if (kernelGbps is { } kg) metrics.Add("native expert forward kernel rate", Table.Format(kg), "GB/s");
             if (derivedGbps is { } dg) metrics.Add($"expert forward rate, derived ({subject.Kernels})", Table.Format(dg), "GB/s");
             long? hugePageBytes = MemoryProbe.AnonHugePageBytes();
@@ -176,6 +196,10 @@ internal static class PeerLayerBenchmark
             metrics.Add($"peak RSS of a {subject.Kernels} step", peakResident is { } pr ? Table.Format(pr / 1e9) : "n/a", "GB");
             metrics.Add("peak RSS / parameter bytes (target <= 3.5)",
                 peakResident is { } p2 ? Table.Format((double)p2 / parameterBytes) : "n/a", "");
+            metrics.Add($"parameter bytes with bf16 tables", Table.Format(bf16ParameterBytes / 1e9), "GB");
+            metrics.Add($"peak RSS of a {subject.Kernels} step with bf16 tables", Gigabytes(bf16PeakResident), "GB");
+            metrics.Add("peak RSS (bf16) / fp32 parameter bytes (target <= 2.0)",
+                bf16PeakResident is { } p4 ? Table.Format((double)p4 / parameterBytes) : "n/a", "");
             metrics.Print();
 
             Console.WriteLine("== ratios ==");
@@ -185,6 +209,13 @@ internal static class PeerLayerBenchmark
                 ratios.Add("composed / native (step medians)", Table.Format(composedSamples.Step.Median / nm));
                 ratios.Add("native / floor", Table.Format(nm / floorMs));
                 ratios.Add("native / dense FFW", Table.Format(nm / denseSamples.Step.Median));
+                if (bf16Median is { } bm)
+                {
+                    ratios.Add("native bf16 / fp32 floor (target <= 0.8)", Table.Format(bm / floorMs));
+                    ratios.Add("native bf16 / bf16 floor", Table.Format(bm / bf16FloorMs));
+                    ratios.Add("native bf16 / native fp32", Table.Format(bm / nm));
+                    ratios.Add("composed / native bf16", Table.Format(composedSamples.Step.Median / bm));
+                }
                 if (kernelGbps is { } kg2) ratios.Add("native expert fwd GB/s / stream GB/s", Table.Format(kg2 / rates.StreamGbps));
                 if (kernelGbps is { } kg3) ratios.Add("native expert fwd GB/s / random-row read GB/s", Table.Format(kg3 / rowReadGbps));
                 ratios.Add("random-row read GB/s / stream GB/s", Table.Format(rowReadGbps / rates.StreamGbps));
@@ -211,6 +242,16 @@ internal static class PeerLayerBenchmark
             report["tokens"] = tokens;
             report["composed_step_ms"] = composedSamples.Step.ToJson();
             report["native_step_ms"] = nativeSamples?.Step.ToJson();
+            report["native_bf16_step_ms"] = bf16Samples?.Step.ToJson();
+            report["native_bf16_breakdown_ms"] = bf16Samples is not null ? PhaseJson(bf16Samples) : null;
+            report["bf16_expert_bytes"] = bf16ExpertBytes;
+            report["bf16_floor_ms"] = Json.Round(bf16FloorMs);
+            report["bf16_expert_bytes_counting"] =
+                "as expert_bytes with bf16 rows (d*2 bytes) for u, v and the moments; row gradients fp32: forward T*h*k*2*d*2; backward " +
+                "T*h*k*2*d*2 + U*2*d*4; optimizer 2*U*(6*d*2 + d*4) (reads p, m, v and g, writes p, m, v)";
+            report["bf16_peak_rss_bytes"] = bf16PeakResident;
+            report["bf16_parameter_bytes"] = bf16ParameterBytes;
+            report["bf16_peak_rss_over_fp32_parameters"] = bf16PeakResident is { } p5 ? Json.Round((double)p5 / parameterBytes) : null;
             report["dense_ffw_step_ms"] = denseSamples.Step.ToJson();
             if (!nativeAvailable) report["native_unavailable_reason"] = PeerNativeLibrary.UnavailableReason;
             report["composed_breakdown_ms"] = PhaseJson(composedSamples);
@@ -266,6 +307,10 @@ internal static class PeerLayerBenchmark
                 ["composed_over_native"] = Json.Number(composedSamples.Step.Median / nativeMedian),
                 ["native_over_floor"] = Json.Number(nativeMedian / floorMs),
                 ["native_over_dense_ffw"] = Json.Number(nativeMedian / denseSamples.Step.Median),
+                ["native_bf16_over_fp32_floor"] = Json.Number(bf16Median / floorMs),
+                ["native_bf16_over_bf16_floor"] = Json.Number(bf16Median / bf16FloorMs),
+                ["native_bf16_over_native"] = Json.Number(bf16Median / nativeMedian),
+                ["composed_over_native_bf16"] = Json.Number(composedSamples.Step.Median / bf16Median),
                 ["native_expert_fwd_over_stream"] = Json.Number(kernelGbps / rates.StreamGbps),
                 ["native_expert_fwd_over_random_row_read"] = Json.Number(kernelGbps / rowReadGbps),
                 ["random_row_read_over_stream"] = Json.Number(rowReadGbps / rates.StreamGbps),
@@ -276,6 +321,7 @@ internal static class PeerLayerBenchmark
         finally
         {
             dense?.Dispose();
+            bf16?.Dispose();
             if (composed != subject) composed?.Dispose();
             subject.Dispose();
         }
@@ -283,6 +329,19 @@ internal static class PeerLayerBenchmark
         // The peer a user would pick instead: the same step composed in PyTorch, run after this process has freed its
         // layers (both at once would not fit in memory here).
         report["pytorch"] = PyTorchReference.Run(settings, nativeStepMedian);
+    }
+
+    // Builds a step, runs a warm-up step, then measures the peak resident memory of one more; disposes it.
+    private static (long? PeakResident, long ParameterBytes) PeakOfOneStep(Func<PeerTrainingStep> build, Tensor x, Tensor w)
+    {
+        using var step = build();
+        step.Run(x, w);
+        long parameterBytes = step.ParameterBytes;
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        bool reset = MemoryProbe.ResetPeak();
+        step.Run(x, w);
+        return (reset ? MemoryProbe.PeakResidentBytes() : null, parameterBytes);
     }
 
     private static string Gigabytes(long? bytes) => bytes is { } b ? Table.Format(b / 1e9) : "n/a";

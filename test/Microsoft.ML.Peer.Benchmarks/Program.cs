@@ -21,6 +21,9 @@ namespace Microsoft.ML.Peer.Benchmarks
                            Writes artifacts/bench/peer-layer.json.
               lm-step      one LanguageModelTrainingLoop.TrainStep of a 4-layer transformer LM with a PEER block vs the same
                            LM with that block's FFW dense of hidden h*k. Writes artifacts/bench/lm-step.json.
+              bf16-quality the plugin's PEER language model trained on the Brown corpus from one seed with float32 and with
+                           bfloat16 expert tables: validation perplexity curves side by side (default N = 1024²,
+                           --steps 600). Writes artifacts/bench/bf16-quality.json.
               scoring      the default PEER spam classifier vs FeaturizeText + SdcaMaximumEntropy on the SpamAssassin test
                            rows: Transform throughput and PredictionEngine latency side by side, and the PEER model's time
                            per row by part. Writes artifacts/bench/scoring.json.
@@ -43,7 +46,7 @@ namespace Microsoft.ML.Peer.Benchmarks
                 return args.Length == 0 ? 2 : 0;
             }
             string command = args[0];
-            if (command is not ("peer-layer" or "lm-step" or "scoring"))
+            if (command is not ("peer-layer" or "lm-step" or "scoring" or "bf16-quality"))
                 return Fail($"unknown command '{command}'.");
             if (!BenchmarkSettings.TryParse(args.AsSpan(1), command, out var settings, out var error))
                 return Fail(error);
@@ -55,6 +58,10 @@ namespace Microsoft.ML.Peer.Benchmarks
                 PeerLayerBenchmark.Run(settings, report);
                 if (settings.RunLanguageModel)
                     report["lm_step"] = LanguageModelBenchmark.Run(settings);
+            }
+            else if (command == "bf16-quality")
+            {
+                report["bf16_quality"] = BFloat16QualityBenchmark.Run(settings);
             }
             else if (command == "scoring")
             {
@@ -92,6 +99,7 @@ namespace Microsoft.ML.Peer.Benchmarks
         public bool RunLanguageModel { get; private set; } = true;
         public int LatencyRows { get; private set; } = 400;
         public int SdcaIterations { get; private set; } = 10;
+        public int QualitySteps { get; private set; } = 600;
 
         public int Dimension => 256;
         public int Heads => 8;
@@ -121,7 +129,7 @@ namespace Microsoft.ML.Peer.Benchmarks
                         i++;
                         if (option == "--rows") settings.LatencyRows = value;
                         else if (option == "--sdca-iterations") settings.SdcaIterations = value;
-                        else if (option == "--steps") settings.Steps = value;
+                        else if (option == "--steps") { settings.Steps = value; settings.QualitySteps = value; }
                         else if (option == "--tokens") { settings.Tokens = value; settings.TokensGiven = true; }
                         else
                         {

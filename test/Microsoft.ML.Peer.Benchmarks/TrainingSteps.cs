@@ -33,7 +33,8 @@ internal sealed class PeerTrainingStep : ITrainingStep
     private readonly AdamW _routerOptimizer;
     private readonly SparseRowAdamW _tableOptimizer;
 
-    public PeerTrainingStep(string name, BenchmarkSettings settings, PeerKernels kernels)
+    public PeerTrainingStep(string name, BenchmarkSettings settings, PeerKernels kernels,
+        ExpertTablePrecision precision = ExpertTablePrecision.Float32)
     {
         Name = name;
         Kernels = kernels;
@@ -45,6 +46,7 @@ internal sealed class PeerTrainingStep : ITrainingStep
             KeyDimension = settings.KeyDimension,
             SparseGradients = true,
             Kernels = kernels,
+            ExpertTablePrecision = precision,
         });
         Layer.train();
         // The tables and the router are the layer's only parameters; each goes to exactly one optimizer.
