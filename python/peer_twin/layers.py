@@ -168,19 +168,25 @@ class PeerLayer(nn.Module):
         self.activation = options.get("ExpertActivation", "Gelu")
         if self.activation not in ("Gelu", "Relu"):
             raise ValueError(f"Unknown ExpertActivation {self.activation!r}")
+        precision = options.get("ExpertTablePrecision", "Float32")
+        if precision not in ("Float32", "BFloat16"):
+            raise ValueError(f"Unknown ExpertTablePrecision {precision!r}")
         self.router = ProductKeyRouter(dimension, options)
         self.expert_down = nn.Embedding(options["Experts"], dimension)
         self.expert_up = nn.Embedding(options["Experts"], dimension)
         with torch.no_grad():
             self.expert_down.weight.normal_(0, 1.0 / math.sqrt(dimension))
             self.expert_up.weight.normal_(0, 1.0 / math.sqrt(dimension))
+        if precision == "BFloat16":  # tables stored in bfloat16, rows widened exactly to compute in fp32, as ours
+            self.expert_down.to(torch.bfloat16)
+            self.expert_up.to(torch.bfloat16)
 
     def experts(self, x, gates, indices):
         """x [T, d], gates and indices [T, h*k] -> [T, d]. Overridden by the row-sharded layer in peer_twin.distributed."""
-        u = self.expert_down(indices)
+        u = self.expert_down(indices).float()
         hidden = torch.bmm(u, x.unsqueeze(-1)).squeeze(-1)
         hidden = F.gelu(hidden) if self.activation == "Gelu" else F.relu(hidden)
-        v = self.expert_up(indices)
+        v = self.expert_up(indices).float()
         return torch.bmm((hidden * gates).unsqueeze(1), v).squeeze(1)
 
     def forward(self, inputs):

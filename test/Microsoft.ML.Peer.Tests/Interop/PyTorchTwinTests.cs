@@ -91,7 +91,7 @@ public sealed class PyTorchTwinTests
     public static IEnumerable<object[]> LanguageModels => new[]
     {
         new object[] { "Dense" }, new object[] { "MoE" }, new object[] { "ProductKeyMemory" }, new object[] { "Peer" },
-        new object[] { "PeerWhitenedNormalizedInputBN" }, new object[] { "PeerSigmoidRelu" },
+        new object[] { "PeerWhitenedNormalizedInputBN" }, new object[] { "PeerSigmoidRelu" }, new object[] { "PeerBFloat16" },
     };
 
     [TestMethod]

@@ -14,7 +14,7 @@ public sealed class SafetensorsTests
     public static IEnumerable<object[]> LanguageModelKinds => new[]
     {
         new object[] { "Dense" }, new object[] { "MoE" }, new object[] { "ProductKeyMemory" }, new object[] { "Peer" },
-        new object[] { "PeerWhitenedNormalizedInputBN" },
+        new object[] { "PeerWhitenedNormalizedInputBN" }, new object[] { "PeerBFloat16" },
     };
 
     /// <summary>The tiny language model of <paramref name="variant"/>: a feed-forward kind, or PEER with every retrieval option
@@ -26,6 +26,11 @@ public sealed class SafetensorsTests
             p.QueryWhitening = true;
             p.NormalizeSubKeys = true;
             p.InputBatchNorm = true;
+        }),
+        "PeerBFloat16" => SafetensorsFiles.LanguageModel(FeedForwardKind.Peer, p =>
+        {
+            p.SparseGradients = true;
+            p.ExpertTablePrecision = ExpertTablePrecision.BFloat16;
         }),
         "PeerSigmoidRelu" => SafetensorsFiles.LanguageModel(FeedForwardKind.Peer, p =>
         {
