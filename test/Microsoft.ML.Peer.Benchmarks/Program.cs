@@ -24,6 +24,8 @@ namespace Microsoft.ML.Peer.Benchmarks
               bf16-quality the plugin's PEER language model trained on the Brown corpus from one seed with float32 and with
                            bfloat16 expert tables: validation perplexity curves side by side (default N = 1024²,
                            --steps 600). Writes artifacts/bench/bf16-quality.json.
+              retrieval    product-key top-k of T*h queries: the fused native kernel vs torch GEMM scores + the native
+                           Cartesian top-k vs the managed path, interleaved. Writes artifacts/bench/retrieval.json.
               scoring      the default PEER spam classifier vs FeaturizeText + SdcaMaximumEntropy on the SpamAssassin test
                            rows: Transform throughput and PredictionEngine latency side by side, and the PEER model's time
                            per row by part. Writes artifacts/bench/scoring.json.
@@ -46,7 +48,7 @@ namespace Microsoft.ML.Peer.Benchmarks
                 return args.Length == 0 ? 2 : 0;
             }
             string command = args[0];
-            if (command is not ("peer-layer" or "lm-step" or "scoring" or "bf16-quality"))
+            if (command is not ("peer-layer" or "lm-step" or "scoring" or "bf16-quality" or "retrieval"))
                 return Fail($"unknown command '{command}'.");
             if (!BenchmarkSettings.TryParse(args.AsSpan(1), command, out var settings, out var error))
                 return Fail(error);
@@ -58,6 +60,10 @@ namespace Microsoft.ML.Peer.Benchmarks
                 PeerLayerBenchmark.Run(settings, report);
                 if (settings.RunLanguageModel)
                     report["lm_step"] = LanguageModelBenchmark.Run(settings);
+            }
+            else if (command == "retrieval")
+            {
+                report["retrieval"] = RetrievalBenchmark.Run(settings);
             }
             else if (command == "bf16-quality")
             {
