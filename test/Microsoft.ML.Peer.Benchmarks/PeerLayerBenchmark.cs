@@ -89,6 +89,8 @@ internal static class PeerLayerBenchmark
             var kernelForward = new Samples("  expert forward kernel alone (peer_expert_forward_f32)");
             var kernelForwardIdle = new Samples("  same kernel after 100 ms idle (no torch op just before)");
             var rowReadProbe = new Samples("  reading the same u, v rows and nothing else (RandomRowReadProbe)");
+            var torchUnique = new Samples("  unique slots by torch.unique (the backward's, before)");
+            var nativeUnique = new Samples("  unique slots by peer_unique_rows (the backward's, now)");
             Console.WriteLine($"timing {settings.Steps} interleaved steps ...");
             Console.WriteLine();
             for (int step = 0; step < settings.Steps; step++)
@@ -112,6 +114,16 @@ internal static class PeerLayerBenchmark
                     NativeExpertKernel.Forward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu,
                         kernelY, kernelHidden);
                     kernelForwardIdle.Add(Samples.Milliseconds(start, Stopwatch.GetTimestamp()));
+                }
+                if (nativeAvailable)
+                {
+                    using var uniqueScope = NewDisposeScope();
+                    long u0 = Stopwatch.GetTimestamp();
+                    unique(indices.reshape(-1), sorted: true, return_inverse: true);
+                    long u1 = Stopwatch.GetTimestamp();
+                    FusedExpertFunction.UniqueRows(indices, experts);
+                    torchUnique.Add(Samples.Milliseconds(u0, u1));
+                    nativeUnique.Add(Samples.Milliseconds(u1, Stopwatch.GetTimestamp()));
                 }
                 long probeStart = Stopwatch.GetTimestamp();
                 RandomRowReadProbe.Read(indices, subject.Layer.DownWeights, subject.Layer.UpWeights);
@@ -171,6 +183,11 @@ internal static class PeerLayerBenchmark
                 breakdown.Add(rowReadProbe);
             }
             breakdown.Add(subjectSamples.Backward);
+            if (nativeAvailable)
+            {
+                breakdown.Add(torchUnique);
+                breakdown.Add(nativeUnique);
+            }
             breakdown.Add(subjectSamples.Optimizer);
             breakdown.Print();
 
@@ -262,6 +279,8 @@ internal static class PeerLayerBenchmark
             breakdownJson["expert_forward_kernel_ms"] = nativeAvailable ? kernelForward.ToJson() : null;
             breakdownJson["expert_forward_kernel_after_idle_ms"] = nativeAvailable ? kernelForwardIdle.ToJson() : null;
             breakdownJson["random_row_read_probe_ms"] = rowReadProbe.ToJson();
+            breakdownJson["torch_unique_ms"] = nativeAvailable ? torchUnique.ToJson() : null;
+            breakdownJson["peer_unique_rows_ms"] = nativeAvailable ? nativeUnique.ToJson() : null;
             breakdownJson["sections"] =
                 "layer_forward: PeerLayer.forward (router + experts) with autograd; router_forward: Router.forward alone, timed separately with autograd on; " +
                 "expert_forward_derived: median layer_forward - median router_forward; expert_forward_kernel: peer_expert_forward_f32 called directly " +

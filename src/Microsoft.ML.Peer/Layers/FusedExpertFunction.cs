@@ -65,7 +65,7 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         var dy = gradOutput.contiguous();
         long tokens = x.shape[0], dimension = x.shape[1], slots = gates.shape[1], experts = down.shape[0];
         // Sorted unique experts of this batch and each slot's position among them.
-        var (rows, slotToRow, _) = unique(indices.reshape(-1), sorted: true, return_inverse: true);
+        var (rows, slotToRow) = UniqueRows(indices, experts);
         long uniqueCount = rows.shape[0];
         var dx = empty(tokens, dimension);
         var dgates = empty(tokens, slots);
@@ -75,7 +75,6 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         var (downRows, upRows) = reuse
             ? workspace!.Rows(uniqueCount, dimension)
             : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
-        slotToRow = slotToRow!.contiguous();
         float* px = PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x");
         float* pg = PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates");
         long* pi = PeerNativeLibrary.Pointer<long>(indices, ScalarType.Int64, "indices");
@@ -102,6 +101,25 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
             Accumulate(up, rows, upRows, experts, dimension, sparse);
         }
         return new List<Tensor> { dx, dgates, null!, null!, null!, null!, null!, null! };
+    }
+
+    /// <summary>
+    /// The sorted unique values of <paramref name="indices"/> and each one's position among them, as torch.unique(sorted,
+    /// return_inverse) gives them, by peer_unique_rows: a bitmap over the N experts rather than torch's sort, which took
+    /// longer than the backward kernel it feeds (docs/performance.md).
+    /// </summary>
+    internal static unsafe (Tensor Rows, Tensor Inverse) UniqueRows(Tensor indices, long experts)
+    {
+        var flat = indices.reshape(-1).contiguous();
+        long count = flat.shape[0];
+        if (count == 0) return (empty(0, dtype: ScalarType.Int64), empty(0, dtype: ScalarType.Int64));
+        var rows = empty(count, dtype: ScalarType.Int64);
+        var inverse = empty(count, dtype: ScalarType.Int64);
+        long uniqueCount = 0;
+        PeerNativeLibrary.Check(PeerNativeMethods.UniqueRows(PeerNativeLibrary.Pointer<long>(flat, ScalarType.Int64, "indices"), count,
+            experts, PeerNativeLibrary.Pointer<long>(rows, ScalarType.Int64, "rows"),
+            PeerNativeLibrary.Pointer<long>(inverse, ScalarType.Int64, "inverse"), &uniqueCount), "peer_unique_rows");
+        return (rows.narrow(0, 0, uniqueCount), inverse);
     }
 
     // Both tables are bfloat16 (the bf16 kernels), or neither; a mixed pair fails in Pointer with the table's name.

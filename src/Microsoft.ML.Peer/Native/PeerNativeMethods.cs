@@ -52,6 +52,9 @@ internal static unsafe class PeerNativeMethods
         long* rows, float* rowGrads, long count,
         float lr, float beta1, float beta2, float eps, float weightDecay, float gradScale, ulong seed);
 
+    [DllImport(Library, EntryPoint = "peer_unique_rows")]
+    public static extern int UniqueRows(long* indices, long count, long experts, long* rows, long* inverse, long* uniqueCount);
+
     [DllImport(Library, EntryPoint = "peer_sparse_adamw_f32")]
     public static extern int SparseAdamW(float* param, float* expAvg, float* expAvgSq, long* rowSteps, long experts, long dimension,
         long* rows, float* rowGrads, long count,

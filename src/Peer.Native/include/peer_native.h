@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 /* Returns 3; bumped whenever a signature or meaning below changes or an entry point is added (3: the bf16 expert
-   kernels and peer_sparse_adamw_bf16). */
+   kernels, peer_sparse_adamw_bf16 and peer_unique_rows). */
 PEER_API int peer_abi_version(void);
 
 /* Message of the last call on this thread that did not return PEER_OK ("" if none has failed). Successful calls leave
@@ -85,6 +85,13 @@ PEER_API int peer_expert_backward_bf16(const float* x, const float* gates, const
                                        const int64_t* slot_to_row, int64_t unique_count, int64_t T, int64_t m,
                                        int64_t d, int64_t N, int activation, float* dx, float* dgates, float* dU_rows,
                                        float* dV_rows);
+
+/* The sorted unique values of indices [count] (each in [0, N)) and each one's position among them: rows receives the
+   unique_count unique values ascending (rows must hold count values), inverse [count] the position of indices[i] in
+   rows. The same as torch.unique(indices, sorted=True, return_inverse=True); O(count + N/64) with N/8 bytes of scratch.
+   The expert backward's slot_to_row and the rows its gradients belong to. */
+PEER_API int peer_unique_rows(const int64_t* indices, int64_t count, int64_t N, int64_t* rows, int64_t* inverse,
+                              int64_t* unique_count);
 
 /* Row-sparse AdamW on an [N, d] table: only `rows` (strictly increasing) are updated, each with its own step count
    row_steps[row] (incremented here) for bias correction:

@@ -925,6 +925,45 @@ int count_libgomp(struct dl_phdr_info* info, size_t, void* data) {
 }
 #endif
 
+// unique_rows: against std::sort + std::unique on random, duplicated, single-value and boundary inputs; validation.
+void test_unique_rows() {
+  uint64_t state = 12345;
+  auto next = [&state]() {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 17;
+  };
+  struct Case {
+    int64_t count, N;
+  };
+  for (const Case c : {Case{1, 1}, Case{7, 1}, Case{100, 64}, Case{100, 65}, Case{5000, 1 << 20}, Case{4096, 300},
+                       Case{262144, 1 << 20}}) {
+    std::vector<int64_t> indices(static_cast<size_t>(c.count));
+    for (auto& v : indices) v = static_cast<int64_t>(next() % static_cast<uint64_t>(c.N));
+    if (c.count > 2) indices[1] = c.N - 1, indices[2] = 0;  // both ends of the range
+    std::vector<int64_t> expected = indices;
+    std::sort(expected.begin(), expected.end());
+    expected.erase(std::unique(expected.begin(), expected.end()), expected.end());
+    std::vector<int64_t> rows(static_cast<size_t>(c.count), -1), inverse(static_cast<size_t>(c.count), -1);
+    int64_t unique_count = -1;
+    const std::string name = "unique_rows count " + std::to_string(c.count) + " N " + std::to_string(c.N);
+    expect_ok(peer_unique_rows(indices.data(), c.count, c.N, rows.data(), inverse.data(), &unique_count), name);
+    expect(unique_count == static_cast<int64_t>(expected.size()), name + ": unique count");
+    rows.resize(static_cast<size_t>(std::max<int64_t>(unique_count, 0)));
+    expect(rows == expected, name + ": rows sorted and unique");
+    bool mapped = true;
+    for (size_t i = 0; i < indices.size(); ++i)
+      mapped = mapped && inverse[i] >= 0 && inverse[i] < unique_count && expected[static_cast<size_t>(inverse[i])] == indices[i];
+    expect(mapped, name + ": inverse maps every slot to its row");
+  }
+  int64_t idx[2] = {3, 9}, rows[2] = {-1, -1}, inverse[2] = {-1, -1}, n = -1;
+  expect_invalid("peer_unique_rows", "indices[1] = 9 is outside [0, N = 9)",
+                 [&] { return peer_unique_rows(idx, 2, 9, rows, inverse, &n); });
+  expect(rows[0] == -1 && inverse[0] == -1 && n == -1, "a rejected unique_rows call writes nothing");
+  expect_invalid("peer_unique_rows", "count must be positive, got 0",
+                 [&] { return peer_unique_rows(idx, 0, 9, rows, inverse, &n); });
+  expect_invalid("peer_unique_rows", "inverse is null", [&] { return peer_unique_rows(idx, 2, 10, rows, nullptr, &n); });
+}
+
 int main(int argc, char** argv) {
 #if defined(PEER_TESTS_WITH_OPENMP)
   // Start the OpenMP team first, as libtorch has before any kernel runs in the .NET process.
@@ -942,6 +981,7 @@ int main(int argc, char** argv) {
       {"runtime", test_runtime},     {"retrieval", test_retrieval},   {"experts", test_experts},
       {"experts_bf16", test_experts_bf16},
       {"optimizer", test_optimizer}, {"optimizer_bf16", test_optimizer_bf16},
+      {"unique_rows", test_unique_rows},
       {"validation", test_validation}, {"determinism", test_determinism},
       {"retrieval_backward", test_retrieval_backward}, {"memory", test_memory},
   };

@@ -79,6 +79,25 @@ public sealed class NativeKernelEquivalenceTests
     }
 
     [TestMethod]
+    public void UniqueRowsMatchTorchUnique()
+    {
+        manual_seed(3);
+        foreach (long experts in new long[] { 1, 64, 1000, 1 << 20 })
+        {
+            using var scope = NewDisposeScope();
+            var indices = randint(experts, new long[] { 37, 12 }, dtype: ScalarType.Int64);
+            var (rows, inverse) = FusedExpertFunction.UniqueRows(indices, experts);
+            var (expectedRows, expectedInverse, _) = unique(indices.reshape(-1), sorted: true, return_inverse: true);
+            Assert.IsTrue(rows.eq(expectedRows).all().item<bool>() && rows.shape[0] == expectedRows.shape[0], $"N = {experts}: rows");
+            Assert.IsTrue(inverse.eq(expectedInverse!).all().item<bool>(), $"N = {experts}: inverse");
+        }
+        var empty = FusedExpertFunction.UniqueRows(zeros(0, 4, dtype: ScalarType.Int64), 10);
+        Assert.AreEqual(0L, empty.Rows.shape[0]);
+        var error = Assert.ThrowsExactly<ArgumentException>(() => FusedExpertFunction.UniqueRows(tensor(new long[] { 3, 10 }), 10));
+        StringAssert.Contains(error.Message, "indices[1] = 10 is outside [0, N = 10)");
+    }
+
+    [TestMethod]
     public void SparseAdamWNativeAndManagedAgree()
     {
         manual_seed(8);
