@@ -37,4 +37,21 @@ internal static class NativeExpertKernel
             throw new InvalidOperationException(
                 $"peer_expert_forward_f32 failed with status {status}: {Marshal.PtrToStringUTF8(LastError())}");
     }
+
+    /// <summary>
+    /// The expert backward as FusedExpertFunction.backward runs it on a real retrieval: the unique rows, then
+    /// peer_expert_backward_f32 into fresh dx, dgates and row-gradient buffers (allocated here, as a step would reuse them).
+    /// </summary>
+    public static unsafe void Backward(Tensor x, Tensor gates, Tensor indices, Tensor down, Tensor up, ExpertActivation activation,
+        Tensor hidden, Tensor dy, Tensor dx, Tensor dgates, Tensor downRows, Tensor upRows)
+    {
+        var (rows, slotToRow) = Microsoft.ML.Peer.Layers.FusedExpertFunction.UniqueRows(indices, down.shape[0]);
+        long unique = rows.shape[0];
+        Microsoft.ML.Peer.Native.PeerNativeLibrary.Check(Microsoft.ML.Peer.Native.PeerNativeMethods.ExpertBackward(
+            (float*)TensorData(x.Handle), (float*)TensorData(gates.Handle), (long*)TensorData(indices.Handle),
+            (float*)TensorData(down.Handle), (float*)TensorData(up.Handle), (float*)TensorData(hidden.Handle),
+            (float*)TensorData(dy.Handle), (long*)TensorData(slotToRow.Handle), unique, x.shape[0], gates.shape[1], x.shape[1],
+            down.shape[0], (int)activation, (float*)TensorData(dx.Handle), (float*)TensorData(dgates.Handle),
+            (float*)TensorData(downRows.Handle), (float*)TensorData(upRows.Handle)), "peer_expert_backward_f32");
+    }
 }

@@ -89,6 +89,11 @@ internal static class PeerLayerBenchmark
             var kernelForward = new Samples("  expert forward kernel alone (peer_expert_forward_f32)");
             var kernelForwardIdle = new Samples("  same kernel after 100 ms idle (no torch op just before)");
             var rowReadProbe = new Samples("  reading the same u, v rows and nothing else (RandomRowReadProbe)");
+            var kernelBackward = new Samples("  expert backward alone (peer_unique_rows + peer_expert_backward_f32)");
+            var kernelDx = empty(tokens, d);
+            var kernelDgates = empty(tokens, m);
+            var kernelDown = empty(uniqueRows, d);
+            var kernelUp = empty(uniqueRows, d);
             var torchUnique = new Samples("  unique slots by torch.unique (the backward's, before)");
             var nativeUnique = new Samples("  unique slots by peer_unique_rows (the backward's, now)");
             Console.WriteLine($"timing {settings.Steps} interleaved steps ...");
@@ -122,8 +127,12 @@ internal static class PeerLayerBenchmark
                     unique(indices.reshape(-1), sorted: true, return_inverse: true);
                     long u1 = Stopwatch.GetTimestamp();
                     FusedExpertFunction.UniqueRows(indices, experts);
+                    long b0 = Stopwatch.GetTimestamp();
+                    NativeExpertKernel.Backward(x, gates, indices, subject.Layer.DownWeights, subject.Layer.UpWeights, ExpertActivation.Gelu,
+                        kernelHidden, w, kernelDx, kernelDgates, kernelDown, kernelUp);
                     torchUnique.Add(Samples.Milliseconds(u0, u1));
-                    nativeUnique.Add(Samples.Milliseconds(u1, Stopwatch.GetTimestamp()));
+                    nativeUnique.Add(Samples.Milliseconds(u1, b0));
+                    kernelBackward.Add(Samples.Milliseconds(b0, Stopwatch.GetTimestamp()));
                 }
                 long probeStart = Stopwatch.GetTimestamp();
                 RandomRowReadProbe.Read(indices, subject.Layer.DownWeights, subject.Layer.UpWeights);
@@ -185,6 +194,9 @@ internal static class PeerLayerBenchmark
             breakdown.Add(subjectSamples.Backward);
             if (nativeAvailable)
             {
+                breakdown.Add(kernelBackward);
+                breakdown.Add("  rest of the backward (router, loss, autograd, gradient tables) = backward - expert backward", "",
+                    Table.Format(subjectSamples.Backward.Median - kernelBackward.Median), "", "ms");
                 breakdown.Add(torchUnique);
                 breakdown.Add(nativeUnique);
             }
@@ -279,6 +291,7 @@ internal static class PeerLayerBenchmark
             breakdownJson["expert_forward_kernel_ms"] = nativeAvailable ? kernelForward.ToJson() : null;
             breakdownJson["expert_forward_kernel_after_idle_ms"] = nativeAvailable ? kernelForwardIdle.ToJson() : null;
             breakdownJson["random_row_read_probe_ms"] = rowReadProbe.ToJson();
+            breakdownJson["expert_backward_kernel_ms"] = nativeAvailable ? kernelBackward.ToJson() : null;
             breakdownJson["torch_unique_ms"] = nativeAvailable ? torchUnique.ToJson() : null;
             breakdownJson["peer_unique_rows_ms"] = nativeAvailable ? nativeUnique.ToJson() : null;
             breakdownJson["sections"] =
