@@ -89,6 +89,8 @@ internal static class PeerLayerBenchmark
             var kernelForward = new Samples("  expert forward kernel alone (peer_expert_forward_f32)");
             var kernelForwardIdle = new Samples("  same kernel after 100 ms idle (no torch op just before)");
             var rowReadProbe = new Samples("  reading the same u, v rows and nothing else (RandomRowReadProbe)");
+            var routerBackward = new Samples("  router backward alone (of (gates·r).sum(): softmax, scores, BN, projection)");
+            var gateWeights = randn(tokens, m);
             var kernelBackward = new Samples("  expert backward alone (peer_unique_rows + peer_expert_backward_f32)");
             var kernelDx = empty(tokens, d);
             var kernelDgates = empty(tokens, m);
@@ -107,6 +109,7 @@ internal static class PeerLayerBenchmark
                     samples[variant].Add(variant.Run(x, w));
                 }
                 routerForward.Add(subject.RouterForward(x));
+                routerBackward.Add(subject.RouterBackward(x, gateWeights));
                 if (nativeAvailable)
                 {
                     long start = Stopwatch.GetTimestamp();
@@ -195,6 +198,7 @@ internal static class PeerLayerBenchmark
             if (nativeAvailable)
             {
                 breakdown.Add(kernelBackward);
+                breakdown.Add(routerBackward);
                 breakdown.Add("  rest of the backward (router, loss, autograd, gradient tables) = backward - expert backward", "",
                     Table.Format(subjectSamples.Backward.Median - kernelBackward.Median), "", "ms");
                 breakdown.Add(torchUnique);
@@ -291,6 +295,7 @@ internal static class PeerLayerBenchmark
             breakdownJson["expert_forward_kernel_ms"] = nativeAvailable ? kernelForward.ToJson() : null;
             breakdownJson["expert_forward_kernel_after_idle_ms"] = nativeAvailable ? kernelForwardIdle.ToJson() : null;
             breakdownJson["random_row_read_probe_ms"] = rowReadProbe.ToJson();
+            breakdownJson["router_backward_ms"] = routerBackward.ToJson();
             breakdownJson["expert_backward_kernel_ms"] = nativeAvailable ? kernelBackward.ToJson() : null;
             breakdownJson["torch_unique_ms"] = nativeAvailable ? torchUnique.ToJson() : null;
             breakdownJson["peer_unique_rows_ms"] = nativeAvailable ? nativeUnique.ToJson() : null;
@@ -360,6 +365,12 @@ internal static class PeerLayerBenchmark
 
         // The peer a user would pick instead: the same step composed in PyTorch, run after this process has freed its
         // layers (both at once would not fit in memory here).
+        // Tensors of the variants that no scope disposed are released by their finalizers; without this the process kept
+        // 13 GB while PyTorch's step needed 11 GB, and the kernel's OOM killer ended the run.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Console.WriteLine($"resident memory before the PyTorch step: {Gigabytes(MemoryProbe.ResidentBytes())} GB");
         report["pytorch"] = PyTorchReference.Run(settings, nativeStepMedian);
     }
 

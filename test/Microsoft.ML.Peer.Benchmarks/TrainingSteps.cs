@@ -93,6 +93,20 @@ internal sealed class PeerTrainingStep : ITrainingStep
         return Samples.Milliseconds(start, end);
     }
 
+    /// <summary>Router backward alone: the router's forward (untimed), then the backward of (gates·r).sum() for a fixed r.</summary>
+    public double RouterBackward(Tensor x, Tensor r)
+    {
+        using var scope = NewDisposeScope();
+        _routerOptimizer.zero_grad();
+        var (gates, _) = Layer.Router.forward(x);
+        var loss = (gates.reshape(r.shape) * r).sum();
+        long start = Stopwatch.GetTimestamp();
+        loss.backward();
+        long end = Stopwatch.GetTimestamp();
+        _routerOptimizer.zero_grad();
+        return Samples.Milliseconds(start, end);
+    }
+
     public void Dispose()
     {
         _tableOptimizer.Dispose();

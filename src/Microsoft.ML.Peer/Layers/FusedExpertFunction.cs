@@ -73,7 +73,7 @@ internal sealed class FusedExpertFunction : autograd.SingleTensorFunction<FusedE
         var workspace = ctx.get_data("workspace") as ExpertGradientWorkspace;
         bool reuse = workspace is not null && down.grad is null && up.grad is null;
         var (downRows, upRows) = reuse
-            ? workspace!.Rows(uniqueCount, dimension)
+            ? workspace!.Rows(uniqueCount, dimension, Math.Min(experts, tokens * slots))
             : (empty(uniqueCount, dimension), empty(uniqueCount, dimension));
         float* px = PeerNativeLibrary.Pointer<float>(x, ScalarType.Float32, "x");
         float* pg = PeerNativeLibrary.Pointer<float>(gates, ScalarType.Float32, "gates");
