@@ -94,6 +94,28 @@ public sealed class PeerTextClassificationTests
     }
 
     [TestMethod]
+    public void CrossValidateRunsFiveFoldsWithTheTrainerInThePipeline()
+    {
+        var data = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(250, seed: 11, classes: 3));
+        var options = PluginTestData.TinyClassifier();
+        options.Epochs = 3;
+        var pipeline = Ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(Ml.Peer().TextClassification(options))
+            .Append(Ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+        var folds = Ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 5, labelColumnName: "Label");
+        Assert.AreEqual(5, folds.Count);
+        foreach (var fold in folds)
+        {
+            Assert.IsTrue(fold.Metrics.MicroAccuracy > 0.6, $"fold {fold.Fold}: micro-accuracy {fold.Metrics.MicroAccuracy:F3}");
+            Assert.IsTrue(fold.Metrics.LogLoss < Math.Log(3), $"fold {fold.Fold}: log-loss {fold.Metrics.LogLoss} is no better than guessing");
+            // The scored fold keeps the types a user reads: the label's own strings back from the key, and probabilities.
+            Assert.AreEqual(TextDataViewType.Instance, fold.ScoredHoldOutSet.Schema["PredictedLabel"].Type);
+            Assert.AreEqual(new VectorDataViewType(NumberDataViewType.Single, 3), fold.ScoredHoldOutSet.Schema["Score"].Type);
+            ((IDisposable?)(fold.Model as IDisposable))?.Dispose();
+        }
+    }
+
+    [TestMethod]
     public void ABinaryLabelWorks()
     {
         var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(300, seed: 3, classes: 2));
@@ -103,6 +125,54 @@ public sealed class PeerTextClassificationTests
         var metrics = Ml.MulticlassClassification.Evaluate(scored);
         Assert.IsTrue(metrics.MicroAccuracy >= 0.95, $"micro-accuracy {metrics.MicroAccuracy:F3}");
         Assert.AreEqual(2, ((VectorDataViewType)scored.Schema["Score"].Type).Size);
+    }
+
+    /// <summary>The two-class recipe of docs/ml-net-plugin.md: the second class's probability as a binary score.</summary>
+    private sealed class TwoClassScores
+    {
+        [KeyType(2)]
+        public uint Label { get; set; }
+
+        [VectorType(2)]
+        public float[] Score { get; set; } = Array.Empty<float>();
+    }
+
+    private sealed class BinaryColumns
+    {
+        public bool IsSecondClass { get; set; }
+
+        // The evaluator thresholds its score column at 0, so the score is the log-odds, not the probability.
+        public float LogOdds { get; set; }
+
+        public float Probability { get; set; }
+
+        public bool PredictedSecondClass { get; set; }
+    }
+
+    [TestMethod]
+    public void ATwoClassModelIsEvaluatedByTheBinaryEvaluatorThroughTheDocumentedMapping()
+    {
+        var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(300, seed: 3, classes: 2));
+        // Keys by value: "animals" is key 1, "food" key 2, so Score[1] is P(food).
+        var byValue = Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue;
+        var model = Ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: byValue)
+            .Append(Ml.Peer().TextClassification(PluginTestData.TinyClassifier()))
+            .Fit(train);
+        var scored = model.Transform(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(80, seed: 4, classes: 2)));
+        var binary = Ml.Transforms.CustomMapping<TwoClassScores, BinaryColumns>((input, output) =>
+        {
+            output.IsSecondClass = input.Label == 2;
+            output.Probability = input.Score[1];
+            output.LogOdds = MathF.Log(input.Score[1]) - MathF.Log(input.Score[0]);
+            output.PredictedSecondClass = input.Score[1] > 0.5f;
+        }, contractName: null).Fit(scored).Transform(scored);
+        var metrics = Ml.BinaryClassification.Evaluate(binary, labelColumnName: nameof(BinaryColumns.IsSecondClass),
+            scoreColumnName: nameof(BinaryColumns.LogOdds), probabilityColumnName: nameof(BinaryColumns.Probability),
+            predictedLabelColumnName: nameof(BinaryColumns.PredictedSecondClass));
+        var multiclass = Ml.MulticlassClassification.Evaluate(scored);
+        Assert.IsTrue(metrics.AreaUnderRocCurve > 0.95, $"AUC {metrics.AreaUnderRocCurve:F3}");
+        Assert.AreEqual(multiclass.MicroAccuracy, metrics.Accuracy, 1e-9, "the same predictions, counted by both evaluators");
+        Assert.IsTrue(metrics.LogLoss < Math.Log(2), $"log-loss {metrics.LogLoss:F3}");
     }
 
     [TestMethod]
