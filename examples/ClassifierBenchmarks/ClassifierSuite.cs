@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Microsoft.ML;
+using Microsoft.ML.Peer;
+
+namespace ClassifierBenchmarks;
+
+/// <summary>One trainer's result on one set.</summary>
+public sealed record TrainerResult(string Set, string Trainer, double MicroAccuracy, double MacroAccuracy, double LogLoss,
+    TimeSpan FitTime);
+
+/// <summary>
+/// Fits our trainer with its defaults and ML.NET's stock text classifiers (FeaturizeText + SdcaMaximumEntropy,
+/// LbfgsMaximumEntropy, LightGBM) on the same split of each set, and evaluates each on the same test rows.
+/// </summary>
+public static class ClassifierSuite
+{
+    /// <summary>The trainers, each a pipeline from the text and label columns to Score and PredictedLabel.</summary>
+    public static IReadOnlyList<(string Name, Func<MLContext, IEstimator<ITransformer>> Build)> Trainers { get; } = new (string, Func<MLContext, IEstimator<ITransformer>>)[]
+    {
+        ("PEER (defaults)", ml => ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(ml.Peer().TextClassification(labelColumnName: "Label", textColumnName: "Text"))),
+        ("FeaturizeText + SdcaMaximumEntropy", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())),
+        ("FeaturizeText + LbfgsMaximumEntropy", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy())),
+        ("FeaturizeText + LightGbm", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.LightGbm())),
+    };
+
+    private static IEstimator<ITransformer> Stock(MLContext ml) =>
+        ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Transforms.Text.FeaturizeText("Features", "Text"));
+
+    /// <summary>Every trainer on <paramref name="set"/>, one after the other in this process.</summary>
+    public static List<TrainerResult> Run(TextSet set, int seed = 1, Action<string>? log = null)
+    {
+        var results = new List<TrainerResult>();
+        foreach (var (name, build) in Trainers)
+        {
+            var ml = new MLContext(seed);
+            var train = ml.Data.LoadFromEnumerable(set.Train);
+            var test = ml.Data.LoadFromEnumerable(set.Test);
+            log?.Invoke($"  {set.Name}: fitting {name} on {set.Train.Count:N0} rows ...");
+            var clock = Stopwatch.StartNew();
+            var model = build(ml).Fit(train);
+            var fitTime = clock.Elapsed;
+            var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
+            results.Add(new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime));
+            (model as IDisposable)?.Dispose();
+            foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
+        }
+        return results;
+    }
+
+    /// <summary>The table the command prints: one row per set and trainer.</summary>
+    public static string Table(IEnumerable<TrainerResult> results)
+    {
+        var header = new[] { "set", "trainer", "micro-acc", "macro-acc", "log-loss", "fit (s)" };
+        var rows = results.Select(r => new[]
+        {
+            r.Set, r.Trainer, r.MicroAccuracy.ToString("F4"), r.MacroAccuracy.ToString("F4"), r.LogLoss.ToString("F4"),
+            r.FitTime.TotalSeconds.ToString("F1"),
+        }).ToList();
+        var widths = header.Select((h, i) => rows.Select(r => r[i].Length).Append(h.Length).Max()).ToArray();
+        string Line(string[] cells) => "| " + string.Join(" | ", cells.Select((c, i) => c.PadRight(widths[i]))) + " |";
+        return string.Join('\n', new[] { Line(header), "|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|" }
+            .Concat(rows.Select(Line)));
+    }
+
+    /// <summary>The set's description and results as the JSON written to artifacts/classifier/&lt;set&gt;.json.</summary>
+    public static JsonObject Json(TextSet set, IEnumerable<TrainerResult> results, bool quick) => new()
+    {
+        ["set"] = set.Name,
+        ["source"] = set.Source,
+        ["labelling"] = set.Labelling,
+        ["split"] = set.Split,
+        ["quick"] = quick,
+        ["train_rows"] = set.Train.Count,
+        ["test_rows"] = set.Test.Count,
+        ["classes"] = set.Classes,
+        ["date_utc"] = DateTime.UtcNow.ToString("u"),
+        ["results"] = new JsonArray(results.Select(r => (JsonNode)new JsonObject
+        {
+            ["trainer"] = r.Trainer,
+            ["micro_accuracy"] = r.MicroAccuracy,
+            ["macro_accuracy"] = r.MacroAccuracy,
+            ["log_loss"] = r.LogLoss,
+            ["fit_seconds"] = r.FitTime.TotalSeconds,
+        }).ToArray()),
+    };
+}

@@ -1,0 +1,44 @@
+// The classifier suite: our trainer with its defaults beside ML.NET's stock text classifiers on every labelled text set
+// this project reads from package registries, on the same split of each, with micro/macro accuracy, log-loss and fit
+// time per trainer (docs/ml-net-plugin.md). Writes artifacts/classifier/<set>.json.
+using System.Text.Json;
+using ClassifierBenchmarks;
+using Microsoft.ML.Peer.Examples;
+
+var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --project examples/ClassifierBenchmarks -- [options]",
+    new Dictionary<string, string>
+    {
+        ["sets"] = $"comma-separated sets (default all: {string.Join(", ", TextSets.Names)})",
+        ["output"] = "folder for the JSON reports (default artifacts/classifier)",
+    },
+    new Dictionary<string, string>
+    {
+        ["quick"] = "tiny slices of each set (300 training, 100 test rows): checks that every trainer runs, in CI-sized time",
+    });
+if (arguments is null) return 2;
+bool quick = arguments.Flag("quick");
+var names = arguments.Text("sets", string.Join(',', TextSets.Names)).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+var unknown = names.Except(TextSets.Names).ToList();
+if (unknown.Count > 0)
+{
+    Console.Error.WriteLine($"--sets names unknown sets: {string.Join(", ", unknown)}; the sets are {string.Join(", ", TextSets.Names)}.");
+    return 2;
+}
+string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));
+Directory.CreateDirectory(output);
+var all = new List<TrainerResult>();
+foreach (var name in names)
+{
+    Console.WriteLine($"Loading {name} ...");
+    var set = TextSets.Load(name);
+    if (quick) set = set.Slice(300, 100);
+    Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: {set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
+                      $"{set.Classes} classes");
+    var results = ClassifierSuite.Run(set, log: Console.WriteLine);
+    all.AddRange(results);
+    File.WriteAllText(Path.Combine(output, $"{name}{(quick ? "-quick" : "")}.json"),
+        ClassifierSuite.Json(set, results, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+}
+Console.WriteLine();
+Console.WriteLine(ClassifierSuite.Table(all));
+return 0;
