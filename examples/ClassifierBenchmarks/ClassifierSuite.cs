@@ -16,7 +16,8 @@ public sealed record TrainerResult(string Set, string Trainer, double MicroAccur
 public static class ClassifierSuite
 {
     /// <summary>The trainers, each a pipeline from the text and label columns to Score and PredictedLabel.</summary>
-    public static IReadOnlyList<(string Name, Func<MLContext, IEstimator<ITransformer>> Build)> Trainers { get; } = new (string, Func<MLContext, IEstimator<ITransformer>>)[]
+    public static IReadOnlyList<(string Name, Func<MLContext, IEstimator<ITransformer>> Build)> Trainers { get; } =
+        new (string, Func<MLContext, IEstimator<ITransformer>>)[]
     {
         ("PEER (defaults)", ml => ml.Transforms.Conversion.MapValueToKey("Label")
             .Append(ml.Peer().TextClassification(labelColumnName: "Label", textColumnName: "Text"))),
@@ -43,6 +44,9 @@ public static class ClassifierSuite
             var fitTime = clock.Elapsed;
             var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
             results.Add(new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime));
+            // Each result as it comes, so a run stopped part-way still leaves its finished fits in the log.
+            log?.Invoke($"  {set.Name}: {name}: micro-accuracy {metrics.MicroAccuracy:F4}, macro {metrics.MacroAccuracy:F4}, " +
+                        $"log-loss {metrics.LogLoss:F4}, fit {fitTime.TotalSeconds:F1} s");
             (model as IDisposable)?.Dispose();
             foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
         }

@@ -17,7 +17,8 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
     });
 if (arguments is null) return 2;
 bool quick = arguments.Flag("quick");
-var names = arguments.Text("sets", string.Join(',', TextSets.Names)).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+var names = arguments.Text("sets", string.Join(',', TextSets.Names))
+    .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 var unknown = names.Except(TextSets.Names).ToList();
 if (unknown.Count > 0)
 {
@@ -32,7 +33,8 @@ foreach (var name in names)
     Console.WriteLine($"Loading {name} ...");
     var set = TextSets.Load(name);
     if (quick) set = set.Slice(300, 100);
-    Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: {set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
+    Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
+                      $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");
     var results = ClassifierSuite.Run(set, log: Console.WriteLine);
     all.AddRange(results);

@@ -47,7 +47,8 @@ public static class TextSets
             .ToList();
         return new TextSet("spam", $"npm {SpamAssassinCorpus.PackageName}@{SpamAssassinCorpus.PackageVersion} (6,046 mails)",
             "ham or spam by the corpus's folder", "by mail: 20% test by a seeded hash of the mail's id",
-            rows.Where(r => !InTest(r.Key, 0.2)).Select(r => r.Row).ToList(), rows.Where(r => InTest(r.Key, 0.2)).Select(r => r.Row).ToList());
+            rows.Where(r => !InTest(r.Key, 0.2)).Select(r => r.Row).ToList(),
+            rows.Where(r => InTest(r.Key, 0.2)).Select(r => r.Row).ToList());
     }
 
     /// <summary>Brown: passages of 200 words labelled with their text's genre (15), split by text.</summary>
@@ -106,7 +107,8 @@ public static class TextSets
         var train = kept.Where(p => !InTest(p.Source, 0.2)).Select(p => new TextExample { Text = p.Text, Label = p.Section }).ToList();
         var test = kept.Where(p => InTest(p.Source, 0.2)).Select(p => new TextExample { Text = p.Text, Label = p.Section }).ToList();
         return new TextSet("debian-sections", $"apt-cache dumpavail on this machine ({packages.Count:N0} packages)",
-            $"the package's archive section (the {counts.Count(c => c.Value >= minimumPerSection)} sections with at least {minimumPerSection} packages)",
+            $"the package's archive section (the {counts.Count(c => c.Value >= minimumPerSection)} sections with at least " +
+            $"{minimumPerSection} packages)",
             "by source package: 20% of the source packages test by a seeded hash of the name", train, test);
     }
 
@@ -117,7 +119,8 @@ public static class TextSets
         string output = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
         if (process.ExitCode != 0 || output.Length == 0)
-            throw new InvalidOperationException($"apt-cache dumpavail exited with {process.ExitCode}; the debian-sections set needs apt's package lists.");
+            throw new InvalidOperationException(
+                $"apt-cache dumpavail exited with {process.ExitCode}; the debian-sections set needs apt's package lists.");
         return output;
     }
 

@@ -107,7 +107,8 @@ public sealed class PeerTextClassificationTests
         foreach (var fold in folds)
         {
             Assert.IsTrue(fold.Metrics.MicroAccuracy > 0.6, $"fold {fold.Fold}: micro-accuracy {fold.Metrics.MicroAccuracy:F3}");
-            Assert.IsTrue(fold.Metrics.LogLoss < Math.Log(3), $"fold {fold.Fold}: log-loss {fold.Metrics.LogLoss} is no better than guessing");
+            Assert.IsTrue(fold.Metrics.LogLoss < Math.Log(3),
+                $"fold {fold.Fold}: log-loss {fold.Metrics.LogLoss} is no better than guessing");
             // The scored fold keeps the types a user reads: the label's own strings back from the key, and probabilities.
             Assert.AreEqual(TextDataViewType.Instance, fold.ScoredHoldOutSet.Schema["PredictedLabel"].Type);
             Assert.AreEqual(new VectorDataViewType(NumberDataViewType.Single, 3), fold.ScoredHoldOutSet.Schema["Score"].Type);
