@@ -29,12 +29,14 @@ public static class ClassifierSuite
     private static IEstimator<ITransformer> Stock(MLContext ml) =>
         ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Transforms.Text.FeaturizeText("Features", "Text"));
 
-    /// <summary>Every trainer on <paramref name="set"/>, one after the other in this process.</summary>
-    public static List<TrainerResult> Run(TextSet set, int seed = 1, Action<string>? log = null)
+    /// <summary>Every trainer on <paramref name="set"/> (or those whose names contain one of <paramref name="only"/>), one after the
+    /// other in this process.</summary>
+    public static List<TrainerResult> Run(TextSet set, int seed = 1, Action<string>? log = null, IReadOnlyCollection<string>? only = null)
     {
         var results = new List<TrainerResult>();
         foreach (var (name, build) in Trainers)
         {
+            if (only is { Count: > 0 } && !only.Any(o => name.Contains(o, StringComparison.OrdinalIgnoreCase))) continue;
             var ml = new MLContext(seed);
             var train = ml.Data.LoadFromEnumerable(set.Train);
             var test = ml.Data.LoadFromEnumerable(set.Test);

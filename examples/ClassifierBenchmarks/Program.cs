@@ -10,6 +10,7 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
     {
         ["sets"] = $"comma-separated sets (default all: {string.Join(", ", TextSets.Names)})",
         ["output"] = "folder for the JSON reports (default artifacts/classifier)",
+        ["trainers"] = "comma-separated parts of trainer names to run (default all: PEER, Sdca, Lbfgs, LightGbm)",
     },
     new Dictionary<string, string>
     {
@@ -36,7 +37,8 @@ foreach (var name in names)
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");
-    var results = ClassifierSuite.Run(set, log: Console.WriteLine);
+    var only = arguments.Text("trainers", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only);
     all.AddRange(results);
     File.WriteAllText(Path.Combine(output, $"{name}{(quick ? "-quick" : "")}.json"),
         ClassifierSuite.Json(set, results, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
