@@ -189,6 +189,15 @@ public sealed class BFloat16ExpertTableTests
     }
 
     [TestMethod]
+    public void TheRowSparseOptimizerRefusesTablesOfOtherTypes()
+    {
+        using var table = new Parameter(zeros(4, 3, dtype: ScalarType.Float64));
+        var error = Assert.ThrowsExactly<ArgumentException>(() => new SparseRowAdamW(new[] { table }));
+        StringAssert.Contains(error.Message, "float32 or bfloat16");
+        StringAssert.Contains(error.Message, "Float64");
+    }
+
+    [TestMethod]
     public void BFloat16NeedsSparseGradients()
     {
         var options = new PeerOptions { Experts = 16, Heads = 1, TopK = 2, KeyDimension = 4, ExpertTablePrecision = ExpertTablePrecision.BFloat16 };
