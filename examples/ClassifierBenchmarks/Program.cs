@@ -11,6 +11,8 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
         ["sets"] = $"comma-separated sets (default all: {string.Join(", ", TextSets.Names)})",
         ["output"] = "folder for the JSON reports (default artifacts/classifier)",
         ["trainers"] = "comma-separated parts of trainer names to run (default all: PEER, Sdca, Lbfgs, LightGbm)",
+        ["cv"] = "K: instead of the test split, K-fold cross-validation of PEER configurations on each set's training part only",
+        ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'",
     },
     new Dictionary<string, string>
     {
@@ -37,6 +39,16 @@ foreach (var name in names)
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");
+    int folds = arguments.Integer("cv", 0);
+    if (folds > 0)
+    {
+        var configurations = arguments.Text("configs", "defaults").Split('|').Select(PeerConfiguration.Parse).ToList();
+        var cv = ClassifierSuite.CrossValidate(set, configurations, folds, log: Console.WriteLine);
+        all.AddRange(cv);
+        File.WriteAllText(Path.Combine(output, $"cv-{name}{(quick ? "-quick" : "")}.json"),
+            ClassifierSuite.Json(set, cv, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        continue;
+    }
     var only = arguments.Text("trainers", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
     var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only);
     all.AddRange(results);

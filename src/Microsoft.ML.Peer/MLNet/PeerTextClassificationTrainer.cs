@@ -36,7 +36,30 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
 
         private Options(ClassifierTrainingOptions training) : base(new TextClassifierOptions(), training, training.Epochs)
         {
+            EarlyStoppingPatience = training.EarlyStoppingPatience;
+            CalibrateScores = training.FitScoreTemperature;
         }
+
+        /// <summary>
+        /// When no <see cref="PeerTrainerOptionsBase.ValidationSet"/> is given, the fraction of each class's labelled training rows
+        /// (chosen by the seed) held out from training to stop early and to calibrate the scores. 0 trains on every row, with
+        /// neither. Default 0.1.
+        /// </summary>
+        public double ValidationFraction = 0.1;
+
+        /// <summary>
+        /// Stop when the validation loss (on <see cref="PeerTrainerOptionsBase.ValidationSet"/> or the held-out
+        /// <see cref="ValidationFraction"/>) has not fallen for this many epochs, and keep the weights of the epoch where it was
+        /// lowest: <see cref="PeerTrainerOptionsBase.Epochs"/> is then the most epochs trained. 0 trains every epoch and keeps the
+        /// last weights. Default 2.
+        /// </summary>
+        public int EarlyStoppingPatience;
+
+        /// <summary>
+        /// Fit the temperature of the scores on the validation rows after training, so the probabilities are as confident as
+        /// the model is right (no prediction changes). Default true.
+        /// </summary>
+        public bool CalibrateScores;
 
         /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start
         /// and the end.</summary>
@@ -63,6 +86,12 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             foreach (var (value, name) in new[] { (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)),
                 (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
+            if (ValidationFraction is < 0 or >= 1 || double.IsNaN(ValidationFraction))
+                throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction,
+                    $"{nameof(ValidationFraction)} must be in [0, 1); got {ValidationFraction}.");
+            if (EarlyStoppingPatience < 0)
+                throw new ArgumentOutOfRangeException(nameof(EarlyStoppingPatience), EarlyStoppingPatience,
+                    $"{nameof(EarlyStoppingPatience)} must be 0 (off) or more; got {EarlyStoppingPatience}.");
             if (!Enum.IsDefined(Truncation))
                 throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
             // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
@@ -161,16 +190,35 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             }
         }
 
+        int seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
+        if (validationTokens is null && _options.ValidationFraction > 0)
+        {
+            var heldOut = HoldOut(labels, _options.ValidationFraction, seed);
+            if (heldOut.Count > 0)
+            {
+                var held = heldOut.ToHashSet();
+                validationTokens = heldOut.Select(i => tokens[i]).ToList();
+                validationLabels = heldOut.Select(i => labels[i]).ToList();
+                var kept = Enumerable.Range(0, tokens.Count).Where(i => !held.Contains(i)).ToList();
+                tokens = kept.Select(i => tokens[i]).ToList();
+                labels = kept.Select(i => labels[i]).ToList();
+                ch.Info($"Held out {heldOut.Count:N0} of the training rows ({nameof(Options.ValidationFraction)} {_options.ValidationFraction}) " +
+                        "to stop early and calibrate the scores.");
+            }
+        }
+
         var modelOptions = _options.ModelOptions(tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
         var training = new ClassifierTrainingOptions
         {
-            Seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1,
+            Seed = seed,
             BatchSize = _options.BatchSize,
             LearningRate = _options.LearningRate,
             WarmupSteps = _options.WarmupSteps,
             Epochs = _options.Epochs,
             TimeBudget = _options.TimeBudget,
             WeightDecay = _options.WeightDecay,
+            EarlyStoppingPatience = _options.EarlyStoppingPatience,
+            FitScoreTemperature = _options.CalibrateScores,
         };
         ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (first {_options.MaxSequenceLength} of each), " +
                 $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
@@ -182,7 +230,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed),
                 cancellation.Token, epoch => ReportEpoch(ch, epoch));
             cancellation.ThrowIfCancelled();
-            ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}.");
+            ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}; kept epoch {result.KeptEpoch}'s weights" +
+                    (result.ScoreTemperature is { } t ? $", score temperature {t:F3}." : "."));
             var model = trainer.ReleaseModel();
             return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.Truncation, _options.TextColumnName,
                 _options.ScoreColumnName, _options.PredictedLabelColumnName);
@@ -191,6 +240,24 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         {
             trainer.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The rows held out for validation: <paramref name="fraction"/> of each class's rows, rounded down, chosen by
+    /// <paramref name="seed"/> (a class with too few rows gives none, so every class keeps its training rows).
+    /// </summary>
+    internal static List<int> HoldOut(IReadOnlyList<int> labels, double fraction, int seed)
+    {
+        var random = new Random(unchecked(seed * 31 + 17));
+        var heldOut = new List<int>();
+        foreach (var group in Enumerable.Range(0, labels.Count).GroupBy(i => labels[i]).OrderBy(g => g.Key))
+        {
+            var rows = group.ToArray();
+            random.Shuffle(rows);
+            heldOut.AddRange(rows.Take((int)(rows.Length * fraction)));
+        }
+        heldOut.Sort();
+        return heldOut;
     }
 
     private void ReportEpoch(IChannel ch, ClassifierEpochReport epoch)

@@ -34,6 +34,13 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// <summary>Label smoothing of the training cross-entropy (0 = none). Default 0.</summary>
     public double LabelSmoothing { get; set; }
 
+    /// <summary>
+    /// The temperature the logits are divided by before the softmax that gives the class probabilities (Score). It
+    /// changes no prediction, only how confident the probabilities are. The trainer fits it on its validation part
+    /// (docs/ml-net-plugin.md, "Early stopping and calibration"); models saved before it existed read as 1. Default 1.
+    /// </summary>
+    public double ScoreTemperature { get; set; } = 1;
+
     /// <summary>Number of classes C; labels are 0..C−1. Required, at least 2 and at most 65,536.</summary>
     public int ClassCount { get; set; }
 
@@ -76,6 +83,9 @@ public sealed class TextClassifierOptions : TransformerOptions
         if (LabelSmoothing is < 0 or >= 1 || double.IsNaN(LabelSmoothing))
             throw new ArgumentOutOfRangeException(nameof(LabelSmoothing), LabelSmoothing,
                 $"{nameof(LabelSmoothing)} must be in [0, 1); got {LabelSmoothing}.");
+        if (!(ScoreTemperature > 0) || !double.IsFinite(ScoreTemperature))
+            throw new ArgumentOutOfRangeException(nameof(ScoreTemperature), ScoreTemperature,
+                $"{nameof(ScoreTemperature)} must be a positive finite number; got {ScoreTemperature}.");
         if (PaddingId < 0 || PaddingId >= VocabularySize)
             throw new ArgumentOutOfRangeException(nameof(PaddingId), PaddingId,
                 $"{nameof(PaddingId)} must be a token id in 0..{nameof(VocabularySize)} − 1 ({VocabularySize - 1}); got {PaddingId}.");

@@ -107,12 +107,33 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     }
 
     /// <summary>
-    /// Softmax class probabilities [text][class] of texts of token ids, in the model's current mode (scoring uses evaluation
-    /// mode), without gradients, in batches of up to <paramref name="batchSize"/> texts of similar length. A text's
-    /// probabilities do not depend on the other texts (padding is masked). The one scoring path of the trainer's
+    /// Class probabilities [text][class] of texts of token ids: the softmax of the logits divided by
+    /// <see cref="TextClassifierOptions.ScoreTemperature"/>. See <see cref="PredictLogits"/>. The one scoring path of the trainer's
     /// validation and the transformer's rows.
     /// </summary>
-    internal float[][] PredictProbabilities(IReadOnlyList<int[]> texts, int batchSize)
+    internal float[][] PredictProbabilities(IReadOnlyList<int[]> texts, int batchSize) =>
+        Predict(texts, batchSize, logits => F.softmax(logits / Settings.ScoreTemperature, -1));
+
+    /// <summary>
+    /// Class logits [text][class] of texts of token ids, in the model's current mode (scoring uses evaluation mode), without
+    /// gradients, in batches of up to <paramref name="batchSize"/> texts of similar length. A text's logits do not depend on the
+    /// other texts (padding is masked).
+    /// </summary>
+    internal float[][] PredictLogits(IReadOnlyList<int[]> texts, int batchSize) => Predict(texts, batchSize, logits => logits);
+
+    /// <summary>The temperature scoring divides the logits by (the trainer sets the one it fits).</summary>
+    internal double ScoreTemperature
+    {
+        get => Settings.ScoreTemperature;
+        set
+        {
+            if (!(value > 0) || !double.IsFinite(value))
+                throw new ArgumentOutOfRangeException(nameof(value), value, $"The score temperature must be positive and finite; got {value}.");
+            Settings.ScoreTemperature = value;
+        }
+    }
+
+    private float[][] Predict(IReadOnlyList<int[]> texts, int batchSize, Func<Tensor, Tensor> output)
     {
         var result = new float[texts.Count][];
         var order = Enumerable.Range(0, texts.Count).OrderBy(i => BatchLength(texts[i], Settings.ContextLength)).ToArray();
@@ -121,7 +142,7 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         {
             using var scope = NewDisposeScope();
             var batch = order[first..Math.Min(order.Length, first + batchSize)];
-            var flat = F.softmax(forward(Batch(texts, batch)), -1).contiguous().data<float>().ToArray();
+            var flat = output(forward(Batch(texts, batch))).contiguous().data<float>().ToArray();
             int classes = Settings.ClassCount;
             for (int b = 0; b < batch.Length; b++) result[batch[b]] = flat[(b * classes)..((b + 1) * classes)];
         }

@@ -17,6 +17,8 @@ internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSt
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
 internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
 
-/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken and the
-/// time.</summary>
-internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed);
+/// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken, the
+/// time, the epoch whose weights the model kept (the best on validation with early stopping, else the last) and the score
+/// temperature fitted on the validation texts (null when none was).</summary>
+internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed, int KeptEpoch,
+    double? ScoreTemperature);

@@ -27,8 +27,18 @@ internal sealed class ClassifierTrainingOptions : TrainingLoopOptions
         LogEvery = 20;
     }
 
-    /// <summary>Passes over the training texts; the schedule spans them all. Default 4.</summary>
+    /// <summary>Passes over the training texts at most; the schedule spans them all. Default 4.</summary>
     public int Epochs { get; set; } = 4;
+
+    /// <summary>
+    /// With validation texts: stop after this many epochs in a row without a lower validation loss, and keep the weights of
+    /// the epoch with the lowest. 0 trains every epoch and keeps the last weights. Default 2.
+    /// </summary>
+    public int EarlyStoppingPatience { get; set; } = 2;
+
+    /// <summary>With validation texts: fit the scores' temperature to them after training (see
+    /// <c>TextClassifierOptions.ScoreTemperature</c>). Default true.</summary>
+    public bool FitScoreTemperature { get; set; } = true;
 
     public ClassifierTrainingOptions Clone() => (ClassifierTrainingOptions)MemberwiseClone();
 
@@ -37,5 +47,8 @@ internal sealed class ClassifierTrainingOptions : TrainingLoopOptions
     {
         ValidateLoop();
         Positive(Epochs, nameof(Epochs));
+        if (EarlyStoppingPatience < 0)
+            throw new ArgumentOutOfRangeException(nameof(EarlyStoppingPatience), EarlyStoppingPatience,
+                $"{nameof(EarlyStoppingPatience)} must be 0 (off) or more; got {EarlyStoppingPatience}.");
     }
 }

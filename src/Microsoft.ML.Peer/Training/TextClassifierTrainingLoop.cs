@@ -79,6 +79,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         double windowLoss = 0;
         long windowTokens = 0;
         int firstStep = Step;
+        var best = new BestEpoch(_options.EarlyStoppingPatience);
         for (int epoch = 0; epoch < _options.Epochs && Step - firstStep < _totalSteps; epoch++)
         {
             var epochClock = Stopwatch.StartNew();
@@ -115,8 +116,60 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
             reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps),
                 validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
             epochCompleted?.Invoke(reports[^1]);
+            if (validation is not null && best.ShouldStop(Model, epoch + 1, validation.Loss)) break;
         }
-        return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed);
+        int keptEpoch = best.RestoreBest(Model) ?? reports.Count;
+        double? temperature = null;
+        if (validationTokens is not null && _options.FitScoreTemperature)
+        {
+            temperature = ScoreTemperatureFit.Fit(PredictLogits(validationTokens), validationLabels!);
+            Model.ScoreTemperature = temperature.Value;
+        }
+        return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed, keptEpoch, temperature);
+    }
+
+    /// <summary>
+    /// Early stopping's record: the lowest validation loss so far, a copy of the weights that gave it, and the epochs since.
+    /// </summary>
+    private sealed class BestEpoch(int patience)
+    {
+        private Dictionary<string, Tensor>? _weights;
+        private double _loss = double.PositiveInfinity;
+        private int _epoch;
+
+        /// <summary>Records epoch <paramref name="epoch"/>'s validation loss; true when <c>patience</c> epochs passed without a lower
+        /// one. Off (never true, nothing copied) when patience is 0.</summary>
+        public bool ShouldStop(nn.Module model, int epoch, double loss)
+        {
+            if (patience == 0) return false;
+            if (loss < _loss)
+            {
+                _loss = loss;
+                _epoch = epoch;
+                Dispose();
+                using var noGrad = no_grad();
+                _weights = model.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().clone());
+                return false;
+            }
+            return epoch - _epoch >= patience;
+        }
+
+        /// <summary>Puts the best epoch's weights back (when another epoch came after it); returns that epoch, or null when
+        /// early stopping is off.</summary>
+        public int? RestoreBest(nn.Module model)
+        {
+            if (_weights is null) return null;
+            using (var noGrad = no_grad())
+                foreach (var (name, tensor) in model.state_dict()) tensor.copy_(_weights[name]);
+            Dispose();
+            return _epoch;
+        }
+
+        private void Dispose()
+        {
+            foreach (var tensor in _weights?.Values ?? Enumerable.Empty<Tensor>()) tensor.Dispose();
+            _weights = null;
+        }
     }
 
     private double TrainStep(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels, int[] batch, double lr, int epoch)
@@ -167,6 +220,22 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
             if (best == labels[i]) correct++;
         }
         return new ClassifierEvaluation(loss / Math.Max(1, tokens.Count), (double)correct / Math.Max(1, tokens.Count), tokens.Count);
+    }
+
+    /// <summary>Class logits [text][class] in evaluation mode (running batch-norm statistics, no gradients).</summary>
+    public float[][] PredictLogits(IReadOnlyList<int[]> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        bool wasTraining = Model.training;
+        Model.eval();
+        try
+        {
+            return Model.PredictLogits(tokens, 2 * _options.BatchSize);
+        }
+        finally
+        {
+            Model.train(wasTraining);
+        }
     }
 
     /// <summary>

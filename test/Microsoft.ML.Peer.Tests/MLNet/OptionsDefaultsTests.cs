@@ -33,6 +33,9 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(8, o.MoeExperts);
         Assert.AreEqual(2, o.MoeTopK);
         Assert.AreEqual(ExpertTablePrecision.Float32, o.ExpertTablePrecision);
+        Assert.AreEqual(0.1, o.ValidationFraction);
+        Assert.AreEqual(2, o.EarlyStoppingPatience);
+        Assert.IsTrue(o.CalibrateScores);
     }
 
     [TestMethod]

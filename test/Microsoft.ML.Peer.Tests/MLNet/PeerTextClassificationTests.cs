@@ -62,11 +62,47 @@ public sealed class PeerTextClassificationTests
         _ = Pipeline;
         string[] lines;
         lock (Log) lines = Log.ToArray();
-        int epochs = PluginTestData.TinyClassifier().Epochs;
+        // Early stopping may end the fit before Epochs; every epoch up to where it ended is reported, then the epoch kept.
+        var kept = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"kept epoch (\d+)'s weights, score temperature"))
+            .Single(m => m.Success);
+        int epochs = lines.Count(l => l.Contains(": train loss", StringComparison.Ordinal));
+        Assert.IsTrue(epochs >= 1 && epochs <= PluginTestData.TinyClassifier().Epochs, $"{epochs} epoch reports");
+        Assert.IsTrue(int.Parse(kept.Groups[1].Value) <= epochs);
         for (int epoch = 1; epoch <= epochs; epoch++)
             Assert.IsTrue(lines.Any(l => l.Contains($"epoch {epoch}:", StringComparison.Ordinal) &&
                 l.Contains("validation", StringComparison.Ordinal) && l.Contains("accuracy", StringComparison.Ordinal)),
                 $"no validation report for epoch {epoch} in:\n{string.Join('\n', lines.TakeLast(20))}");
+    }
+
+    [TestMethod]
+    public void TheScoreTemperatureFittedOnValidationIsSavedWithTheModel()
+    {
+        double temperature = Classifier.ModelOptions.ScoreTemperature;
+        Assert.AreNotEqual(1.0, temperature, "the fit calibrated the scores on the validation set");
+        using var stream = new MemoryStream();
+        Ml.Model.Save(Pipeline, null, stream);
+        stream.Position = 0;
+        var loaded = Ml.Model.Load(stream, out _);
+        var reloaded = ((IEnumerable<ITransformer>)loaded).OfType<PeerTextClassificationTransformer>().Single();
+        Assert.AreEqual(temperature, reloaded.ModelOptions.ScoreTemperature);
+        CollectionAssert.AreEqual(Classifier.PredictProbabilities("the cat and the dog"), reloaded.PredictProbabilities("the cat and the dog"));
+        reloaded.Dispose();
+    }
+
+    [TestMethod]
+    public void EarlyStoppingOptionsOutOfRangeAreRefusedByName()
+    {
+        foreach (var fraction in new[] { -0.1, 1.0, double.NaN })
+        {
+            var options = PluginTestData.TinyClassifier();
+            options.ValidationFraction = fraction;
+            Assert.AreEqual(nameof(options.ValidationFraction),
+                Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options)).ParamName);
+        }
+        var patience = PluginTestData.TinyClassifier();
+        patience.EarlyStoppingPatience = -1;
+        Assert.AreEqual(nameof(patience.EarlyStoppingPatience),
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(patience)).ParamName);
     }
 
     [TestMethod]
@@ -75,6 +111,7 @@ public sealed class PeerTextClassificationTests
         var reports = new List<PeerTrainingProgress>();
         var options = PluginTestData.TinyClassifier();
         options.Epochs = 3;
+        options.EarlyStoppingPatience = 0;
         options.Progress = new SynchronousProgress(reports.Add);
         var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(120, seed: 3, classes: 2));
         Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(options)).Fit(train);
@@ -387,6 +424,7 @@ public sealed class PeerTextClassificationTests
         var ml = new MLContext(seed: 1);
         var options = PluginTestData.TinyClassifier();
         options.Epochs = 10_000;
+        options.EarlyStoppingPatience = 0;
         var train = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(PluginTestData.Topics(200, 1)))
             .Transform(ml.Data.LoadFromEnumerable(PluginTestData.Topics(200, 1)));
         var fit = Task.Run(() => ml.Peer().TextClassification(options).Fit(train));

@@ -27,9 +27,10 @@ internal static class TinyTextClassification
         MoeExperts = 4,
     };
 
+    /// <summary>Training for exactly <paramref name="epochs"/> epochs: early stopping off (its tests turn it on).</summary>
     public static ClassifierTrainingOptions Training(int epochs) => new()
     {
-        Seed = 5, BatchSize = 32, LearningRate = 1e-2, WarmupSteps = 10, Epochs = epochs, LogEvery = 5,
+        Seed = 5, BatchSize = 32, LearningRate = 1e-2, WarmupSteps = 10, Epochs = epochs, LogEvery = 5, EarlyStoppingPatience = 0,
     };
 
     /// <summary>
