@@ -19,8 +19,13 @@ public static class ClassifierSuite
     public static IReadOnlyList<(string Name, Func<MLContext, IEstimator<ITransformer>> Build)> Trainers { get; } =
         new (string, Func<MLContext, IEstimator<ITransformer>>)[]
     {
+        // Defaults, told only which column groups the rows (as CrossValidate's samplingKeyColumnName), so that its held-out
+        // validation rows are whole documents.
         ("PEER (defaults)", ml => ml.Transforms.Conversion.MapValueToKey("Label")
-            .Append(ml.Peer().TextClassification(labelColumnName: "Label", textColumnName: "Text"))),
+            .Append(ml.Peer().TextClassification(new PeerTextClassificationTrainer.Options
+            {
+                LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
+            }))),
         ("FeaturizeText + SdcaMaximumEntropy", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())),
         ("FeaturizeText + LbfgsMaximumEntropy", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy())),
         ("FeaturizeText + LightGbm", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.LightGbm())),
@@ -37,7 +42,7 @@ public static class ClassifierSuite
         foreach (var (name, build) in Trainers)
         {
             if (only is { Count: > 0 } && !only.Any(o => name.Contains(o, StringComparison.OrdinalIgnoreCase))) continue;
-            var ml = new MLContext(seed);
+            var ml = Context(seed, log);
             var train = ml.Data.LoadFromEnumerable(set.Train);
             var test = ml.Data.LoadFromEnumerable(set.Test);
             log?.Invoke($"  {set.Name}: fitting {name} on {set.Train.Count:N0} rows ...");
@@ -66,7 +71,7 @@ public static class ClassifierSuite
         var results = new List<TrainerResult>();
         foreach (var configuration in configurations)
         {
-            var ml = new MLContext(seed);
+            var ml = Context(seed, log);
             var train = ml.Data.LoadFromEnumerable(set.Train);
             var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
                 .Append(ml.Peer().TextClassification(configuration.Options()));
@@ -84,6 +89,17 @@ public static class ClassifierSuite
             foreach (var fold in cv) (fold.Model as IDisposable)?.Dispose();
         }
         return results;
+    }
+
+    /// <summary>Whether the trainers' own log (epochs, validation loss, the epoch kept) is written to the log too.</summary>
+    public static bool Verbose { get; set; }
+
+    private static MLContext Context(int seed, Action<string>? log)
+    {
+        var ml = new MLContext(seed);
+        if (Verbose && log is not null)
+            ml.Log += (_, e) => { if (e.Source.Contains("Peer", StringComparison.Ordinal)) log($"    {e.Message}"); };
+        return ml;
     }
 
     /// <summary>The table the command prints: one row per set and trainer.</summary>

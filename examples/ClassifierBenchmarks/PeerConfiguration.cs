@@ -35,7 +35,10 @@ public sealed record PeerConfiguration(string Name, IReadOnlyList<(FieldInfo Fie
     /// <summary>The trainer's options with these changes.</summary>
     public PeerTextClassificationTrainer.Options Options()
     {
-        var options = new PeerTextClassificationTrainer.Options { LabelColumnName = "Label", TextColumnName = "Text" };
+        var options = new PeerTextClassificationTrainer.Options
+        {
+            LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
+        };
         foreach (var (field, value) in Changes) field.SetValue(options, value);
         return options;
     }

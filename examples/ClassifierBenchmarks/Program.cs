@@ -17,9 +17,11 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
     new Dictionary<string, string>
     {
         ["quick"] = "tiny slices of each set (300 training, 100 test rows): checks that every trainer runs, in CI-sized time",
+        ["verbose"] = "also print our trainer's log (each epoch's losses, the epoch kept, the score temperature)",
     });
 if (arguments is null) return 2;
 bool quick = arguments.Flag("quick");
+ClassifierSuite.Verbose = arguments.Flag("verbose");
 var names = arguments.Text("sets", string.Join(',', TextSets.Names))
     .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 var unknown = names.Except(TextSets.Names).ToList();

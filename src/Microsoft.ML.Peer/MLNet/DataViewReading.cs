@@ -22,17 +22,20 @@ internal static class DataViewReading
         return texts;
     }
 
-    /// <summary>Texts and 0-based class indices; rows whose key label is missing (0) are skipped and counted.</summary>
-    public static (List<string> Texts, List<int> Labels, int SkippedMissingLabels) LabeledTexts(IDataView data, DataViewSchema.Column text,
-        DataViewSchema.Column label, IHost host)
+    /// <summary>Texts and 0-based class indices (and, given a <paramref name="group"/> text column, each row's group); rows whose key
+    /// label is missing (0) are skipped and counted.</summary>
+    public static (List<string> Texts, List<int> Labels, int SkippedMissingLabels, List<string>? Groups) LabeledTexts(IDataView data,
+        DataViewSchema.Column text, DataViewSchema.Column label, IHost host, DataViewSchema.Column? group = null)
     {
         var texts = new List<string>();
         var labels = new List<int>();
+        var groups = group is null ? null : new List<string>();
         int skipped = 0;
-        using var cursor = data.GetRowCursor(new[] { text, label });
+        using var cursor = data.GetRowCursor(group is { } g ? new[] { text, label, g } : new[] { text, label });
         var textGetter = cursor.GetGetter<ReadOnlyMemory<char>>(text);
         var labelGetter = cursor.GetGetter<uint>(label);
-        ReadOnlyMemory<char> value = default;
+        var groupGetter = group is { } column ? cursor.GetGetter<ReadOnlyMemory<char>>(column) : null;
+        ReadOnlyMemory<char> value = default, groupValue = default;
         uint key = 0;
         while (cursor.MoveNext())
         {
@@ -46,7 +49,12 @@ internal static class DataViewReading
             textGetter(ref value);
             texts.Add(value.ToString());
             labels.Add((int)key - 1);
+            if (groupGetter is not null)
+            {
+                groupGetter(ref groupValue);
+                groups!.Add(groupValue.ToString());
+            }
         }
-        return (texts, labels, skipped);
+        return (texts, labels, skipped, groups);
     }
 }

@@ -106,19 +106,23 @@ public sealed class PeerLanguageModelTrainer : IEstimator<PeerLanguageModelTrans
         var validationColumn = validationSet is null
             ? (DataViewSchema.Column?)null
             : SchemaChecks.TextColumn(validationSet.Schema, _options.TextColumnName, "validation text");
+        var texts = DataViewReading.Texts(input, textColumn, _host);
+        var validationTexts = validationSet is null ? null : DataViewReading.Texts(validationSet, validationColumn!.Value, _host);
+        return Fit(texts, validationTexts, nameof(input));
+    }
+
+    /// <summary>Trains on documents already read (the classifier's pre-training calls it with its own texts).</summary>
+    internal PeerLanguageModelTransformer Fit(IReadOnlyList<string> texts, IReadOnlyList<string>? validationTexts, string inputName)
+    {
         using var ch = _host.Start("Training PEER language model");
         var clock = Stopwatch.StartNew();
-
-        var texts = DataViewReading.Texts(input, textColumn, _host);
         if (texts.Count == 0)
-            throw new ArgumentException("The training data has no rows: a language model needs at least one document.", nameof(input));
+            throw new ArgumentException("The training data has no rows: a language model needs at least one document.", inputName);
         var tokenizer = CompactTokenizer.Build(texts, _options.VocabularySize);
         int[] trainTokens = Concatenate(texts, tokenizer);
         if (trainTokens.Length < _options.MaxSequenceLength + 1)
-            throw new ArgumentException($"The training texts hold {trainTokens.Length} tokens; a language model with MaxSequenceLength {_options.MaxSequenceLength} needs at least {_options.MaxSequenceLength + 1}.", nameof(input));
-        int[]? validationTokens = validationSet is null
-            ? null
-            : Concatenate(DataViewReading.Texts(validationSet, validationColumn!.Value, _host), tokenizer);
+            throw new ArgumentException($"The training texts hold {trainTokens.Length} tokens; a language model with MaxSequenceLength {_options.MaxSequenceLength} needs at least {_options.MaxSequenceLength + 1}.", inputName);
+        int[]? validationTokens = validationTexts is null ? null : Concatenate(validationTexts, tokenizer);
         if (validationTokens is { Length: < 2 }) validationTokens = null;
 
         var seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;

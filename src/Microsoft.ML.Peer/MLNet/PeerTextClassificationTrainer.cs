@@ -61,6 +61,32 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// </summary>
         public bool CalibrateScores;
 
+        /// <summary>
+        /// Start from this trained PEER language model (from <c>mlContext.Peer().LanguageModel(...)</c>) instead of from random
+        /// weights: the classifier takes its tokenizer, embeddings and blocks (so its shape and context length; the shape fields
+        /// of these options are not used) and adds a new head, then trains all of it on the labelled rows. Default null.
+        /// </summary>
+        public PeerLanguageModelTransformer? LanguageModel;
+
+        /// <summary>
+        /// Pre-train a PEER language model with these options first, on every text of the training data (rows without a
+        /// label too) and of <see cref="UnlabeledData"/>, and start from it as from <see cref="LanguageModel"/>. Their
+        /// TextColumnName is not used (this trainer's is). Default null: no pre-training.
+        /// </summary>
+        public PeerLanguageModelTrainer.Options? Pretraining;
+
+        /// <summary>More texts for <see cref="Pretraining"/> only (a column named <see cref="PeerTrainerOptionsBase.TextColumnName"/>;
+        /// labels are not read). Default null.</summary>
+        public IDataView? UnlabeledData;
+
+        /// <summary>
+        /// A text column naming the document (or source) each row comes from, as ML.NET's TrainTestSplit and CrossValidate take
+        /// it: the rows held out by <see cref="ValidationFraction"/> are whole groups, so that passages of one document are not
+        /// both trained on and validated on (which would stop training too late and leave the scores overconfident). Default
+        /// null: rows are held out one by one.
+        /// </summary>
+        public string? SamplingKeyColumnName;
+
         /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start
         /// and the end.</summary>
         public TextTruncation Truncation = TextTruncation.KeepStartAndEnd;
@@ -86,6 +112,13 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             foreach (var (value, name) in new[] { (LabelColumnName, nameof(LabelColumnName)), (ScoreColumnName, nameof(ScoreColumnName)),
                 (PredictedLabelColumnName, nameof(PredictedLabelColumnName)) })
                 if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
+            if (LanguageModel is not null && Pretraining is not null)
+                throw new ArgumentException($"Set {nameof(LanguageModel)} (start from a trained language model) or {nameof(Pretraining)} " +
+                                            "(pre-train one first), not both.", nameof(Pretraining));
+            Pretraining?.Validate();
+            if (UnlabeledData is not null && Pretraining is null)
+                throw new ArgumentException($"{nameof(UnlabeledData)} is only read to pre-train a language model: set {nameof(Pretraining)} too.",
+                    nameof(UnlabeledData));
             if (ValidationFraction is < 0 or >= 1 || double.IsNaN(ValidationFraction))
                 throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction,
                     $"{nameof(ValidationFraction)} must be in [0, 1); got {ValidationFraction}.");
@@ -101,6 +134,16 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                 throw new ArgumentException(
                     $"{nameof(ScoreColumnName)} and {nameof(PredictedLabelColumnName)} are both '{ScoreColumnName}'.",
                     nameof(PredictedLabelColumnName));
+        }
+
+        /// <summary>The model's settings: <paramref name="languageModel"/>'s shape when starting from one, else these options'.</summary>
+        internal TextClassifierOptions ModelOptions(LanguageModelOptions? languageModel, int vocabularySize, int classCount, int paddingId)
+        {
+            if (languageModel is null) return ModelOptions(vocabularySize, classCount, paddingId);
+            var options = TextClassifierOptions.LikeLanguageModel(languageModel, classCount, paddingId);
+            options.LabelSmoothing = LabelSmoothing;
+            options.Validate();
+            return options;
         }
 
         internal TextClassifierOptions ModelOptions(int vocabularySize, int classCount, int paddingId)
@@ -128,6 +171,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         ArgumentNullException.ThrowIfNull(inputSchema);
         SchemaChecks.TextColumn(inputSchema, _options.TextColumnName);
         SchemaChecks.KeyLabelColumn(inputSchema, _options.LabelColumnName);
+        if (_options.SamplingKeyColumnName is { } key)
+            SchemaChecks.TextColumn(inputSchema, key, $"sampling key ({nameof(Options.SamplingKeyColumnName)})");
         inputSchema.TryFindColumn(_options.LabelColumnName, out var label);
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.ScoreColumnName] = new SchemaShape.Column(_options.ScoreColumnName, SchemaShape.Column.VectorKind.Vector,
@@ -165,8 +210,13 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
 
         using var ch = _host.Start("Training PEER text classifier");
         var clock = Stopwatch.StartNew();
-        var (texts, labels, skipped) = DataViewReading.LabeledTexts(input, textColumn, labelColumn, _host);
-        if (skipped > 0) ch.Warning($"Skipped {skipped:N0} training rows whose label '{_options.LabelColumnName}' is missing.");
+        var groupColumn = _options.SamplingKeyColumnName is { } key
+            ? SchemaChecks.TextColumn(input.Schema, key, $"sampling key ({nameof(Options.SamplingKeyColumnName)})")
+            : (DataViewSchema.Column?)null;
+        var (texts, labels, skipped, groups) = DataViewReading.LabeledTexts(input, textColumn, labelColumn, _host, groupColumn);
+        if (skipped > 0)
+            ch.Warning($"Skipped {skipped:N0} training rows whose label '{_options.LabelColumnName}' is missing" +
+                       (_options.Pretraining is null ? "." : " (pre-training reads their texts)."));
         if (texts.Count == 0)
             throw new ArgumentException(
                 $"The training data has no rows with a label in '{_options.LabelColumnName}': a classifier needs labelled texts.",
@@ -175,17 +225,55 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         if (present.Length < 2)
             throw new ArgumentException($"The training data holds one class only ({ClassName(keyValues, present[0])}, {texts.Count:N0} rows): a classifier needs at least two.", nameof(input));
 
-        var tokenizer = CompactTokenizer.Build(texts, _options.VocabularySize);
-        var tokens = texts.Select(t => tokenizer.EncodeTruncated(t, _options.MaxSequenceLength, _options.Truncation)).ToList();
+        PeerLanguageModelTransformer? pretrained = _options.Pretraining is null ? null : Pretrain(input, textColumn, ch);
+        try
+        {
+            return Fit(texts, labels, groups, classCount, keyValues, validationColumns, validationSet, pretrained ?? _options.LanguageModel,
+                ch, clock);
+        }
+        finally
+        {
+            pretrained?.Dispose();
+        }
+    }
+
+    /// <summary>Trains a language model with <see cref="Options.Pretraining"/> on every text of <paramref name="input"/> (labelled or
+    /// not) and of <see cref="Options.UnlabeledData"/>.</summary>
+    private PeerLanguageModelTransformer Pretrain(IDataView input, DataViewSchema.Column textColumn, IChannel ch)
+    {
+        var corpus = DataViewReading.Texts(input, textColumn, _host);
+        if (_options.UnlabeledData is { } unlabeled)
+            corpus.AddRange(DataViewReading.Texts(unlabeled,
+                SchemaChecks.TextColumn(unlabeled.Schema, _options.TextColumnName, "unlabeled text"), _host));
+        ch.Info($"Pre-training a language model on {corpus.Count:N0} texts.");
+        var options = _options.Pretraining!;
+        var token = options.CancellationToken;
+        options.CancellationToken = _options.CancellationToken.CanBeCanceled ? _options.CancellationToken : token;
+        try
+        {
+            return new PeerLanguageModelTrainer(_host, options).Fit(corpus, null, nameof(Options.UnlabeledData));
+        }
+        finally
+        {
+            options.CancellationToken = token;
+        }
+    }
+
+    private PeerTextClassificationTransformer Fit(List<string> texts, List<int> labels, List<string>? groups, int classCount, LabelKeyValues? keyValues,
+        (DataViewSchema.Column Text, DataViewSchema.Column Label)? validationColumns, IDataView? validationSet,
+        PeerLanguageModelTransformer? languageModel, IChannel ch, Stopwatch clock)
+    {
+        var tokenizer = languageModel?.Tokenizer ?? CompactTokenizer.Build(texts, _options.VocabularySize);
+        int contextLength = languageModel?.ModelOptions.ContextLength ?? _options.MaxSequenceLength;
+        var tokens = texts.Select(t => tokenizer.EncodeTruncated(t, contextLength, _options.Truncation)).ToList();
         List<int[]>? validationTokens = null;
         List<int>? validationLabels = null;
         if (validationColumns is { } vc)
         {
-            var (vTexts, vLabels, _) = DataViewReading.LabeledTexts(validationSet!, vc.Text, vc.Label, _host);
+            var (vTexts, vLabels, _, _) = DataViewReading.LabeledTexts(validationSet!, vc.Text, vc.Label, _host);
             if (vTexts.Count > 0)
             {
-                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, _options.MaxSequenceLength,
-                    _options.Truncation)).ToList();
+                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, contextLength, _options.Truncation)).ToList();
                 validationLabels = vLabels;
             }
         }
@@ -193,7 +281,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         int seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
         if (validationTokens is null && _options.ValidationFraction > 0)
         {
-            var heldOut = HoldOut(labels, _options.ValidationFraction, seed);
+            var heldOut = HoldOut(labels, groups, _options.ValidationFraction, seed);
             if (heldOut.Count > 0)
             {
                 var held = heldOut.ToHashSet();
@@ -207,7 +295,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             }
         }
 
-        var modelOptions = _options.ModelOptions(tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
+        var modelOptions = _options.ModelOptions(languageModel?.ModelOptions, tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
         var training = new ClassifierTrainingOptions
         {
             Seed = seed,
@@ -220,12 +308,14 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             EarlyStoppingPatience = _options.EarlyStoppingPatience,
             FitScoreTemperature = _options.CalibrateScores,
         };
-        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (first {_options.MaxSequenceLength} of each), " +
+        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {contextLength} of each), " +
                 $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
 
         var trainer = new TextClassifierTrainingLoop(modelOptions, training);
         try
         {
+            if (languageModel is not null)
+                ch.Info($"Starting from the language model's weights ({trainer.StartFrom(languageModel.Model)} tensors).");
             using var cancellation = new HostCancellation(_host, _options.CancellationToken);
             var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed),
                 cancellation.Token, epoch => ReportEpoch(ch, epoch));
@@ -243,18 +333,25 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     }
 
     /// <summary>
-    /// The rows held out for validation: <paramref name="fraction"/> of each class's rows, rounded down, chosen by
-    /// <paramref name="seed"/> (a class with too few rows gives none, so every class keeps its training rows).
+    /// The rows held out for validation: about <paramref name="fraction"/> of each class's rows, never more (rounded down), chosen
+    /// by <paramref name="seed"/>. With <paramref name="groups"/>, whole groups are held out or kept, so that passages of one
+    /// document are never on both sides: groups in a seeded order each go to validation when every class they hold still has
+    /// room. A class too small to give a row keeps all of them for training.
     /// </summary>
-    internal static List<int> HoldOut(IReadOnlyList<int> labels, double fraction, int seed)
+    internal static List<int> HoldOut(IReadOnlyList<int> labels, IReadOnlyList<string>? groups, double fraction, int seed)
     {
         var random = new Random(unchecked(seed * 31 + 17));
+        var room = labels.GroupBy(l => l).ToDictionary(g => g.Key, g => (int)(g.Count() * fraction));
+        var units = Enumerable.Range(0, labels.Count).GroupBy(i => groups?[i] ?? i.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            .Select(g => g.ToArray()).ToArray();
+        random.Shuffle(units);
         var heldOut = new List<int>();
-        foreach (var group in Enumerable.Range(0, labels.Count).GroupBy(i => labels[i]).OrderBy(g => g.Key))
+        foreach (var rows in units)
         {
-            var rows = group.ToArray();
-            random.Shuffle(rows);
-            heldOut.AddRange(rows.Take((int)(rows.Length * fraction)));
+            var need = rows.GroupBy(i => labels[i]).ToDictionary(g => g.Key, g => g.Count());
+            if (need.Any(n => n.Value > room[n.Key])) continue;
+            foreach (var (label, count) in need) room[label] -= count;
+            heldOut.AddRange(rows);
         }
         heldOut.Sort();
         return heldOut;

@@ -65,6 +65,17 @@ public sealed class TextClassifierOptions : TransformerOptions
     public static TextClassifierOptions Recommended(int vocabularySize, int classCount, int paddingId) =>
         new() { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId };
 
+    /// <summary>
+    /// A classifier with <paramref name="languageModel"/>'s embeddings and blocks (vocabulary, context, width, depth,
+    /// feed-forwards), so it can start from that language model's weights; the other settings are the defaults.
+    /// </summary>
+    internal static TextClassifierOptions LikeLanguageModel(LanguageModelOptions languageModel, int classCount, int paddingId)
+    {
+        var options = new TextClassifierOptions { ClassCount = classCount, PaddingId = paddingId };
+        options.CopyTransformerSettingsFrom(languageModel);
+        return options;
+    }
+
     /// <summary>A deep copy, so a model owns its settings.</summary>
     public TextClassifierOptions Clone() => (TextClassifierOptions)CloneTransformer();
 

@@ -95,6 +95,27 @@ public abstract class TransformerOptions
         return copy;
     }
 
+    /// <summary>Sets every shared setting to <paramref name="source"/>'s (deep copies), so a model of another task has the same
+    /// embeddings and blocks and can start from its weights.</summary>
+    private protected void CopyTransformerSettingsFrom(TransformerOptions source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        VocabularySize = source.VocabularySize;
+        ContextLength = source.ContextLength;
+        ModelDimension = source.ModelDimension;
+        Layers = source.Layers;
+        AttentionHeads = source.AttentionHeads;
+        DenseHiddenDimension = source.DenseHiddenDimension;
+        FeedForward = source.FeedForward;
+        SparseBlocks = source.SparseBlocks?.ToArray();
+        Peer = source.Peer.Clone();
+        ProductKeyMemory = source.ProductKeyMemory.Clone();
+        MoeExperts = source.MoeExperts;
+        MoeTopK = source.MoeTopK;
+        MoeHiddenDimension = source.MoeHiddenDimension;
+        MoeLoadBalancingWeight = source.MoeLoadBalancingWeight;
+    }
+
     /// <summary>Checks the shared options; the exception names the one that is wrong.</summary>
     /// <param name="minimumLayers">1 for a language model; 0 where a model can work without blocks.</param>
     protected void ValidateTransformer(int minimumLayers)

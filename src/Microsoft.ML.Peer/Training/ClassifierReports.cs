@@ -15,7 +15,23 @@ internal sealed record ClassifierEpochReport(int Epoch, int Steps, int PlannedSt
     double? ValidationAccuracy, double TokensPerSecond, TimeSpan Elapsed);
 
 /// <summary>Mean cross-entropy and accuracy of a labelled set of texts.</summary>
-internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count);
+internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Count)
+{
+    /// <summary>The cross-entropy of softmax(logits / <paramref name="temperature"/>) and the accuracy of the logits' argmax.</summary>
+    public static ClassifierEvaluation Of(IReadOnlyList<float[]> logits, IReadOnlyList<int> labels, double temperature)
+    {
+        int correct = 0;
+        for (int i = 0; i < logits.Count; i++)
+        {
+            var z = logits[i];
+            int best = 0;
+            for (int c = 1; c < z.Length; c++) if (z[c] > z[best]) best = c;
+            if (best == labels[i]) correct++;
+        }
+        return new ClassifierEvaluation(ScoreTemperatureFit.CrossEntropy(logits, labels, temperature),
+            (double)correct / Math.Max(1, logits.Count), logits.Count);
+    }
+}
 
 /// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken, the
 /// time, the epoch whose weights the model kept (the best on validation with early stopping, else the last) and the score

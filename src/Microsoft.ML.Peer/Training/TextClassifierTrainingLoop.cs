@@ -37,6 +37,30 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     public ClassifierTrainingOptions Options => _options.Clone();
 
     /// <summary>
+    /// Starts from a language model's weights: copies every parameter and buffer of <paramref name="languageModel"/> that the
+    /// classifier has under the same name and shape (the embeddings, every block, the final norm); the head stays new. Call it
+    /// before <see cref="Train"/>. Returns how many tensors were copied; throws when a shared part does not match.
+    /// </summary>
+    public int StartFrom(TransformerLanguageModel languageModel)
+    {
+        ArgumentNullException.ThrowIfNull(languageModel);
+        var source = languageModel.state_dict();
+        int copied = 0;
+        using var noGrad = no_grad();
+        foreach (var (name, tensor) in Model.state_dict())
+        {
+            if (!source.TryGetValue(name, out var from)) continue;
+            if (!from.shape.SequenceEqual(tensor.shape) || from.dtype != tensor.dtype)
+                throw new ArgumentException($"The language model's '{name}' is {from.dtype} [{string.Join(", ", from.shape)}] but the " +
+                                            $"classifier's is {tensor.dtype} [{string.Join(", ", tensor.shape)}].", nameof(languageModel));
+            tensor.copy_(from);
+            copied++;
+        }
+        if (copied == 0) throw new ArgumentException("The language model shares no weights with the classifier.", nameof(languageModel));
+        return copied;
+    }
+
+    /// <summary>
     /// Trains for <see cref="ClassifierTrainingOptions.Epochs"/> passes over <paramref name="tokens"/> (or what fits the
     /// <see cref="TrainingLoopOptions.TimeBudget"/>), evaluating on the validation texts after each pass when given.
     /// Texts longer than the context length are truncated to their first tokens; an empty text is one padding token.
@@ -112,11 +136,16 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
                 }
             }
             double tokensPerSecond = epochTokens / epochClock.Elapsed.TotalSeconds;
-            var validation = validationTokens is null ? null : Evaluate(validationTokens, validationLabels!);
+            var logits = validationTokens is null ? null : PredictLogits(validationTokens);
+            var validation = logits is null ? null : ClassifierEvaluation.Of(logits, validationLabels!, Model.ScoreTemperature);
             reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps),
                 validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
             epochCompleted?.Invoke(reports[^1]);
-            if (validation is not null && best.ShouldStop(Model, epoch + 1, validation.Loss)) break;
+            // With calibration on, epochs are compared by their loss at their own best temperature: an overconfident epoch
+            // that ranks the texts better is the better model once calibrated, and its raw loss would stop training too soon.
+            if (validation is not null && best.ShouldStop(Model, epoch + 1, _options.FitScoreTemperature
+                    ? ScoreTemperatureFit.CrossEntropy(logits!, validationLabels!, ScoreTemperatureFit.Fit(logits!, validationLabels!))
+                    : validation.Loss)) break;
         }
         int keptEpoch = best.RestoreBest(Model) ?? reports.Count;
         double? temperature = null;
@@ -208,18 +237,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     public ClassifierEvaluation Evaluate(IReadOnlyList<int[]> tokens, IReadOnlyList<int> labels)
     {
         CheckLabelled(tokens, labels, nameof(tokens), nameof(labels));
-        var probabilities = PredictProbabilities(tokens);
-        double loss = 0;
-        int correct = 0;
-        for (int i = 0; i < tokens.Count; i++)
-        {
-            var p = probabilities[i];
-            loss -= Math.Log(Math.Max(p[labels[i]], 1e-12f));
-            int best = 0;
-            for (int c = 1; c < p.Length; c++) if (p[c] > p[best]) best = c;
-            if (best == labels[i]) correct++;
-        }
-        return new ClassifierEvaluation(loss / Math.Max(1, tokens.Count), (double)correct / Math.Max(1, tokens.Count), tokens.Count);
+        return ClassifierEvaluation.Of(PredictLogits(tokens), labels, Model.ScoreTemperature);
     }
 
     /// <summary>Class logits [text][class] in evaluation mode (running batch-norm statistics, no gradients).</summary>

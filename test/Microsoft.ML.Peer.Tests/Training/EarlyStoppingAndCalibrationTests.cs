@@ -111,11 +111,24 @@ public sealed class EarlyStoppingAndCalibrationTests
     public void HoldOutTakesTheFractionOfEachClassAndFollowsTheSeed()
     {
         var labels = Enumerable.Repeat(0, 50).Concat(Enumerable.Repeat(1, 10)).Append(2).ToList();
-        var heldOut = PeerTextClassificationTrainer.HoldOut(labels, 0.1, seed: 1);
+        var heldOut = PeerTextClassificationTrainer.HoldOut(labels, null, 0.1, seed: 1);
         Assert.AreEqual(5, heldOut.Count(i => labels[i] == 0));
         Assert.AreEqual(1, heldOut.Count(i => labels[i] == 1));
         Assert.AreEqual(0, heldOut.Count(i => labels[i] == 2), "a class of one row keeps it for training");
-        CollectionAssert.AreEqual(heldOut, PeerTextClassificationTrainer.HoldOut(labels, 0.1, seed: 1));
-        CollectionAssert.AreNotEqual(heldOut, PeerTextClassificationTrainer.HoldOut(labels, 0.1, seed: 2));
+        CollectionAssert.AreEqual(heldOut, PeerTextClassificationTrainer.HoldOut(labels, null, 0.1, seed: 1));
+        CollectionAssert.AreNotEqual(heldOut, PeerTextClassificationTrainer.HoldOut(labels, null, 0.1, seed: 2));
+    }
+
+    [TestMethod]
+    public void GroupsAreHeldOutWhole()
+    {
+        // 40 documents of 5 passages each, one label per document.
+        var labels = Enumerable.Range(0, 200).Select(i => i / 5 % 2).ToList();
+        var groups = Enumerable.Range(0, 200).Select(i => $"doc{i / 5}").ToList();
+        var heldOut = PeerTextClassificationTrainer.HoldOut(labels, groups, 0.2, seed: 1);
+        foreach (var document in heldOut.Select(i => groups[i]).Distinct())
+            Assert.AreEqual(5, heldOut.Count(i => groups[i] == document), $"{document} was split");
+        Assert.AreEqual(20, heldOut.Count(i => labels[i] == 0), "20% of each class, in whole documents");
+        Assert.AreEqual(20, heldOut.Count(i => labels[i] == 1));
     }
 }

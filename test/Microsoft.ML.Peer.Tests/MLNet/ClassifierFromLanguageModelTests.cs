@@ -1,0 +1,104 @@
+using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Tests.Training;
+using Microsoft.ML.Peer.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Peer.Tests.MLNet;
+
+[TestClass]
+public sealed class ClassifierFromLanguageModelTests
+{
+    [TestMethod]
+    public void StartFromCopiesTheEmbeddingsAndBlocksAndLeavesTheHeadNew()
+    {
+        var lmOptions = TinyLanguageModels.Options(FeedForwardKind.Peer);
+        manual_seed(3);
+        using var languageModel = new TransformerLanguageModel(lmOptions);
+        var options = TextClassifierOptions.LikeLanguageModel(lmOptions, classCount: 3, paddingId: 0);
+        using var trainer = new TextClassifierTrainingLoop(options, new ClassifierTrainingOptions { Seed = 1 });
+        int copied = trainer.StartFrom(languageModel);
+
+        var source = languageModel.state_dict();
+        var target = trainer.Model.state_dict();
+        var shared = target.Keys.Where(source.ContainsKey).ToList();
+        Assert.AreEqual(shared.Count, copied);
+        foreach (var prefix in new[] { "token_embedding.", "position_embedding.", "blocks.0.", "blocks.1.", "final_norm." })
+            Assert.IsTrue(shared.Any(n => n.StartsWith(prefix, StringComparison.Ordinal)), $"nothing under {prefix} was copied");
+        foreach (var name in shared) Assert.IsTrue(source[name].equal(target[name]).all().item<bool>(), $"{name} differs");
+        Assert.IsTrue(target.Keys.Any(n => n.StartsWith("head.", StringComparison.Ordinal) && !source.ContainsKey(n)), "the head is the classifier's own");
+
+        var wider = TextClassifierOptions.LikeLanguageModel(lmOptions, classCount: 3, paddingId: 0);
+        wider.ModelDimension *= 2;
+        using var mismatched = new TextClassifierTrainingLoop(wider, new ClassifierTrainingOptions { Seed = 1 });
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => mismatched.StartFrom(languageModel)).Message, "token_embedding");
+    }
+
+    [TestMethod]
+    public void AClassifierStartsFromATrainedLanguageModelAndSavesWithItsTokenizer()
+    {
+        var ml = new MLContext(seed: 1);
+        var texts = ml.Data.LoadFromEnumerable(PluginTestData.Topics(300, seed: 5, classes: 3));
+        using var languageModel = ml.Peer().LanguageModel(PluginTestData.TinyLanguageModel()).Fit(texts);
+        var options = PluginTestData.TinyClassifier();
+        options.LanguageModel = languageModel;
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Peer().TextClassification(options))
+            .Fit(ml.Data.LoadFromEnumerable(PluginTestData.Topics(200, seed: 1, classes: 3)));
+        var classifier = ((IEnumerable<ITransformer>)model).OfType<PeerTextClassificationTransformer>().Single();
+        Assert.AreEqual(languageModel.ModelOptions.ContextLength, classifier.ModelOptions.ContextLength, "the language model's shape");
+        Assert.AreEqual(languageModel.ModelOptions.Layers, classifier.ModelOptions.Layers);
+        Assert.AreEqual(languageModel.Tokenizer.VocabularySize, classifier.Tokenizer.VocabularySize, "the language model's tokenizer");
+
+        var test = ml.Data.LoadFromEnumerable(PluginTestData.Topics(100, seed: 2, classes: 3));
+        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
+        Assert.IsTrue(metrics.MicroAccuracy >= 0.9, $"micro-accuracy {metrics.MicroAccuracy:F3}");
+        using var stream = new MemoryStream();
+        ml.Model.Save(model, null, stream);
+        stream.Position = 0;
+        var loaded = ml.Model.Load(stream, out _);
+        Assert.AreEqual(metrics.MicroAccuracy, ml.MulticlassClassification.Evaluate(loaded.Transform(test)).MicroAccuracy);
+    }
+
+    [TestMethod]
+    public void PretrainingReadsTheUnlabeledTextsAndTheRowsWithoutLabels()
+    {
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.Source.Contains("Peer", StringComparison.Ordinal)) lock (log) log.Add(e.Message); };
+        var options = PluginTestData.TinyClassifier();
+        options.Pretraining = PluginTestData.TinyLanguageModel();
+        options.UnlabeledData = ml.Data.LoadFromEnumerable(PluginTestData.Topics(150, seed: 7, classes: 3).Select(r => new { r.Text }));
+        var labelled = PluginTestData.Topics(120, seed: 1, classes: 3);
+        // A quarter of the rows have no label: the classifier skips them, pre-training reads them.
+        var rows = labelled.Select((r, i) => new { r.Text, Label = i % 4 == 0 ? "" : r.Label }).ToList();
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label", keyData: ml.Data.LoadFromEnumerable(labelled.Select(r => new { r.Label })));
+        var model = keys.Append(ml.Peer().TextClassification(options)).Fit(data);
+        string[] lines;
+        lock (log) lines = log.ToArray();
+        Assert.IsTrue(lines.Any(l => l.Contains("Pre-training a language model on 270 texts", StringComparison.Ordinal)),
+            string.Join('\n', lines.Where(l => l.Contains("Pre-training", StringComparison.Ordinal))));
+        Assert.IsTrue(lines.Any(l => l.Contains("Starting from the language model's weights", StringComparison.Ordinal)));
+        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(ml.Data.LoadFromEnumerable(PluginTestData.Topics(100, 2, 3))));
+        Assert.IsTrue(metrics.MicroAccuracy >= 0.9, $"micro-accuracy {metrics.MicroAccuracy:F3}");
+    }
+
+    [TestMethod]
+    public void StartingPointsThatContradictEachOtherAreRefusedByName()
+    {
+        var ml = new MLContext(seed: 1);
+        using var languageModel = ml.Peer().LanguageModel(PluginTestData.TinyLanguageModel())
+            .Fit(ml.Data.LoadFromEnumerable(PluginTestData.Topics(100, seed: 5)));
+        var both = PluginTestData.TinyClassifier();
+        both.LanguageModel = languageModel;
+        both.Pretraining = PluginTestData.TinyLanguageModel();
+        Assert.AreEqual(nameof(both.Pretraining), Assert.ThrowsExactly<ArgumentException>(() => ml.Peer().TextClassification(both)).ParamName);
+        var unlabeled = PluginTestData.TinyClassifier();
+        unlabeled.UnlabeledData = ml.Data.LoadFromEnumerable(PluginTestData.Topics(10, seed: 5));
+        Assert.AreEqual(nameof(unlabeled.UnlabeledData),
+            Assert.ThrowsExactly<ArgumentException>(() => ml.Peer().TextClassification(unlabeled)).ParamName);
+        var badLanguageModel = PluginTestData.TinyClassifier();
+        badLanguageModel.Pretraining = PluginTestData.TinyLanguageModel();
+        badLanguageModel.Pretraining.Experts = 1000;
+        Assert.AreEqual("Experts", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Peer().TextClassification(badLanguageModel)).ParamName);
+    }
+}
