@@ -91,6 +91,69 @@ public static class ClassifierSuite
         return results;
     }
 
+    /// <summary>
+    /// The few-label experiment: for each fraction, that share of each class's training rows keeps its label (at least one per
+    /// class, seeded) and the rest is unlabeled text. Fits our defaults and SDCA on the labelled rows alone, and our trainer
+    /// starting from a PEER language model pre-trained once on every training text (<paramref name="pretraining"/>), and
+    /// evaluates all on the set's test part. The keys are made from every label of the set, so a class missing from a small
+    /// sample still counts against the trainer that never saw it.
+    /// </summary>
+    public static List<TrainerResult> FewLabels(TextSet set, IReadOnlyList<double> fractions, PeerLanguageModelTrainer.Options pretraining,
+        int seed = 1, Action<string>? log = null)
+    {
+        var results = new List<TrainerResult>();
+        var lmContext = Context(seed, log);
+        log?.Invoke($"  {set.Name}: pre-training a language model on all {set.Train.Count:N0} training texts ...");
+        var clock = Stopwatch.StartNew();
+        using var languageModel = lmContext.Peer().LanguageModel(pretraining).Fit(lmContext.Data.LoadFromEnumerable(set.Train));
+        var pretrainTime = clock.Elapsed;
+        results.Add(new TrainerResult(set.Name, "language model pre-training (all training texts)", double.NaN, double.NaN, double.NaN,
+            pretrainTime));
+        log?.Invoke($"  {set.Name}: pre-training took {pretrainTime.TotalSeconds:F1} s");
+        foreach (var fraction in fractions)
+        {
+            var random = new Random(seed);
+            var labelled = set.Train.GroupBy(r => r.Label).OrderBy(g => g.Key, StringComparer.Ordinal).SelectMany(g =>
+            {
+                var rows = g.ToArray();
+                random.Shuffle(rows);
+                return rows.Take(Math.Max(1, (int)Math.Round(rows.Length * fraction)));
+            }).ToList();
+            string share = $"{fraction:P0} labels ({labelled.Count:N0} rows)";
+            var trainers = new (string Name, Func<MLContext, IEstimator<ITransformer>> Build)[]
+            {
+                ($"PEER (defaults), {share}", ml => ml.Peer().TextClassification(new PeerTextClassificationTrainer.Options
+                {
+                    LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
+                })),
+                ($"PEER from the pre-trained language model, {share}", ml => ml.Peer().TextClassification(
+                    new PeerTextClassificationTrainer.Options
+                    {
+                        LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
+                        LanguageModel = languageModel,
+                    })),
+                ($"FeaturizeText + SdcaMaximumEntropy, {share}", ml => ml.Transforms.Text.FeaturizeText("Features", "Text")
+                    .Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())),
+            };
+            foreach (var (name, build) in trainers)
+            {
+                var ml = Context(seed, log);
+                var keys = ml.Transforms.Conversion.MapValueToKey("Label",
+                    keyData: ml.Data.LoadFromEnumerable(set.Train.Concat(set.Test).Select(r => new { r.Label })));
+                log?.Invoke($"  {set.Name}: fitting {name} ...");
+                clock.Restart();
+                var model = keys.Append(build(ml)).Fit(ml.Data.LoadFromEnumerable(labelled));
+                var fitTime = clock.Elapsed;
+                var metrics = ml.MulticlassClassification.Evaluate(model.Transform(ml.Data.LoadFromEnumerable(set.Test)));
+                results.Add(new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime));
+                log?.Invoke($"  {set.Name}: {name}: micro-accuracy {metrics.MicroAccuracy:F4}, macro {metrics.MacroAccuracy:F4}, " +
+                            $"log-loss {metrics.LogLoss:F4}, fit {fitTime.TotalSeconds:F1} s");
+                foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
+            }
+        }
+        return results;
+    }
+
     /// <summary>Whether the trainers' own log (epochs, validation loss, the epoch kept) is written to the log too.</summary>
     public static bool Verbose { get; set; }
 
@@ -108,7 +171,7 @@ public static class ClassifierSuite
         var header = new[] { "set", "trainer", "micro-acc", "macro-acc", "log-loss", "fit (s)" };
         var rows = results.Select(r => new[]
         {
-            r.Set, r.Trainer, r.MicroAccuracy.ToString("F4"), r.MacroAccuracy.ToString("F4"), r.LogLoss.ToString("F4"),
+            r.Set, r.Trainer, Cell(r.MicroAccuracy), Cell(r.MacroAccuracy), Cell(r.LogLoss),
             r.FitTime.TotalSeconds.ToString("F1"),
         }).ToList();
         var widths = header.Select((h, i) => rows.Select(r => r[i].Length).Append(h.Length).Max()).ToArray();
@@ -116,6 +179,10 @@ public static class ClassifierSuite
         return string.Join('\n', new[] { Line(header), "|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|" }
             .Concat(rows.Select(Line)));
     }
+
+    private static string Cell(double value) => double.IsNaN(value) ? "-" : value.ToString("F4");
+
+    private static JsonNode? Number(double value) => double.IsNaN(value) ? null : JsonValue.Create(value);
 
     /// <summary>The set's description and results as the JSON written to artifacts/classifier/&lt;set&gt;.json.</summary>
     public static JsonObject Json(TextSet set, IEnumerable<TrainerResult> results, bool quick) => new()
@@ -132,9 +199,9 @@ public static class ClassifierSuite
         ["results"] = new JsonArray(results.Select(r => (JsonNode)new JsonObject
         {
             ["trainer"] = r.Trainer,
-            ["micro_accuracy"] = r.MicroAccuracy,
-            ["macro_accuracy"] = r.MacroAccuracy,
-            ["log_loss"] = r.LogLoss,
+            ["micro_accuracy"] = Number(r.MicroAccuracy),
+            ["macro_accuracy"] = Number(r.MacroAccuracy),
+            ["log_loss"] = Number(r.LogLoss),
             ["fit_seconds"] = r.FitTime.TotalSeconds,
         }).ToArray()),
     };

@@ -12,6 +12,9 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
         ["output"] = "folder for the JSON reports (default artifacts/classifier)",
         ["trainers"] = "comma-separated parts of trainer names to run (default all: PEER, Sdca, Lbfgs, LightGbm)",
         ["cv"] = "K: instead of the test split, K-fold cross-validation of PEER configurations on each set's training part only",
+        ["few-labels"] = "comma-separated label fractions (e.g. 0.01,0.05,0.2): the few-label experiment instead of the suite",
+        ["pretrain-epochs"] = "with --few-labels: epochs of the language model's pre-training (default 1)",
+        ["pretrain-minutes"] = "with --few-labels: a time budget for the pre-training, in minutes (default none: the epochs)",
         ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'",
     },
     new Dictionary<string, string>
@@ -41,6 +44,21 @@ foreach (var name in names)
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");
+    var fractions = arguments.Text("few-labels", "").Split(',', StringSplitOptions.RemoveEmptyEntries)
+        .Select(f => double.Parse(f, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+    if (fractions.Count > 0)
+    {
+        var pretraining = new Microsoft.ML.Peer.PeerLanguageModelTrainer.Options
+        {
+            Epochs = arguments.Integer("pretrain-epochs", 1),
+            TimeBudget = arguments.Number("pretrain-minutes", 0) is > 0 and var minutes ? TimeSpan.FromMinutes(minutes) : null,
+        };
+        var few = ClassifierSuite.FewLabels(set, fractions, pretraining, log: Console.WriteLine);
+        all.AddRange(few);
+        File.WriteAllText(Path.Combine(output, $"few-labels-{name}{(quick ? "-quick" : "")}.json"),
+            ClassifierSuite.Json(set, few, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        continue;
+    }
     int folds = arguments.Integer("cv", 0);
     if (folds > 0)
     {

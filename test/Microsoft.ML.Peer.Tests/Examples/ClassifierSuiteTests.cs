@@ -14,7 +14,7 @@ public sealed class ClassifierSuiteTests
     private static TextSet Synthetic(string name, int classes, int seed)
     {
         List<TextExample> Rows(int count, int s) => PluginTestData.Topics(count, s, classes)
-            .Select(r => new TextExample { Text = r.Text, Label = r.Label }).ToList();
+            .Select((r, i) => new TextExample { Text = r.Text, Label = r.Label, Group = $"{s}/{i / 3}" }).ToList();
         return new TextSet(name, "PluginTestData.Topics", $"{classes} topics", "separate seeds", Rows(240, seed), Rows(60, seed + 1));
     }
 
@@ -44,5 +44,47 @@ public sealed class ClassifierSuiteTests
         Assert.AreEqual(2 + sets.Length * ClassifierSuite.Trainers.Count, table.Length, "a header, a rule and a row per set and trainer");
         Assert.IsTrue(table.All(line => line.Length == table[0].Length), "every line of the table has the header's width");
         StringAssert.Contains(table[0], "log-loss");
+    }
+
+    /// <summary>A test part that fails when read: cross-validation must choose on the training part only.</summary>
+    private sealed class Unreadable : IReadOnlyList<TextExample>
+    {
+        public TextExample this[int index] => throw new InvalidOperationException("the test part was read");
+
+        public int Count => 60;
+
+        public IEnumerator<TextExample> GetEnumerator() => throw new InvalidOperationException("the test part was read");
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    [TestMethod]
+    public void CrossValidationComparesConfigurationsWithoutReadingTheTestPart()
+    {
+        var set = Synthetic("three-topics", 3, 5) with { Test = new Unreadable() };
+        var configurations = new[] { PeerConfiguration.Parse("defaults"), PeerConfiguration.Parse("Epochs=2, LabelSmoothing=0.1") };
+        Assert.AreEqual(2, configurations[1].Options().Epochs);
+        Assert.AreEqual(0.1, configurations[1].Options().LabelSmoothing);
+        var results = ClassifierSuite.CrossValidate(set, configurations, folds: 2);
+        CollectionAssert.AreEqual(new[] { "PEER (defaults)", "PEER (Epochs=2, LabelSmoothing=0.1)" }, results.Select(r => r.Trainer).ToArray());
+        foreach (var r in results)
+            Assert.IsTrue(r.MicroAccuracy is >= 0 and <= 1 && double.IsFinite(r.LogLoss) && r.FitTime > TimeSpan.Zero, r.ToString());
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeerConfiguration.Parse("Epoch=2")).Message, "'Epoch'");
+    }
+
+    [TestMethod]
+    public void TheFewLabelExperimentFitsEachTrainerAtEachFraction()
+    {
+        var set = Synthetic("three-topics", 3, 5);
+        var results = ClassifierSuite.FewLabels(set, new[] { 0.1, 0.5 }, PluginTestData.TinyLanguageModel());
+        Assert.AreEqual(1 + 2 * 3, results.Count, "the pre-training, then three trainers at each fraction");
+        Assert.IsTrue(double.IsNaN(results[0].MicroAccuracy) && results[0].FitTime > TimeSpan.Zero, "the pre-training row has a time only");
+        StringAssert.Contains(results[1].Trainer, "10 % labels (");
+        StringAssert.Contains(results[4].Trainer, "50 % labels (");
+        foreach (var r in results.Skip(1))
+            Assert.IsTrue(r.MicroAccuracy is >= 0 and <= 1 && double.IsFinite(r.LogLoss), r.ToString());
+        var json = ClassifierSuite.Json(set, results, quick: true);
+        Assert.IsNull(((JsonArray)json["results"]!)[0]!["micro_accuracy"]);
+        StringAssert.Contains(ClassifierSuite.Table(results).Split('\n')[2], "| -");
     }
 }
