@@ -56,6 +56,13 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         public int EarlyStoppingPatience;
 
         /// <summary>
+        /// After training with rows held out by <see cref="ValidationFraction"/>, train again from the start on every row for the
+        /// number of epochs early stopping kept, with the score temperature fitted on the held-out rows: no row is left
+        /// unused, at about twice the time. Default false.
+        /// </summary>
+        public bool RefitOnAllRows;
+
+        /// <summary>
         /// Fit the temperature of the scores on the validation rows after training, so the probabilities are as confident as
         /// the model is right (no prediction changes). Default true.
         /// </summary>
@@ -279,6 +286,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         }
 
         int seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
+        var (allTokens, allLabels) = (tokens, labels);
+        bool heldOutHere = false;
         if (validationTokens is null && _options.ValidationFraction > 0)
         {
             var heldOut = HoldOut(labels, groups, _options.ValidationFraction, seed);
@@ -290,6 +299,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                 var kept = Enumerable.Range(0, tokens.Count).Where(i => !held.Contains(i)).ToList();
                 tokens = kept.Select(i => tokens[i]).ToList();
                 labels = kept.Select(i => labels[i]).ToList();
+                heldOutHere = true;
                 ch.Info($"Held out {heldOut.Count:N0} of the training rows ({nameof(Options.ValidationFraction)} {_options.ValidationFraction}) " +
                         "to stop early and calibrate the scores.");
             }
@@ -322,6 +332,19 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             cancellation.ThrowIfCancelled();
             ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}; kept epoch {result.KeptEpoch}'s weights" +
                     (result.ScoreTemperature is { } t ? $", score temperature {t:F3}." : "."));
+            if (_options.RefitOnAllRows && heldOutHere)
+            {
+                // Again from the start on every row, for the epochs the held-out rows chose, keeping their temperature.
+                var refit = new TextClassifierTrainingLoop(modelOptions, training.CloneWith(result.KeptEpoch));
+                trainer.Dispose();
+                trainer = refit;
+                if (languageModel is not null) trainer.StartFrom(languageModel.Model);
+                var again = trainer.Train(allTokens, allLabels, null, null, p => Report(ch, p, clock.Elapsed), cancellation.Token,
+                    epoch => ReportEpoch(ch, epoch));
+                cancellation.ThrowIfCancelled();
+                if (result.ScoreTemperature is { } temperature) trainer.Model.ScoreTemperature = temperature;
+                ch.Info($"Refitted on all {allTokens.Count:N0} rows: {again.Steps} steps, {clock.Elapsed:hh\\:mm\\:ss} in all.");
+            }
             var model = trainer.ReleaseModel();
             return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.Truncation, _options.TextColumnName,
                 _options.ScoreColumnName, _options.PredictedLabelColumnName);

@@ -42,6 +42,16 @@ internal sealed class ClassifierTrainingOptions : TrainingLoopOptions
 
     public ClassifierTrainingOptions Clone() => (ClassifierTrainingOptions)MemberwiseClone();
 
+    /// <summary>A copy that trains exactly <paramref name="epochs"/> epochs: no early stopping, no temperature fit.</summary>
+    public ClassifierTrainingOptions CloneWith(int epochs)
+    {
+        var copy = Clone();
+        copy.Epochs = epochs;
+        copy.EarlyStoppingPatience = 0;
+        copy.FitScoreTemperature = false;
+        return copy;
+    }
+
     /// <summary>Checks every option; the exception names the one that is wrong.</summary>
     public void Validate()
     {

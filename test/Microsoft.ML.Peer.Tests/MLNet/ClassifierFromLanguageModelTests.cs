@@ -101,4 +101,27 @@ public sealed class ClassifierFromLanguageModelTests
         badLanguageModel.Pretraining.Experts = 1000;
         Assert.AreEqual("Experts", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Peer().TextClassification(badLanguageModel)).ParamName);
     }
+
+    [TestMethod]
+    public void RefitTrainsAgainOnEveryRowForTheEpochsKeptWithTheTemperatureFitted()
+    {
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.Source.Contains("Peer", StringComparison.Ordinal)) lock (log) log.Add(e.Message); };
+        var options = PluginTestData.TinyClassifier();
+        options.ValidationFraction = 0.2;
+        options.RefitOnAllRows = true;
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Peer().TextClassification(options))
+            .Fit(ml.Data.LoadFromEnumerable(PluginTestData.Topics(200, seed: 1, classes: 3)));
+        string[] lines;
+        lock (log) lines = log.ToArray();
+        var kept = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"kept epoch (\d+)'s weights, score temperature ([0-9]+\.[0-9]+)"))
+            .Single(m => m.Success);
+        Assert.IsTrue(lines.Any(l => l.Contains("Refitted on all 200 rows", StringComparison.Ordinal)), string.Join('\n', lines.TakeLast(5)));
+        int epochs = int.Parse(kept.Groups[1].Value);
+        Assert.AreEqual(epochs, lines.Count(l => l.Contains(": train loss", StringComparison.Ordinal) && !l.Contains("validation", StringComparison.Ordinal)),
+            "the refit's epochs report no validation");
+        var classifier = ((IEnumerable<ITransformer>)model).OfType<PeerTextClassificationTransformer>().Single();
+        Assert.AreEqual(double.Parse(kept.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture), classifier.ModelOptions.ScoreTemperature, 5e-4);
+    }
 }
