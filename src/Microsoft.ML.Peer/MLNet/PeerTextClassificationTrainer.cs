@@ -36,6 +36,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
 
         private Options(ClassifierTrainingOptions training) : base(new TextClassifierOptions(), training, training.Epochs)
         {
+            LabelSmoothing = new TextClassifierOptions().LabelSmoothing;
             EarlyStoppingPatience = training.EarlyStoppingPatience;
             CalibrateScores = training.FitScoreTemperature;
         }
@@ -58,9 +59,9 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// <summary>
         /// After training with rows held out by <see cref="ValidationFraction"/>, train again from the start on every row for the
         /// number of epochs early stopping kept, with the score temperature fitted on the held-out rows: no row is left
-        /// unused, at about twice the time. Default false.
+        /// unused, at about twice the time. Default true (chosen by cross-validation on the suite's training parts).
         /// </summary>
-        public bool RefitOnAllRows;
+        public bool RefitOnAllRows = true;
 
         /// <summary>
         /// Fit the temperature of the scores on the validation rows after training, so the probabilities are as confident as
@@ -99,8 +100,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         public TextTruncation Truncation = TextTruncation.KeepStartAndEnd;
 
         /// <summary>
-        /// Label smoothing of the training loss (0 = none, the default); it can help when a few hard examples dominate
-        /// the last epochs.
+        /// Label smoothing of the training loss (0 = none). Default 0.1 (TextClassifierOptions.LabelSmoothing's); chosen by
+        /// cross-validation on the suite's training parts.
         /// </summary>
         public double LabelSmoothing;
 

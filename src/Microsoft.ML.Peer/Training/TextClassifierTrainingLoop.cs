@@ -241,33 +241,22 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
     }
 
     /// <summary>Class logits [text][class] in evaluation mode (running batch-norm statistics, no gradients).</summary>
-    public float[][] PredictLogits(IReadOnlyList<int[]> tokens)
-    {
-        ArgumentNullException.ThrowIfNull(tokens);
-        bool wasTraining = Model.training;
-        Model.eval();
-        try
-        {
-            return Model.PredictLogits(tokens, 2 * _options.BatchSize);
-        }
-        finally
-        {
-            Model.train(wasTraining);
-        }
-    }
+    public float[][] PredictLogits(IReadOnlyList<int[]> tokens) => InEvaluationMode(tokens, Model.PredictLogits);
 
     /// <summary>
     /// Softmax class probabilities [text][class] in evaluation mode (running batch-norm statistics, no gradients),
     /// in batches of texts of similar length. A text's probabilities do not depend on the other texts.
     /// </summary>
-    public float[][] PredictProbabilities(IReadOnlyList<int[]> tokens)
+    public float[][] PredictProbabilities(IReadOnlyList<int[]> tokens) => InEvaluationMode(tokens, Model.PredictProbabilities);
+
+    private float[][] InEvaluationMode(IReadOnlyList<int[]> tokens, Func<IReadOnlyList<int[]>, int, float[][]> predict)
     {
         ArgumentNullException.ThrowIfNull(tokens);
         bool wasTraining = Model.training;
         Model.eval();
         try
         {
-            return Model.PredictProbabilities(tokens, 2 * _options.BatchSize);
+            return predict(tokens, 2 * _options.BatchSize);
         }
         finally
         {

@@ -36,6 +36,9 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(0.1, o.ValidationFraction);
         Assert.AreEqual(2, o.EarlyStoppingPatience);
         Assert.IsTrue(o.CalibrateScores);
+        Assert.IsTrue(o.RefitOnAllRows);
+        Assert.AreEqual(0.1, o.LabelSmoothing);
+        Assert.AreEqual(new TextClassifierOptions().LabelSmoothing, o.LabelSmoothing, "stated once, on the model's options");
     }
 
     [TestMethod]
