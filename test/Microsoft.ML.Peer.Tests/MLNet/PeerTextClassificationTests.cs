@@ -90,6 +90,28 @@ public sealed class PeerTextClassificationTests
     }
 
     [TestMethod]
+    public void ASamplingKeyThatIsNotATextColumnIsNamedBeforeTraining()
+    {
+        var options = PluginTestData.TinyClassifier();
+        options.SamplingKeyColumnName = "Label";
+        var keyed = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(40, seed: 1)))
+            .Transform(Ml.Data.LoadFromEnumerable(PluginTestData.Topics(40, seed: 1)));
+        var estimator = Ml.Peer().TextClassification(options);
+        foreach (var e in new Exception[]
+                 {
+                     Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.Fit(keyed)),
+                     Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(PluginTestData.Shape(keyed.Schema))),
+                 })
+        {
+            StringAssert.Contains(e.Message, "SamplingKeyColumnName");
+            StringAssert.Contains(e.Message, "'Label'");
+        }
+        options.SamplingKeyColumnName = "Document";
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options).Fit(keyed)).Message,
+            "'Document'");
+    }
+
+    [TestMethod]
     public void EarlyStoppingOptionsOutOfRangeAreRefusedByName()
     {
         foreach (var fraction in new[] { -0.1, 1.0, double.NaN })
