@@ -19,16 +19,19 @@ public static class ClassifierSuite
     public static IReadOnlyList<(string Name, Func<MLContext, IEstimator<ITransformer>> Build)> Trainers { get; } =
         new (string, Func<MLContext, IEstimator<ITransformer>>)[]
     {
-        // Defaults, told only which column groups the rows (as CrossValidate's samplingKeyColumnName), so that its held-out
-        // validation rows are whole documents.
-        ("PEER (defaults)", ml => ml.Transforms.Conversion.MapValueToKey("Label")
-            .Append(ml.Peer().TextClassification(new PeerTextClassificationTrainer.Options
-            {
-                LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
-            }))),
+        ("PEER (defaults)", ml => ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Peer().TextClassification(PeerDefaults()))),
         ("FeaturizeText + SdcaMaximumEntropy", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())),
         ("FeaturizeText + LbfgsMaximumEntropy", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy())),
         ("FeaturizeText + LightGbm", ml => Stock(ml).Append(ml.MulticlassClassification.Trainers.LightGbm())),
+    };
+
+    /// <summary>
+    /// Our trainer's defaults, told only the suite's columns and which column groups the rows (as CrossValidate's
+    /// samplingKeyColumnName), so that its held-out validation rows are whole documents.
+    /// </summary>
+    public static PeerTextClassificationTrainer.Options PeerDefaults() => new()
+    {
+        LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
     };
 
     private static IEstimator<ITransformer> Stock(MLContext ml) =>
@@ -42,20 +45,7 @@ public static class ClassifierSuite
         foreach (var (name, build) in Trainers)
         {
             if (only is { Count: > 0 } && !only.Any(o => name.Contains(o, StringComparison.OrdinalIgnoreCase))) continue;
-            var ml = Context(seed, log);
-            var train = ml.Data.LoadFromEnumerable(set.Train);
-            var test = ml.Data.LoadFromEnumerable(set.Test);
-            log?.Invoke($"  {set.Name}: fitting {name} on {set.Train.Count:N0} rows ...");
-            var clock = Stopwatch.StartNew();
-            var model = build(ml).Fit(train);
-            var fitTime = clock.Elapsed;
-            var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
-            results.Add(new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime));
-            // Each result as it comes, so a run stopped part-way still leaves its finished fits in the log.
-            log?.Invoke($"  {set.Name}: {name}: micro-accuracy {metrics.MicroAccuracy:F4}, macro {metrics.MacroAccuracy:F4}, " +
-                        $"log-loss {metrics.LogLoss:F4}, fit {fitTime.TotalSeconds:F1} s");
-            (model as IDisposable)?.Dispose();
-            foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
+            results.Add(FitAndEvaluate(set, name, set.Train, build, seed, log));
         }
         return results;
     }
@@ -122,36 +112,39 @@ public static class ClassifierSuite
             string share = $"{fraction:P0} labels ({labelled.Count:N0} rows)";
             var trainers = new (string Name, Func<MLContext, IEstimator<ITransformer>> Build)[]
             {
-                ($"PEER (defaults), {share}", ml => ml.Peer().TextClassification(new PeerTextClassificationTrainer.Options
+                ($"PEER (defaults), {share}", ml => ml.Peer().TextClassification(PeerDefaults())),
+                ($"PEER from the pre-trained language model, {share}", ml =>
                 {
-                    LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
-                })),
-                ($"PEER from the pre-trained language model, {share}", ml => ml.Peer().TextClassification(
-                    new PeerTextClassificationTrainer.Options
-                    {
-                        LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
-                        LanguageModel = languageModel,
-                    })),
+                    var options = PeerDefaults();
+                    options.LanguageModel = languageModel;
+                    return ml.Peer().TextClassification(options);
+                }),
                 ($"FeaturizeText + SdcaMaximumEntropy, {share}", ml => ml.Transforms.Text.FeaturizeText("Features", "Text")
                     .Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy())),
             };
             foreach (var (name, build) in trainers)
-            {
-                var ml = Context(seed, log);
-                var keys = ml.Transforms.Conversion.MapValueToKey("Label",
-                    keyData: ml.Data.LoadFromEnumerable(set.Train.Concat(set.Test).Select(r => new { r.Label })));
-                log?.Invoke($"  {set.Name}: fitting {name} ...");
-                clock.Restart();
-                var model = keys.Append(build(ml)).Fit(ml.Data.LoadFromEnumerable(labelled));
-                var fitTime = clock.Elapsed;
-                var metrics = ml.MulticlassClassification.Evaluate(model.Transform(ml.Data.LoadFromEnumerable(set.Test)));
-                results.Add(new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime));
-                log?.Invoke($"  {set.Name}: {name}: micro-accuracy {metrics.MicroAccuracy:F4}, macro {metrics.MacroAccuracy:F4}, " +
-                            $"log-loss {metrics.LogLoss:F4}, fit {fitTime.TotalSeconds:F1} s");
-                foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
-            }
+                results.Add(FitAndEvaluate(set, name, labelled, ml => ml.Transforms.Conversion.MapValueToKey("Label",
+                    keyData: ml.Data.LoadFromEnumerable(set.Train.Concat(set.Test).Select(r => new { r.Label }))).Append(build(ml)), seed, log));
         }
         return results;
+    }
+
+    /// <summary>Fits <paramref name="build"/>'s pipeline on <paramref name="train"/> in a fresh context, evaluates it on the set's test
+    /// part and logs the result as it comes, so a run stopped part-way still leaves its finished fits in the log.</summary>
+    private static TrainerResult FitAndEvaluate(TextSet set, string name, IReadOnlyList<TextExample> train,
+        Func<MLContext, IEstimator<ITransformer>> build, int seed, Action<string>? log)
+    {
+        var ml = Context(seed, log);
+        log?.Invoke($"  {set.Name}: fitting {name} on {train.Count:N0} rows ...");
+        var clock = Stopwatch.StartNew();
+        var model = build(ml).Fit(ml.Data.LoadFromEnumerable(train));
+        var fitTime = clock.Elapsed;
+        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(ml.Data.LoadFromEnumerable(set.Test)));
+        log?.Invoke($"  {set.Name}: {name}: micro-accuracy {metrics.MicroAccuracy:F4}, macro {metrics.MacroAccuracy:F4}, " +
+                    $"log-loss {metrics.LogLoss:F4}, fit {fitTime.TotalSeconds:F1} s");
+        (model as IDisposable)?.Dispose();
+        foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
+        return new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime);
     }
 
     /// <summary>Whether the trainers' own log (epochs, validation loss, the epoch kept) is written to the log too.</summary>

@@ -35,10 +35,7 @@ public sealed record PeerConfiguration(string Name, IReadOnlyList<(FieldInfo Fie
     /// <summary>The trainer's options with these changes.</summary>
     public PeerTextClassificationTrainer.Options Options()
     {
-        var options = new PeerTextClassificationTrainer.Options
-        {
-            LabelColumnName = "Label", TextColumnName = "Text", SamplingKeyColumnName = nameof(TextExample.Group),
-        };
+        var options = ClassifierSuite.PeerDefaults();
         foreach (var (field, value) in Changes) field.SetValue(options, value);
         return options;
     }

@@ -366,8 +366,9 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     {
         var random = new Random(unchecked(seed * 31 + 17));
         var room = labels.GroupBy(l => l).ToDictionary(g => g.Key, g => (int)(g.Count() * fraction));
-        var units = Enumerable.Range(0, labels.Count).GroupBy(i => groups?[i] ?? i.ToString(System.Globalization.CultureInfo.InvariantCulture))
-            .Select(g => g.ToArray()).ToArray();
+        var units = groups is null
+            ? Enumerable.Range(0, labels.Count).Select(i => new[] { i }).ToArray()
+            : Enumerable.Range(0, labels.Count).GroupBy(i => groups[i]).Select(g => g.ToArray()).ToArray();
         random.Shuffle(units);
         var heldOut = new List<int>();
         foreach (var rows in units)

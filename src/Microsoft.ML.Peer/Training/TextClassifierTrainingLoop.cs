@@ -103,7 +103,8 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         double windowLoss = 0;
         long windowTokens = 0;
         int firstStep = Step;
-        var best = new BestEpoch(_options.EarlyStoppingPatience);
+        using var best = new BestEpoch(_options.EarlyStoppingPatience);
+        double? lastTemperature = null;
         for (int epoch = 0; epoch < _options.Epochs && Step - firstStep < _totalSteps; epoch++)
         {
             var epochClock = Stopwatch.StartNew();
@@ -141,40 +142,39 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
             reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps),
                 validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
             epochCompleted?.Invoke(reports[^1]);
+            if (validation is null) continue;
             // With calibration on, epochs are compared by their loss at their own best temperature: an overconfident epoch
             // that ranks the texts better is the better model once calibrated, and its raw loss would stop training too soon.
-            if (validation is not null && best.ShouldStop(Model, epoch + 1, _options.FitScoreTemperature
-                    ? ScoreTemperatureFit.CrossEntropy(logits!, validationLabels!, ScoreTemperatureFit.Fit(logits!, validationLabels!))
-                    : validation.Loss)) break;
+            lastTemperature = _options.FitScoreTemperature ? ScoreTemperatureFit.Fit(logits!, validationLabels!) : null;
+            if (best.ShouldStop(Model, epoch + 1, lastTemperature is { } t
+                    ? ScoreTemperatureFit.CrossEntropy(logits!, validationLabels!, t)
+                    : validation.Loss, lastTemperature)) break;
         }
-        int keptEpoch = best.RestoreBest(Model) ?? reports.Count;
-        double? temperature = null;
-        if (validationTokens is not null && _options.FitScoreTemperature)
-        {
-            temperature = ScoreTemperatureFit.Fit(PredictLogits(validationTokens), validationLabels!);
-            Model.ScoreTemperature = temperature.Value;
-        }
+        // The kept epoch's temperature was fitted on its own logits when it was measured.
+        var (keptEpoch, temperature) = best.RestoreBest(Model) ?? (reports.Count, lastTemperature);
+        if (temperature is { } fitted) Model.ScoreTemperature = fitted;
         return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed, keptEpoch, temperature);
     }
 
     /// <summary>
-    /// Early stopping's record: the lowest validation loss so far, a copy of the weights that gave it, and the epochs since.
+    /// Early stopping's record: the lowest validation loss so far, a copy of the weights that gave it (with the temperature fitted
+    /// to them), and the epochs since. Disposing it frees the copy, also when training is cancelled.
     /// </summary>
-    private sealed class BestEpoch(int patience)
+    private sealed class BestEpoch(int patience) : IDisposable
     {
         private Dictionary<string, Tensor>? _weights;
         private double _loss = double.PositiveInfinity;
         private int _epoch;
+        private double? _temperature;
 
         /// <summary>Records epoch <paramref name="epoch"/>'s validation loss; true when <c>patience</c> epochs passed without a lower
         /// one. Off (never true, nothing copied) when patience is 0.</summary>
-        public bool ShouldStop(nn.Module model, int epoch, double loss)
+        public bool ShouldStop(nn.Module model, int epoch, double loss, double? temperature)
         {
             if (patience == 0) return false;
             if (loss < _loss)
             {
-                _loss = loss;
-                _epoch = epoch;
+                (_loss, _epoch, _temperature) = (loss, epoch, temperature);
                 Dispose();
                 using var noGrad = no_grad();
                 _weights = model.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().clone());
@@ -183,18 +183,18 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
             return epoch - _epoch >= patience;
         }
 
-        /// <summary>Puts the best epoch's weights back (when another epoch came after it); returns that epoch, or null when
-        /// early stopping is off.</summary>
-        public int? RestoreBest(nn.Module model)
+        /// <summary>Puts the best epoch's weights back; returns that epoch and its temperature, or null when early stopping is
+        /// off.</summary>
+        public (int Epoch, double? Temperature)? RestoreBest(nn.Module model)
         {
             if (_weights is null) return null;
             using (var noGrad = no_grad())
                 foreach (var (name, tensor) in model.state_dict()) tensor.copy_(_weights[name]);
             Dispose();
-            return _epoch;
+            return (_epoch, _temperature);
         }
 
-        private void Dispose()
+        public void Dispose()
         {
             foreach (var tensor in _weights?.Values ?? Enumerable.Empty<Tensor>()) tensor.Dispose();
             _weights = null;

@@ -14,7 +14,7 @@ public sealed class ClassifierSuiteTests
     private static TextSet Synthetic(string name, int classes, int seed)
     {
         List<TextExample> Rows(int count, int s) => PluginTestData.Topics(count, s, classes)
-            .Select((r, i) => new TextExample { Text = r.Text, Label = r.Label, Group = $"{s}/{i / 3}" }).ToList();
+            .Select((r, i) => new TextExample { Text = r.Text ?? "", Label = r.Label, Group = $"{s}/{i / 3}" }).ToList();
         return new TextSet(name, "PluginTestData.Topics", $"{classes} topics", "separate seeds", Rows(240, seed), Rows(60, seed + 1));
     }
 
