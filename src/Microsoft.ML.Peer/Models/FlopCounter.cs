@@ -112,6 +112,13 @@ internal static class FlopCounter
         long d = options.ModelDimension;
         long total = EmbeddingParameters(options) + BlockParameters(options) + 2 * d;         // ... and the final LN
         if (options.Layers == 0) total += 2 * d + FeedForwardParameters(options, options.FeedForward);   // pooled LN + FFW
+        if (options.BigramBuckets > 0) total += (options.BigramBuckets + 1L) * d;                 // pair table + padding row
+        total += options.Pooling switch
+        {
+            TextPooling.Attention => d,                                                       // the pooling query
+            TextPooling.MeanAndMax => 2 * d * d + d,                                          // the projection back to d
+            _ => 0,
+        };
         return total + d * options.ClassCount + options.ClassCount;                           // untied linear head
     }
 

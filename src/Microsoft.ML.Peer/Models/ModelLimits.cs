@@ -17,4 +17,5 @@ internal static class ModelLimits
     public const int HiddenDimension = 1 << 18;
     public const int MoeExperts = 1 << 12;
     public const int ClassCount = 1 << 16;
+    public const int BigramBuckets = 1 << 24;
 }

@@ -4,9 +4,9 @@ namespace Microsoft.ML.Peer.Models;
 
 /// <summary>
 /// Shape of a <see cref="TransformerTextClassifier"/>: the shared transformer settings (<see cref="TransformerOptions"/>)
-/// plus the number of classes and the padding token. The constructor's defaults are the recommended SpamAssassin
-/// configuration (see <see cref="Recommended"/>); <see cref="TransformerOptions.VocabularySize"/> and
-/// <see cref="ClassCount"/> must be set.
+/// plus the number of classes and the padding token. The constructor's defaults are the recommended configuration (see
+/// <see cref="Recommended"/>) except <see cref="Pooling"/>, whose default reads older saved models as they were;
+/// <see cref="TransformerOptions.VocabularySize"/> and <see cref="ClassCount"/> must be set.
 /// </summary>
 public sealed class TextClassifierOptions : TransformerOptions
 {
@@ -24,6 +24,24 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// headers and the start of the body). 1024 was not better on SpamAssassin and costs twice the time.
     /// </summary>
     public const int RecommendedContextLength = 512;
+
+    /// <summary>
+    /// How the token vectors of a text become one vector. Default <see cref="TextPooling.Mean"/>, so that models saved before it
+    /// existed read as they were; <see cref="Recommended"/> and the trainer use <see cref="RecommendedPooling"/>.
+    /// </summary>
+    public TextPooling Pooling { get; set; }
+
+    /// <summary>The recommended <see cref="Pooling"/>: <see cref="TextPooling.Attention"/>, chosen by cross-validation on the training
+    /// parts of the classifier suite (docs/ml-net-plugin.md, "Choosing the defaults").</summary>
+    public const TextPooling RecommendedPooling = TextPooling.Attention;
+
+    /// <summary>
+    /// Buckets of the hashed token-pair table of the bag of embeddings (<see cref="TransformerOptions.Layers"/> = 0): each pair of
+    /// neighbouring tokens adds its bucket's embedding to the text's vector, so the bag sees some word order (fastText's hashed
+    /// n-grams). 0 = none; must be 0 when the model has blocks. Default 0: across the classifier suite the pairs did not pay for
+    /// their table (docs/ml-net-plugin.md, "Choosing the defaults").
+    /// </summary>
+    public int BigramBuckets { get; set; }
 
     /// <summary>
     /// Fraction of a text's tokens hidden from the model at random in each training step (never in evaluation): a bag
@@ -55,9 +73,9 @@ public sealed class TextClassifierOptions : TransformerOptions
     public int PaddingId { get; set; }
 
     /// <summary>
-    /// The recommended configuration for <paramref name="vocabularySize"/> and <paramref name="classCount"/>, the
-    /// constructor's defaults: context 512, d = 128, no transformer blocks (a bag of embeddings) and one PEER layer over
-    /// the pooled text vector with N = 128², h = 4, k = 8, d_key = 64 and sparse gradients. See
+    /// The recommended configuration for <paramref name="vocabularySize"/> and <paramref name="classCount"/>: the constructor's
+    /// defaults (context 512, d = 128, no transformer blocks, so a bag of embeddings, and one PEER layer over the pooled text
+    /// vector with N = 128², h = 4, k = 8, d_key = 64 and sparse gradients) with <see cref="RecommendedPooling"/>. See
     /// <c>ClassifierTrainingOptions</c> for the matching training settings.
     /// </summary>
     /// <remarks>
@@ -66,7 +84,7 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// no attention blocks by default").
     /// </remarks>
     public static TextClassifierOptions Recommended(int vocabularySize, int classCount, int paddingId) =>
-        new() { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId };
+        new() { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId, Pooling = RecommendedPooling };
 
     /// <summary>
     /// A classifier with <paramref name="languageModel"/>'s embeddings and blocks (vocabulary, context, width, depth,
@@ -100,6 +118,14 @@ public sealed class TextClassifierOptions : TransformerOptions
         if (!(ScoreTemperature > 0) || !double.IsFinite(ScoreTemperature))
             throw new ArgumentOutOfRangeException(nameof(ScoreTemperature), ScoreTemperature,
                 $"{nameof(ScoreTemperature)} must be a positive finite number; got {ScoreTemperature}.");
+        if (!Enum.IsDefined(Pooling))
+            throw new ArgumentOutOfRangeException(nameof(Pooling), Pooling, $"Unknown {nameof(Pooling)} {Pooling}.");
+        if (BigramBuckets < 0 || BigramBuckets > ModelLimits.BigramBuckets)
+            throw new ArgumentOutOfRangeException(nameof(BigramBuckets), BigramBuckets,
+                $"{nameof(BigramBuckets)} must be in 0..{ModelLimits.BigramBuckets}; got {BigramBuckets}.");
+        if (BigramBuckets > 0 && Layers > 0)
+            throw new ArgumentOutOfRangeException(nameof(BigramBuckets), BigramBuckets,
+                $"{nameof(BigramBuckets)} applies to the bag of embeddings only: it must be 0 with {nameof(Layers)} = {Layers}; got {BigramBuckets}.");
         if (PaddingId < 0 || PaddingId >= VocabularySize)
             throw new ArgumentOutOfRangeException(nameof(PaddingId), PaddingId,
                 $"{nameof(PaddingId)} must be a token id in 0..{nameof(VocabularySize)} − 1 ({VocabularySize - 1}); got {PaddingId}.");

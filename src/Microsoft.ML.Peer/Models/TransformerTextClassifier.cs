@@ -11,9 +11,10 @@ namespace Microsoft.ML.Peer.Models;
 /// <summary>
 /// Transformer encoder text classifier: token + learned position embeddings, bidirectional pre-norm blocks
 /// (dense, MoE, PKM or PEER feed-forward, as <see cref="TransformerOptions.FeedForward"/> picks) with padding
-/// masked, a final LayerNorm, mean pooling over the real tokens and a linear head. With no blocks
-/// (<see cref="TransformerOptions.Layers"/> = 0) it is a bag of embeddings whose mean passes through one pre-norm
-/// residual feed-forward of the chosen kind before the head: PEER then retrieves its experts once per text instead of
+/// masked, a final LayerNorm, pooling over the real tokens (<see cref="TextClassifierOptions.Pooling"/>) and a linear head.
+/// With no blocks (<see cref="TransformerOptions.Layers"/> = 0) it is a bag of embeddings (plus hashed token pairs when
+/// <see cref="TextClassifierOptions.BigramBuckets"/> is set) whose pooled vector passes through one pre-norm residual
+/// feed-forward of the chosen kind before the head: PEER then retrieves its experts once per text instead of
 /// once per token, which is what makes whole mails affordable on two CPU cores.
 /// </summary>
 /// <remarks>
@@ -26,7 +27,13 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
 {
     private readonly LayerNorm? pooled_norm;
     private readonly Module<Tensor, Tensor>? pooled_feed_forward;
+    private readonly Embedding? bigram_embedding;
+    private readonly Linear? pooled_projection;
+    private readonly Parameter? pooling_query;
     private readonly Linear head;
+
+    /// <summary>The name of the hashed token-pair table among the model's parameters (when it has one).</summary>
+    internal const string BigramTableName = nameof(bigram_embedding) + ".weight";
 
     public TransformerTextClassifier(TextClassifierOptions options)
         : base(nameof(TransformerTextClassifier), options, o => o.Validate(), o => o.Clone(), causal: false)
@@ -36,7 +43,17 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         {
             pooled_norm = nn.LayerNorm(d);
             pooled_feed_forward = Settings.CreateFeedForward(Settings.FeedForward);
+            if (options.BigramBuckets > 0)
+            {
+                // Sparse row gradients: a step touches only the buckets of its texts' pairs. Zeros at the start, so training
+                // begins from the plain bag of tokens and the pairs add only what the tokens alone miss.
+                // One more row, the padding row: pairs that touch padding read it, always zero and never in a gradient.
+                bigram_embedding = nn.Embedding(options.BigramBuckets + 1, d, padding_idx: options.BigramBuckets, sparse: true);
+                using (no_grad()) bigram_embedding.weight!.zero_();
+            }
         }
+        if (options.Pooling == TextPooling.MeanAndMax) pooled_projection = nn.Linear(2 * d, d);
+        if (options.Pooling == TextPooling.Attention) pooling_query = nn.Parameter(zeros(d));
         head = nn.Linear(d, options.ClassCount);
         RegisterComponents();
     }
@@ -58,13 +75,19 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     };
 
     /// <summary>The expert/value tables whose gradients are sparse rows (PEER and PKM with SparseGradients on).</summary>
-    public override IEnumerable<Parameter> SparseGradientTables() => pooled_feed_forward switch
+    public override IEnumerable<Parameter> SparseGradientTables() => (pooled_feed_forward switch
     {
         PeerLayer p when p.Options.SparseGradients => new[] { p.DownWeights, p.UpWeights },
         ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
         null => base.SparseGradientTables(),
         _ => Array.Empty<Parameter>(),
-    };
+    }).Concat(bigram_embedding is null ? Array.Empty<Parameter>() : new[] { bigram_embedding.weight! });
+
+    /// <summary>The names of every table whose gradients are sparse rows: the PEER/PKM tables that have them and the token-pair
+    /// table.</summary>
+    internal IEnumerable<string> SparseGradientTableNames() =>
+        ExpertTableNames().Where(t => t.Sparse).Select(t => t.Name)
+            .Concat(bigram_embedding is null ? Array.Empty<string>() : new[] { BigramTableName });
 
     /// <summary>Tokens [B, T] (int64, T ≤ context length, padded with PaddingId) → class logits [B, C].</summary>
     public override Tensor forward(Tensor tokens)
@@ -76,10 +99,48 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
             mask = mask.logical_and(rand(mask.shape, device: tokens.device).ge(Settings.TokenDropout));
         mask.index_fill_(1, tensor(new long[] { 0 }, device: tokens.device), true);
         var h = Encode(tokens, mask, TooLongHint);
-        var weights = mask.unsqueeze(-1).to(h.dtype);
-        var pooled = (h * weights).sum(1) / weights.sum(1);
+        var pooled = Pool(h, mask);
+        if (bigram_embedding is not null && tokens.shape[1] > 1) pooled = pooled + MeanBigramEmbedding(tokens, mask);
         if (pooled_feed_forward is not null) pooled = pooled + pooled_feed_forward.forward(pooled_norm!.forward(pooled));
         return head.forward(pooled).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>[B, T, d] token vectors and their [B, T] mask (true = real) → [B, d] text vectors, as
+    /// <see cref="TextClassifierOptions.Pooling"/> says.</summary>
+    private Tensor Pool(Tensor h, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var weights = mask.unsqueeze(-1).to(h.dtype);
+        Tensor Mean() => (h * weights).sum(1) / weights.sum(1);
+        Tensor Max() => h.masked_fill(mask.logical_not().unsqueeze(-1), float.NegativeInfinity).amax(1);
+        var pooled = Settings.Pooling switch
+        {
+            TextPooling.Mean => Mean(),
+            TextPooling.Max => Max(),
+            TextPooling.MeanAndMax => pooled_projection!.forward(cat(new[] { Mean(), Max() }, 1)),
+            TextPooling.Attention => (F.softmax(matmul(h, pooling_query!).masked_fill(mask.logical_not(), float.NegativeInfinity), 1)
+                .unsqueeze(-1) * h).sum(1),
+            _ => throw new InvalidOperationException($"Unknown pooling {Settings.Pooling}."),
+        };
+        return pooled.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// [B, d]: the mean over each text's pairs of neighbouring real tokens of the pair's bucket embedding (zero for a text
+    /// with no pair). A pair (a, b) falls in bucket hash(a·V + b) mod <see cref="TextClassifierOptions.BigramBuckets"/>, as
+    /// fastText hashes its n-grams: word order the bag of tokens cannot see, at the cost of one table row per pair.
+    /// </summary>
+    private Tensor MeanBigramEmbedding(Tensor tokens, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var first = tokens.narrow(1, 0, tokens.shape[1] - 1);
+        var second = tokens.narrow(1, 1, tokens.shape[1] - 1);
+        var real = mask.narrow(1, 0, tokens.shape[1] - 1).logical_and(mask.narrow(1, 1, tokens.shape[1] - 1));
+        // Knuth's multiplicative hash of the pair's index below 2^32 (pair indices are below 2^40, the product below 2^63).
+        var buckets = (first * Settings.VocabularySize + second).mul(2654435761L).bitwise_and(0xFFFFFFFFL)
+            .remainder(Settings.BigramBuckets).masked_fill(real.logical_not(), Settings.BigramBuckets);
+        var sum = bigram_embedding!.forward(buckets).sum(1);
+        return (sum / real.sum(1, type: ScalarType.Float32).clamp_min(1).unsqueeze(-1)).MoveToOuterDisposeScope();
     }
 
     private const string TooLongHint = "; truncate the texts first";

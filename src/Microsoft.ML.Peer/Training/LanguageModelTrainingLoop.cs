@@ -31,8 +31,9 @@ internal sealed class LanguageModelTrainingLoop : TrainingLoop<TransformerLangua
         options.Validate(modelOptions.ContextLength);
         _modelOptions = modelOptions.Clone();
         _options = options.Clone();
-        Start(_options, () => new TransformerLanguageModel(_modelOptions), model => model.ExpertTableNames(),
-            _options.ExpertLearningRateScale);
+        Start(_options, () => new TransformerLanguageModel(_modelOptions),
+            model => model.ExpertTableNames().Where(t => t.Sparse).Select(t => t.Name),
+            (model => model.ExpertTableNames().Select(t => t.Name), _options.ExpertLearningRateScale));
     }
 
     public LanguageModelTrainingOptions Options => _options.Clone();

@@ -31,7 +31,8 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         options.Validate();
         _modelOptions = modelOptions.Clone();
         _options = options.Clone();
-        Start(_options, () => new TransformerTextClassifier(_modelOptions), model => model.ExpertTableNames());
+        Start(_options, () => new TransformerTextClassifier(_modelOptions),
+            model => model.SparseGradientTableNames());
     }
 
     public ClassifierTrainingOptions Options => _options.Clone();

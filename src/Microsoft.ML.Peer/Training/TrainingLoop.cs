@@ -31,23 +31,20 @@ internal abstract class TrainingLoop<TModel> : IDisposable where TModel : nn.Mod
     /// </summary>
     /// <param name="options">The loop's own copy of the training settings.</param>
     /// <param name="createModel">Builds the model.</param>
-    /// <param name="expertTables">The names of the model's PEER/PKM tables, with whether their gradients are sparse rows.</param>
+    /// <param name="sparseTables">The names of the model's tables whose gradients are sparse rows (stepped by the row-sparse AdamW).</param>
     /// <param name="expertLearningRateScale">
-    /// When given, every expert table is stepped at this multiple of the learning rate (in its own AdamW group); when null,
-    /// dense expert tables stay with the other matrices.
+    /// When given with the names of the model's PEER/PKM tables, every one of them is stepped at this multiple of the learning rate
+    /// (in its own AdamW group); when null, dense expert tables stay with the other matrices.
     /// </param>
-    private protected void Start(TrainingLoopOptions options, Func<TModel> createModel,
-        Func<TModel, IEnumerable<(string Name, bool Sparse)>> expertTables,
-        double? expertLearningRateScale = null)
+    private protected void Start(TrainingLoopOptions options, Func<TModel> createModel, Func<TModel, IEnumerable<string>> sparseTables,
+        (Func<TModel, IEnumerable<string>> Tables, double Scale)? expertLearningRateScale = null)
     {
         _loopOptions = options;
         manual_seed(options.Seed);
         Model = createModel();
-        var experts = expertTables(Model).ToList();
-        // Tables with sparse row gradients get the row-sparse AdamW; everything else dense AdamW.
-        Optimizer = new DenseAndSparseAdamW(Model.named_parameters(), experts.Where(t => t.Sparse).Select(t => t.Name),
+        Optimizer = new DenseAndSparseAdamW(Model.named_parameters(), sparseTables(Model).ToList(),
             options.LearningRate, options.Beta1, options.Beta2, options.WeightDecay,
-            expertLearningRateScale is null ? null : experts.Select(t => t.Name), expertLearningRateScale ?? 1,
+            expertLearningRateScale?.Tables(Model).ToList(), expertLearningRateScale?.Scale ?? 1,
             unchecked((ulong)options.Seed));
     }
 

@@ -39,6 +39,9 @@ public sealed class OptionsDefaultsTests
         Assert.IsTrue(o.RefitOnAllRows);
         Assert.AreEqual(0.1, o.LabelSmoothing);
         Assert.AreEqual(new TextClassifierOptions().LabelSmoothing, o.LabelSmoothing, "stated once, on the model's options");
+        Assert.AreEqual(TextPooling.Attention, o.Pooling);
+        Assert.AreEqual(TextClassifierOptions.RecommendedPooling, o.Pooling, "stated once, on the model's options");
+        Assert.AreEqual(0, o.BigramBuckets);
     }
 
     [TestMethod]

@@ -1,6 +1,7 @@
 using System.Reflection;
 using Microsoft.ML.Data;
 using Microsoft.ML.Peer.Data;
+using Microsoft.ML.Peer.Models;
 
 namespace Microsoft.ML.Peer.Tests.MLNet;
 
@@ -87,6 +88,40 @@ public sealed class PeerTextClassificationTests
         Assert.AreEqual(temperature, reloaded.ModelOptions.ScoreTemperature);
         CollectionAssert.AreEqual(Classifier.PredictProbabilities("the cat and the dog"), reloaded.PredictProbabilities("the cat and the dog"));
         reloaded.Dispose();
+    }
+
+    [TestMethod]
+    public void PoolingAndTokenPairsReachTheModelAndSurviveSaveAndLoad()
+    {
+        Assert.AreEqual(TextPooling.Attention, Classifier.ModelOptions.Pooling, "the default pooling, with blocks too");
+        var options = PluginTestData.TinyClassifier();
+        options.Layers = 0;
+        options.Epochs = 2;
+        options.Pooling = TextPooling.MeanAndMax;
+        options.BigramBuckets = 512;
+        var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(120, seed: 3, classes: 3));
+        var pipeline = Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(options)).Fit(train);
+        using var classifier = ((IEnumerable<ITransformer>)pipeline).OfType<PeerTextClassificationTransformer>().Single();
+        Assert.AreEqual((TextPooling.MeanAndMax, 512), (classifier.ModelOptions.Pooling, classifier.ModelOptions.BigramBuckets));
+        using var stream = new MemoryStream();
+        Ml.Model.Save(pipeline, null, stream);
+        stream.Position = 0;
+        var loaded = Ml.Model.Load(stream, out _);
+        using var reloaded = ((IEnumerable<ITransformer>)loaded).OfType<PeerTextClassificationTransformer>().Single();
+        Assert.AreEqual((TextPooling.MeanAndMax, 512), (reloaded.ModelOptions.Pooling, reloaded.ModelOptions.BigramBuckets));
+        CollectionAssert.AreEqual(classifier.PredictProbabilities("the cat and the dog"), reloaded.PredictProbabilities("the cat and the dog"));
+    }
+
+    [TestMethod]
+    public void BigramBucketsAreIgnoredWithBlocksAndANegativeCountIsNamed()
+    {
+        var options = PluginTestData.TinyClassifier();
+        options.BigramBuckets = 512;
+        Assert.AreEqual(0, options.ModelOptions(vocabularySize: 300, classCount: 2, paddingId: 0).BigramBuckets, "blocks read no pairs");
+        options.Layers = 0;
+        options.BigramBuckets = -1;
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options));
+        Assert.AreEqual("BigramBuckets", e.ParamName);
     }
 
     [TestMethod]

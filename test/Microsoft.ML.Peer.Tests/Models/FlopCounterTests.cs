@@ -113,11 +113,15 @@ public sealed class FlopCounterTests
                         FeedForward = kind, Peer = lm.Peer.Clone(), ProductKeyMemory = lm.ProductKeyMemory.Clone(),
                         MoeExperts = 4, MoeTopK = 2, MoeHiddenDimension = 16,
                     };
-                    using var model = new TransformerTextClassifier(classifier);
-                    Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(classifier),
-                        $"classifier {kind} layers {layers}");
-                    Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(classifier),
-                        $"classifier {kind} layers {layers} BN {batchNorm}");
+                    foreach (var pooling in Enum.GetValues<TextPooling>())
+                    {
+                        classifier.Pooling = pooling;
+                        classifier.BigramBuckets = layers == 0 && pooling == TextPooling.Mean ? 32 : 0;
+                        using var model = new TransformerTextClassifier(classifier);
+                        string what = $"classifier {kind} layers {layers} BN {batchNorm} {pooling} pairs {classifier.BigramBuckets}";
+                        Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(classifier), what);
+                        Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(classifier), what);
+                    }
                 }
             }
         }

@@ -150,6 +150,93 @@ public sealed class TransformerTextClassifierTests
         AssertRejected(o => o.ContextLength = 0, "ContextLength");
         AssertRejected(o => o.SparseBlocks = new[] { 1 }, "SparseBlocks");
         AssertRejected(o => o.Peer.Experts = 50, "Experts");
+        AssertRejected(o => o.BigramBuckets = -1, "BigramBuckets");
+        AssertRejected(o => o.BigramBuckets = 64, "BigramBuckets"); // the tiny options have a block
+        AssertRejected(o => o.Pooling = (TextPooling)7, "Pooling");
+    }
+
+    [TestMethod]
+    [DataRow(TextPooling.Mean, 0)]
+    [DataRow(TextPooling.Max, 0)]
+    [DataRow(TextPooling.MeanAndMax, 0)]
+    [DataRow(TextPooling.Attention, 0)]
+    [DataRow(TextPooling.Attention, 1)]
+    [DataRow(TextPooling.Mean, 0, 64)]
+    [DataRow(TextPooling.Attention, 0, 64)]
+    public void PaddingDoesNotChangeATextsLogitsWithAnyPooling(TextPooling pooling, int layers, int bigramBuckets = 0)
+    {
+        manual_seed(13);
+        var options = TinyTextClassification.Options(FeedForwardKind.Peer);
+        options.Layers = layers;
+        options.Pooling = pooling;
+        options.BigramBuckets = bigramBuckets;
+        using var model = new TransformerTextClassifier(options);
+        using (no_grad())
+        {
+            foreach (var (_, p) in model.named_parameters()) p.add_(randn_like(p) * 0.5); // the query and the pair table start at 0
+            // The pair table's last row is its padding row, which no gradient reaches: it stays zero.
+            foreach (var table in model.SparseGradientTables().Where(t => t.shape[0] == bigramBuckets + 1)) table[-1].zero_();
+        }
+        model.eval();
+        using var noGrad = no_grad();
+        var text = new[] { 5, 9, 3, 7 };
+        var alone = model.forward(Padded(text));
+        var batched = model.forward(Padded(new[] { 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, text, new[] { 13 }));
+        var difference = (alone[0] - batched[1]).abs().max().item<float>();
+        Assert.IsTrue(difference < 1e-5f, $"{pooling}, {layers} layers, {bigramBuckets} buckets: alone {alone[0].str()} vs padded {batched[1].str()}");
+    }
+
+    [TestMethod]
+    public void AttentionPoolingStartsAsTheMean()
+    {
+        float[] Logits(TextPooling pooling)
+        {
+            manual_seed(14);
+            var options = TinyTextClassification.Options(FeedForwardKind.Peer);
+            options.Layers = 0;
+            options.Pooling = pooling;
+            using var model = new TransformerTextClassifier(options);
+            model.eval();
+            using var noGrad = no_grad();
+            return model.forward(Padded(new[] { 5, 9, 3, 7, 1 }, new[] { 2, 2 })).data<float>().ToArray();
+        }
+        var mean = Logits(TextPooling.Mean);
+        var attention = Logits(TextPooling.Attention);
+        for (int i = 0; i < mean.Length; i++) Assert.AreEqual(mean[i], attention[i], 1e-6f, $"logit {i}");
+    }
+
+    [TestMethod]
+    public void TokenPairsTrainOnlyTheBucketsOfTheirRealPairs()
+    {
+        manual_seed(15);
+        const int buckets = 1 << 12;
+        var options = TinyTextClassification.Options(FeedForwardKind.Peer);
+        options.Layers = 0;
+        options.BigramBuckets = buckets;
+        using var model = new TransformerTextClassifier(options);
+        model.train();
+        var texts = new[] { new[] { 5, 9, 3, 7 }, new[] { 4 }, new[] { 11, 12 } };
+        var (loss, _, _) = model.Loss(Padded(texts), tensor(new long[] { 0, 1, 1 }));
+        loss.backward();
+        var table = model.SparseGradientTables().Single(t => t.shape[0] == buckets + 1); // + the padding row
+        Assert.IsTrue(table.grad!.is_sparse, "the pair table's gradient is sparse rows");
+        var touched = table.grad.SparseIndices[0].data<long>().ToHashSet();
+        // hash(a·V + b) mod buckets, the model's documented bucket of the pair (a, b); padding (0) pairs none.
+        static long Bucket(long a, long b) => ((a * TinyTextClassification.Vocabulary + b) * 2654435761L & 0xFFFFFFFFL) % buckets;
+        var expected = new[] { Bucket(5, 9), Bucket(9, 3), Bucket(3, 7), Bucket(11, 12) }.ToHashSet();
+        CollectionAssert.AreEquivalent(expected.ToList(), touched.ToList());
+        CollectionAssert.Contains(model.SparseGradientTableNames().ToList(), TransformerTextClassifier.BigramTableName);
+    }
+
+    [TestMethod]
+    public void OptionsSavedBeforePoolingAndTokenPairsReadAsTheModelTheyDescribe()
+    {
+        var saved = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(
+            TextClassifierOptions.Recommended(vocabularySize: 300, classCount: 2, paddingId: 299)))!.AsObject();
+        Assert.IsTrue(saved.Remove(nameof(TextClassifierOptions.BigramBuckets)) && saved.Remove(nameof(TextClassifierOptions.Pooling)));
+        var read = System.Text.Json.JsonSerializer.Deserialize<TextClassifierOptions>(saved.ToJsonString())!;
+        Assert.AreEqual(0, read.BigramBuckets, "no pair table, as before");
+        Assert.AreEqual(TextPooling.Mean, read.Pooling, "mean pooling, as before");
     }
 
     [TestMethod]
@@ -159,6 +246,8 @@ public sealed class TransformerTextClassifierTests
         options.Validate();
         Assert.AreEqual(FeedForwardKind.Peer, options.FeedForward);
         Assert.AreEqual(TextClassifierOptions.RecommendedContextLength, options.ContextLength);
+        Assert.AreEqual(TextClassifierOptions.RecommendedPooling, options.Pooling);
+        Assert.AreEqual(TextPooling.Mean, new TextClassifierOptions().Pooling, "the constructor's reads older models as they were");
         var copy = options.Clone();
         copy.Peer.Experts = 4;
         Assert.AreNotEqual(4, options.Peer.Experts);
