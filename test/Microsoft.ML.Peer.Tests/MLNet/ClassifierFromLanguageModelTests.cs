@@ -34,6 +34,35 @@ public sealed class ClassifierFromLanguageModelTests
     }
 
     [TestMethod]
+    public void LikeLanguageModelCopiesEveryTransformerSetting()
+    {
+        // Every shared setting gets a value here that the classifier's own default does not have, so a setting added to
+        // TransformerOptions later fails this test until it is both copied and given such a value here.
+        var lm = TinyLanguageModels.Options(FeedForwardKind.MoE);
+        lm.DenseHiddenDimension = 48;
+        lm.SparseBlocks = new[] { 0, 1 };
+        lm.MoeExperts = 6;
+        lm.MoeTopK = 3;
+        lm.MoeHiddenDimension = 24;
+        lm.MoeLoadBalancingWeight = 0.05;
+        lm.Peer.QueryWhitening = true;
+        lm.ProductKeyMemory.NormalizeSubKeys = true;
+        var copy = TextClassifierOptions.LikeLanguageModel(lm, classCount: 3, paddingId: 0);
+        var defaults = new TextClassifierOptions();
+        static string Json(object? value) => System.Text.Json.JsonSerializer.Serialize(value);
+        var settings = typeof(TransformerOptions).GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Where(p => p.CanWrite && p.DeclaringType == typeof(TransformerOptions)).ToList();
+        Assert.IsTrue(settings.Count >= 14, $"found {settings.Count} settings");
+        foreach (var setting in settings)
+        {
+            Assert.AreNotEqual(Json(setting.GetValue(defaults)), Json(setting.GetValue(lm)),
+                $"give {setting.Name} a value here that differs from the classifier's default");
+            Assert.AreEqual(Json(setting.GetValue(lm)), Json(setting.GetValue(copy)), $"{setting.Name} was not copied");
+        }
+        Assert.AreNotSame(lm.Peer, copy.Peer, "a deep copy");
+    }
+
+    [TestMethod]
     public void AClassifierStartsFromATrainedLanguageModelAndSavesWithItsTokenizer()
     {
         var ml = new MLContext(seed: 1);
