@@ -37,6 +37,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         private Options(ClassifierTrainingOptions training) : base(new TextClassifierOptions(), training, training.Epochs)
         {
             LabelSmoothing = new TextClassifierOptions().LabelSmoothing;
+            TokenDropout = new TextClassifierOptions().TokenDropout;
             Pooling = TextClassifierOptions.RecommendedPooling;
             EarlyStoppingPatience = training.EarlyStoppingPatience;
             CalibrateScores = training.FitScoreTemperature;
@@ -115,6 +116,12 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         public int BigramBuckets;
 
         /// <summary>
+        /// Fraction of a text's tokens hidden from the model at random in each training step (never in scoring), so that it cannot
+        /// lean on the few tokens that identify each training text. Default 0 (TextClassifierOptions.TokenDropout's).
+        /// </summary>
+        public double TokenDropout;
+
+        /// <summary>
         /// How the token vectors of a text become one vector before the head. Default attention (a learned weighting of the tokens;
         /// <c>TextClassifierOptions.RecommendedPooling</c>), chosen by cross-validation on the suite's training parts.
         /// </summary>
@@ -165,6 +172,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             if (languageModel is null) return ModelOptions(vocabularySize, classCount, paddingId);
             var options = TextClassifierOptions.LikeLanguageModel(languageModel, classCount, paddingId);
             options.LabelSmoothing = LabelSmoothing;
+            options.TokenDropout = TokenDropout;
             options.Pooling = Pooling;
             options.Validate();
             return options;
@@ -178,6 +186,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                 ClassCount = classCount,
                 PaddingId = paddingId,
                 LabelSmoothing = LabelSmoothing,
+                TokenDropout = TokenDropout,
                 BigramBuckets = Layers == 0 ? BigramBuckets : 0,
                 Pooling = Pooling,
             });

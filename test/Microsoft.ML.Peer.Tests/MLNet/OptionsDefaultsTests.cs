@@ -42,6 +42,7 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(TextPooling.Attention, o.Pooling);
         Assert.AreEqual(TextClassifierOptions.RecommendedPooling, o.Pooling, "stated once, on the model's options");
         Assert.AreEqual(0, o.BigramBuckets);
+        Assert.AreEqual(0, o.TokenDropout);
     }
 
     [TestMethod]

@@ -113,7 +113,7 @@ public sealed class PeerTextClassificationTests
     }
 
     [TestMethod]
-    public void BigramBucketsAreIgnoredWithBlocksAndANegativeCountIsNamed()
+    public void BigramBucketsAreIgnoredWithBlocksAndBadValuesAreNamed()
     {
         var options = PluginTestData.TinyClassifier();
         options.BigramBuckets = 512;
@@ -122,6 +122,11 @@ public sealed class PeerTextClassificationTests
         options.BigramBuckets = -1;
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options));
         Assert.AreEqual("BigramBuckets", e.ParamName);
+        options.BigramBuckets = 0;
+        options.TokenDropout = 1;
+        Assert.AreEqual("TokenDropout", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(options)).ParamName);
+        options.TokenDropout = 0.25;
+        Assert.AreEqual(0.25, options.ModelOptions(vocabularySize: 300, classCount: 2, paddingId: 0).TokenDropout, "reaches the model");
     }
 
     [TestMethod]
