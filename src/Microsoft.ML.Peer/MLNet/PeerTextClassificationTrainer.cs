@@ -30,15 +30,17 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     /// </summary>
     public sealed class Options : PeerTrainerOptionsBase
     {
-        public Options() : this(new ClassifierTrainingOptions())
+        public Options() : this(new ClassifierTrainingOptions(), TextClassifierOptions.Recommended(vocabularySize: 0, classCount: 0, paddingId: 0))
         {
         }
 
-        private Options(ClassifierTrainingOptions training) : base(new TextClassifierOptions(), training, training.Epochs)
+        // The model's defaults come from the recommended configuration (shape and size not read here: the base takes its own).
+        private Options(ClassifierTrainingOptions training, TextClassifierOptions model) : base(model, training, training.Epochs)
         {
-            LabelSmoothing = new TextClassifierOptions().LabelSmoothing;
-            TokenDropout = new TextClassifierOptions().TokenDropout;
-            Pooling = TextClassifierOptions.RecommendedPooling;
+            LabelSmoothing = model.LabelSmoothing;
+            TokenDropout = model.TokenDropout;
+            BigramBuckets = model.BigramBuckets;
+            Pooling = model.Pooling;
             EarlyStoppingPatience = training.EarlyStoppingPatience;
             CalibrateScores = training.FitScoreTemperature;
         }
@@ -170,26 +172,19 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         internal TextClassifierOptions ModelOptions(LanguageModelOptions? languageModel, int vocabularySize, int classCount, int paddingId)
         {
             if (languageModel is null) return ModelOptions(vocabularySize, classCount, paddingId);
-            var options = TextClassifierOptions.LikeLanguageModel(languageModel, classCount, paddingId);
+            return WithClassifierSettings(TextClassifierOptions.LikeLanguageModel(languageModel, classCount, paddingId));
+        }
+
+        internal TextClassifierOptions ModelOptions(int vocabularySize, int classCount, int paddingId) =>
+            WithClassifierSettings(ApplyTo(new TextClassifierOptions { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId }));
+
+        // The classifier's own settings, the same whatever the shape came from; token pairs only where the shape has no blocks.
+        private TextClassifierOptions WithClassifierSettings(TextClassifierOptions options)
+        {
             options.LabelSmoothing = LabelSmoothing;
             options.TokenDropout = TokenDropout;
             options.Pooling = Pooling;
-            options.Validate();
-            return options;
-        }
-
-        internal TextClassifierOptions ModelOptions(int vocabularySize, int classCount, int paddingId)
-        {
-            var options = ApplyTo(new TextClassifierOptions
-            {
-                VocabularySize = vocabularySize,
-                ClassCount = classCount,
-                PaddingId = paddingId,
-                LabelSmoothing = LabelSmoothing,
-                TokenDropout = TokenDropout,
-                BigramBuckets = Layers == 0 ? BigramBuckets : 0,
-                Pooling = Pooling,
-            });
+            options.BigramBuckets = options.Layers == 0 ? BigramBuckets : 0;
             options.Validate();
             return options;
         }
