@@ -43,6 +43,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             Pooling = model.Pooling;
             EarlyStoppingPatience = training.EarlyStoppingPatience;
             CalibrateScores = training.FitScoreTemperature;
+            AverageWeights = training.AverageWeights;
         }
 
         /// <summary>
@@ -72,6 +73,14 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// the model is right (no prediction changes). Default true.
         /// </summary>
         public bool CalibrateScores;
+
+        /// <summary>
+        /// Score with a running average of the weights over the training steps, leaning towards the recent ones (polynomial-decay
+        /// averaging), instead of the last step's weights: early stopping judges and keeps each epoch's average, and training
+        /// goes on from the live weights. It costs about one more copy of the weights in memory. Default true: in cross-validation
+        /// on the training parts of the classifier suite it lowered the log-loss on all four sets (docs/ml-net-plugin.md).
+        /// </summary>
+        public bool AverageWeights;
 
         /// <summary>
         /// Start from this trained PEER language model (from <c>mlContext.Peer().LanguageModel(...)</c>) instead of from random
@@ -340,6 +349,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             WeightDecay = _options.WeightDecay,
             EarlyStoppingPatience = _options.EarlyStoppingPatience,
             FitScoreTemperature = _options.CalibrateScores,
+            AverageWeights = _options.AverageWeights,
         };
         ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {contextLength} of each), " +
                 $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");

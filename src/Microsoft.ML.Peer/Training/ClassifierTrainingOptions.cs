@@ -40,6 +40,12 @@ internal sealed class ClassifierTrainingOptions : TrainingLoopOptions
     /// <c>TextClassifierOptions.ScoreTemperature</c>). Default true.</summary>
     public bool FitScoreTemperature { get; set; } = true;
 
+    /// <summary>
+    /// Judge, keep and return a running average of the weights over the steps (<see cref="WeightAverage"/>) instead of the last
+    /// step's; training itself goes on from the live weights. Default true.
+    /// </summary>
+    public bool AverageWeights { get; set; } = true;
+
     public ClassifierTrainingOptions Clone() => (ClassifierTrainingOptions)MemberwiseClone();
 
     /// <summary>A copy that trains exactly <paramref name="epochs"/> epochs: no early stopping, no temperature fit.</summary>

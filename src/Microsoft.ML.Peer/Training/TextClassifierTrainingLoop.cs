@@ -105,6 +105,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         long windowTokens = 0;
         int firstStep = Step;
         using var best = new BestEpoch(_options.EarlyStoppingPatience);
+        using var average = _options.AverageWeights ? new WeightAverage(Model) : null;
         double? lastTemperature = null;
         for (int epoch = 0; epoch < _options.Epochs && Step - firstStep < _totalSteps; epoch++)
         {
@@ -122,6 +123,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
                 bool timed = TimesWarmup(relative);
                 if (timed) warmupClock.Start();
                 double loss = TrainStep(tokens, labels, batch, lr, epoch + 1);
+                average?.Update();
                 if (timed) { warmupClock.Stop(); warmupTimedTokens += PaddedTokens(lengths, batch); }
                 long real = batch.Sum(i => (long)lengths[i]);
                 epochLoss += loss; epochSteps++; epochTokens += real;
@@ -138,19 +140,28 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
                 }
             }
             double tokensPerSecond = epochTokens / epochClock.Elapsed.TotalSeconds;
+            // Each epoch is judged (and kept) by the average of its weights; training goes on from the live ones.
+            average?.Swap();
             var logits = validationTokens is null ? null : PredictLogits(validationTokens);
             var validation = logits is null ? null : ClassifierEvaluation.Of(logits, validationLabels!, Model.ScoreTemperature);
             reports.Add(new ClassifierEpochReport(epoch + 1, Step, firstStep + _totalSteps, epochLoss / Math.Max(1, epochSteps),
                 validation?.Loss, validation?.Accuracy, tokensPerSecond, clock.Elapsed));
             epochCompleted?.Invoke(reports[^1]);
-            if (validation is null) continue;
-            // With calibration on, epochs are compared by their loss at their own best temperature: an overconfident epoch
-            // that ranks the texts better is the better model once calibrated, and its raw loss would stop training too soon.
-            lastTemperature = _options.FitScoreTemperature ? ScoreTemperatureFit.Fit(logits!, validationLabels!) : null;
-            if (best.ShouldStop(Model, epoch + 1, lastTemperature is { } t
+            bool stop = false;
+            if (validation is not null)
+            {
+                // With calibration on, epochs are compared by their loss at their own best temperature: an overconfident epoch
+                // that ranks the texts better is the better model once calibrated, and its raw loss would stop training too soon.
+                lastTemperature = _options.FitScoreTemperature ? ScoreTemperatureFit.Fit(logits!, validationLabels!) : null;
+                stop = best.ShouldStop(Model, epoch + 1, lastTemperature is { } t
                     ? ScoreTemperatureFit.CrossEntropy(logits!, validationLabels!, t)
-                    : validation.Loss, lastTemperature)) break;
+                    : validation.Loss, lastTemperature);
+            }
+            if (stop) break;
+            average?.Swap();
         }
+        // The model holds the average of the last epoch trained; early stopping puts the best epoch's average back below.
+        if (average is { ModelHoldsAverage: false }) average.Swap();
         // The kept epoch's temperature was fitted on its own logits when it was measured.
         var (keptEpoch, temperature) = best.RestoreBest(Model) ?? (reports.Count, lastTemperature);
         if (temperature is { } fitted) Model.ScoreTemperature = fitted;

@@ -1,5 +1,6 @@
 using Microsoft.ML.Peer.Layers;
 using Microsoft.ML.Peer.Models;
+using Microsoft.ML.Peer.Training;
 
 namespace Microsoft.ML.Peer.Tests.MLNet;
 
@@ -43,6 +44,8 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(TextClassifierOptions.RecommendedPooling, o.Pooling, "stated once, on the model's options");
         Assert.AreEqual(0, o.BigramBuckets);
         Assert.AreEqual(0, o.TokenDropout);
+        Assert.IsTrue(o.AverageWeights);
+        Assert.AreEqual(new ClassifierTrainingOptions().AverageWeights, o.AverageWeights, "stated once, on the training options");
     }
 
     [TestMethod]
