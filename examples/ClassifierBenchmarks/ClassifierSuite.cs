@@ -51,29 +51,34 @@ public static class ClassifierSuite
     }
 
     /// <summary>
-    /// K-fold cross-validation of each PEER configuration on the set's training part only (the test part is never read),
-    /// with ML.NET's CrossValidate and folds grouped by <see cref="TextExample.Group"/>, so no document straddles two folds.
-    /// The fit time is the whole cross-validation's time divided by the folds (scoring a fold is a small part of it).
+    /// K-fold cross-validation of each PEER configuration, then of the stock trainers whose names contain one of
+    /// <paramref name="stock"/> (none by default), on the set's training part only (the test part is never read), with ML.NET's
+    /// CrossValidate and folds grouped by <see cref="TextExample.Group"/>, so no document straddles two folds. Every pipeline
+    /// gets the same folds. The fit time is the whole cross-validation's time divided by the folds (scoring a fold is a small
+    /// part of it).
     /// </summary>
     public static List<TrainerResult> CrossValidate(TextSet set, IEnumerable<PeerConfiguration> configurations, int folds, int seed = 1,
-        Action<string>? log = null)
+        Action<string>? log = null, IReadOnlyCollection<string>? stock = null)
     {
+        var pipelines = configurations
+            .Select(c => ($"PEER ({c.Name})", (Func<MLContext, IEstimator<ITransformer>>)(ml =>
+                ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Peer().TextClassification(c.Options())))))
+            .Concat(Trainers.Where(t => !t.Name.StartsWith("PEER", StringComparison.Ordinal)
+                                        && stock is { Count: > 0 } && stock.Any(o => t.Name.Contains(o, StringComparison.OrdinalIgnoreCase))));
         var results = new List<TrainerResult>();
-        foreach (var configuration in configurations)
+        foreach (var (name, build) in pipelines)
         {
             var ml = Context(seed, log);
             var train = ml.Data.LoadFromEnumerable(set.Train);
-            var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
-                .Append(ml.Peer().TextClassification(configuration.Options()));
-            log?.Invoke($"  {set.Name}: {folds}-fold cross-validation of PEER ({configuration.Name}) on {set.Train.Count:N0} training rows ...");
+            log?.Invoke($"  {set.Name}: {folds}-fold cross-validation of {name} on {set.Train.Count:N0} training rows ...");
             var clock = Stopwatch.StartNew();
-            var cv = ml.MulticlassClassification.CrossValidate(train, pipeline, folds, samplingKeyColumnName: nameof(TextExample.Group),
+            var cv = ml.MulticlassClassification.CrossValidate(train, build(ml), folds, samplingKeyColumnName: nameof(TextExample.Group),
                 seed: seed);
             var perFold = clock.Elapsed / folds;
-            var result = new TrainerResult(set.Name, $"PEER ({configuration.Name})", cv.Average(f => f.Metrics.MicroAccuracy),
+            var result = new TrainerResult(set.Name, name, cv.Average(f => f.Metrics.MicroAccuracy),
                 cv.Average(f => f.Metrics.MacroAccuracy), cv.Average(f => f.Metrics.LogLoss), perFold);
             results.Add(result);
-            log?.Invoke($"  {set.Name}: PEER ({configuration.Name}): micro-accuracy {result.MicroAccuracy:F4} " +
+            log?.Invoke($"  {set.Name}: {name}: micro-accuracy {result.MicroAccuracy:F4} " +
                         $"(folds {string.Join(" ", cv.Select(f => f.Metrics.MicroAccuracy.ToString("F4")))}), macro {result.MacroAccuracy:F4}, " +
                         $"log-loss {result.LogLoss:F4}, {perFold.TotalSeconds:F1} s per fold");
             foreach (var fold in cv) (fold.Model as IDisposable)?.Dispose();

@@ -10,12 +10,12 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
     {
         ["sets"] = $"comma-separated sets (default all: {string.Join(", ", TextSets.Names)})",
         ["output"] = "folder for the JSON reports (default artifacts/classifier)",
-        ["trainers"] = "comma-separated parts of trainer names to run (default all: PEER, Sdca, Lbfgs, LightGbm)",
+        ["trainers"] = "comma-separated parts of trainer names to run (default all: PEER, Sdca, Lbfgs, LightGbm; with --cv, the stock ones to cross-validate too, default none)",
         ["cv"] = "K: instead of the test split, K-fold cross-validation of PEER configurations on each set's training part only",
         ["few-labels"] = "comma-separated label fractions (e.g. 0.01,0.05,0.2): the few-label experiment instead of the suite",
         ["pretrain-epochs"] = "with --few-labels: epochs of the language model's pre-training (default 1)",
         ["pretrain-minutes"] = "with --few-labels: a time budget for the pre-training, in minutes (default none: the epochs)",
-        ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'",
+        ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'; 'none' for only the --trainers",
     },
     new Dictionary<string, string>
     {
@@ -59,17 +59,19 @@ foreach (var name in names)
             ClassifierSuite.Json(set, few, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
+    var only = arguments.Text("trainers", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
     int folds = arguments.Integer("cv", 0);
     if (folds > 0)
     {
-        var configurations = arguments.Text("configs", "defaults").Split('|').Select(PeerConfiguration.Parse).ToList();
-        var cv = ClassifierSuite.CrossValidate(set, configurations, folds, log: Console.WriteLine);
+        var configs = arguments.Text("configs", "defaults");
+        var configurations = configs == "none" ? new List<PeerConfiguration>()
+            : configs.Split('|', StringSplitOptions.RemoveEmptyEntries).Select(PeerConfiguration.Parse).ToList();
+        var cv = ClassifierSuite.CrossValidate(set, configurations, folds, log: Console.WriteLine, stock: only);
         all.AddRange(cv);
         File.WriteAllText(Path.Combine(output, $"cv-{name}{(quick ? "-quick" : "")}.json"),
             ClassifierSuite.Json(set, cv, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
-    var only = arguments.Text("trainers", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
     var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only);
     all.AddRange(results);
     File.WriteAllText(Path.Combine(output, $"{name}{(quick ? "-quick" : "")}.json"),

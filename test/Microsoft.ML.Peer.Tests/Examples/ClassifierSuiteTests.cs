@@ -65,8 +65,9 @@ public sealed class ClassifierSuiteTests
         var configurations = new[] { PeerConfiguration.Parse("defaults"), PeerConfiguration.Parse("Epochs=2, LabelSmoothing=0.1") };
         Assert.AreEqual(2, configurations[1].Options().Epochs);
         Assert.AreEqual(0.1, configurations[1].Options().LabelSmoothing);
-        var results = ClassifierSuite.CrossValidate(set, configurations, folds: 2);
-        CollectionAssert.AreEqual(new[] { "PEER (defaults)", "PEER (Epochs=2, LabelSmoothing=0.1)" }, results.Select(r => r.Trainer).ToArray());
+        var results = ClassifierSuite.CrossValidate(set, configurations, folds: 2, stock: new[] { "lbfgs" });
+        CollectionAssert.AreEqual(new[] { "PEER (defaults)", "PEER (Epochs=2, LabelSmoothing=0.1)", "FeaturizeText + LbfgsMaximumEntropy" },
+            results.Select(r => r.Trainer).ToArray());
         foreach (var r in results)
             Assert.IsTrue(r.MicroAccuracy is >= 0 and <= 1 && double.IsFinite(r.LogLoss) && r.FitTime > TimeSpan.Zero, r.ToString());
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeerConfiguration.Parse("Epoch=2")).Message, "'Epoch'");
