@@ -23,9 +23,11 @@ internal static class DataViewReading
     }
 
     /// <summary>Texts and 0-based class indices (and, given a <paramref name="group"/> text column, each row's group); rows whose key
-    /// label is missing (0) are skipped and counted.</summary>
+    /// label is missing (0) are skipped and counted. Given <paramref name="everyText"/>, the same pass also adds to it the text of
+    /// every row, labelled or not, in the data's order (for pre-training, so the data is read once).</summary>
     public static (List<string> Texts, List<int> Labels, int SkippedMissingLabels, List<string>? Groups) LabeledTexts(IDataView data,
-        DataViewSchema.Column text, DataViewSchema.Column label, IHost host, DataViewSchema.Column? group = null)
+        DataViewSchema.Column text, DataViewSchema.Column label, IHost host, DataViewSchema.Column? group = null,
+        List<string>? everyText = null)
     {
         var texts = new List<string>();
         var labels = new List<int>();
@@ -41,13 +43,19 @@ internal static class DataViewReading
         {
             if (((texts.Count + skipped) & 1023) == 0) host.CheckAlive();
             labelGetter(ref key);
+            string? read = null;
+            if (everyText is not null)
+            {
+                textGetter(ref value);
+                everyText.Add(read = value.ToString());
+            }
             if (key == 0)
             {
                 skipped++;
                 continue;
             }
-            textGetter(ref value);
-            texts.Add(value.ToString());
+            if (read is null) textGetter(ref value);
+            texts.Add(read ?? value.ToString());
             labels.Add((int)key - 1);
             if (groupGetter is not null)
             {

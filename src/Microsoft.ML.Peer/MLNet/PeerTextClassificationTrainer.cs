@@ -252,7 +252,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         var groupColumn = _options.SamplingKeyColumnName is { } key
             ? SchemaChecks.TextColumn(input.Schema, key, $"sampling key ({nameof(Options.SamplingKeyColumnName)})")
             : (DataViewSchema.Column?)null;
-        var (texts, labels, skipped, groups) = DataViewReading.LabeledTexts(input, textColumn, labelColumn, _host, groupColumn);
+        var everyText = _options.Pretraining is null ? null : new List<string>();
+        var (texts, labels, skipped, groups) = DataViewReading.LabeledTexts(input, textColumn, labelColumn, _host, groupColumn, everyText);
         if (skipped > 0)
             ch.Warning($"Skipped {skipped:N0} training rows whose label '{_options.LabelColumnName}' is missing" +
                        (_options.Pretraining is null ? "." : " (pre-training reads their texts)."));
@@ -264,7 +265,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         if (present.Length < 2)
             throw new ArgumentException($"The training data holds one class only ({ClassName(keyValues, present[0])}, {texts.Count:N0} rows): a classifier needs at least two.", nameof(input));
 
-        PeerLanguageModelTransformer? pretrained = _options.Pretraining is null ? null : Pretrain(input, textColumn, ch);
+        PeerLanguageModelTransformer? pretrained = everyText is null ? null : Pretrain(everyText, ch);
         try
         {
             return Fit(texts, labels, groups, classCount, keyValues, validationColumns, validationSet, pretrained ?? _options.LanguageModel,
@@ -276,11 +277,10 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         }
     }
 
-    /// <summary>Trains a language model with <see cref="Options.Pretraining"/> on every text of <paramref name="input"/> (labelled or
-    /// not) and of <see cref="Options.UnlabeledData"/>.</summary>
-    private PeerLanguageModelTransformer Pretrain(IDataView input, DataViewSchema.Column textColumn, IChannel ch)
+    /// <summary>Trains a language model with <see cref="Options.Pretraining"/> on <paramref name="corpus"/> (every text of the training
+    /// data, labelled or not) and the texts of <see cref="Options.UnlabeledData"/>.</summary>
+    private PeerLanguageModelTransformer Pretrain(List<string> corpus, IChannel ch)
     {
-        var corpus = DataViewReading.Texts(input, textColumn, _host);
         if (_options.UnlabeledData is { } unlabeled)
             corpus.AddRange(DataViewReading.Texts(unlabeled,
                 SchemaChecks.TextColumn(unlabeled.Schema, _options.TextColumnName, "unlabeled text"), _host));

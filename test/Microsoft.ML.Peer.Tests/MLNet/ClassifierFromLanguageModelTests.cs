@@ -100,15 +100,40 @@ public sealed class ClassifierFromLanguageModelTests
         // A quarter of the rows have no label: the classifier skips them, pre-training reads them.
         var rows = labelled.Select((r, i) => new { r.Text, Label = i % 4 == 0 ? "" : r.Label }).ToList();
         var data = ml.Data.LoadFromEnumerable(rows);
-        var keys = ml.Transforms.Conversion.MapValueToKey("Label", keyData: ml.Data.LoadFromEnumerable(labelled.Select(r => new { r.Label })));
-        var model = keys.Append(ml.Peer().TextClassification(options)).Fit(data);
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label", keyData: ml.Data.LoadFromEnumerable(labelled.Select(r => new { r.Label })))
+            .Fit(data);
+        var keyed = new CursorCountingView(keys.Transform(data));
+        using var model = ml.Peer().TextClassification(options).Fit(keyed);
+        Assert.AreEqual(1, keyed.Cursors, "the training data is read once, for the classifier and the pre-training alike");
         string[] lines;
         lock (log) lines = log.ToArray();
         Assert.IsTrue(lines.Any(l => l.Contains("Pre-training a language model on 270 texts", StringComparison.Ordinal)),
             string.Join('\n', lines.Where(l => l.Contains("Pre-training", StringComparison.Ordinal))));
         Assert.IsTrue(lines.Any(l => l.Contains("Starting from the language model's weights", StringComparison.Ordinal)));
-        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(ml.Data.LoadFromEnumerable(PluginTestData.Topics(100, 2, 3))));
+        var metrics = ml.MulticlassClassification.Evaluate(
+            model.Transform(keys.Transform(ml.Data.LoadFromEnumerable(PluginTestData.Topics(100, 2, 3)))));
         Assert.IsTrue(metrics.MicroAccuracy >= 0.9, $"micro-accuracy {metrics.MicroAccuracy:F3}");
+    }
+
+    /// <summary>Passes everything to the view it wraps and counts the cursors opened on it.</summary>
+    private sealed class CursorCountingView(IDataView inner) : IDataView
+    {
+        public int Cursors { get; private set; }
+        public bool CanShuffle => inner.CanShuffle;
+        public DataViewSchema Schema => inner.Schema;
+        public long? GetRowCount() => inner.GetRowCount();
+
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+        {
+            Cursors++;
+            return inner.GetRowCursor(columnsNeeded, rand);
+        }
+
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
+        {
+            Cursors++;
+            return inner.GetRowCursorSet(columnsNeeded, n, rand);
+        }
     }
 
     [TestMethod]
