@@ -37,6 +37,14 @@ public static class ClassifierSuite
     private static IEstimator<ITransformer> Stock(MLContext ml) =>
         ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Transforms.Text.FeaturizeText("Features", "Text"));
 
+    /// <summary>The parts of trainer names in <paramref name="parts"/> that name none of <see cref="Trainers"/>.</summary>
+    public static List<string> UnknownTrainers(IEnumerable<string> parts) =>
+        parts.Where(part => !Trainers.Any(t => Names(t.Name, new[] { part }))).ToList();
+
+    // Whether one of the parts (case-insensitive) is in the trainer's name: how --trainers picks trainers.
+    private static bool Names(string trainer, IEnumerable<string> parts) =>
+        parts.Any(part => trainer.Contains(part, StringComparison.OrdinalIgnoreCase));
+
     /// <summary>Every trainer on <paramref name="set"/> (or those whose names contain one of <paramref name="only"/>), one after the
     /// other in this process.</summary>
     public static List<TrainerResult> Run(TextSet set, int seed = 1, Action<string>? log = null, IReadOnlyCollection<string>? only = null)
@@ -44,7 +52,7 @@ public static class ClassifierSuite
         var results = new List<TrainerResult>();
         foreach (var (name, build) in Trainers)
         {
-            if (only is { Count: > 0 } && !only.Any(o => name.Contains(o, StringComparison.OrdinalIgnoreCase))) continue;
+            if (only is { Count: > 0 } && !Names(name, only)) continue;
             results.Add(FitAndEvaluate(set, name, set.Train, build, seed, log));
         }
         return results;
@@ -63,8 +71,7 @@ public static class ClassifierSuite
         var pipelines = configurations
             .Select(c => ($"PEER ({c.Name})", (Func<MLContext, IEstimator<ITransformer>>)(ml =>
                 ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Peer().TextClassification(c.Options())))))
-            .Concat(Trainers.Where(t => !t.Name.StartsWith("PEER", StringComparison.Ordinal)
-                                        && stock is { Count: > 0 } && stock.Any(o => t.Name.Contains(o, StringComparison.OrdinalIgnoreCase))));
+            .Concat(Trainers.Where(t => !t.Name.StartsWith("PEER", StringComparison.Ordinal) && stock is not null && Names(t.Name, stock)));
         var results = new List<TrainerResult>();
         foreach (var (name, build) in pipelines)
         {

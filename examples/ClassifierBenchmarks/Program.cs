@@ -33,6 +33,14 @@ if (unknown.Count > 0)
     Console.Error.WriteLine($"--sets names unknown sets: {string.Join(", ", unknown)}; the sets are {string.Join(", ", TextSets.Names)}.");
     return 2;
 }
+var only = arguments.Text("trainers", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+var unknownTrainers = ClassifierSuite.UnknownTrainers(only);
+if (unknownTrainers.Count > 0)
+{
+    Console.Error.WriteLine($"--trainers names no trainer: {string.Join(", ", unknownTrainers)}; the trainers are " +
+                            $"{string.Join(", ", ClassifierSuite.Trainers.Select(t => t.Name))}.");
+    return 2;
+}
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));
 Directory.CreateDirectory(output);
 var all = new List<TrainerResult>();
@@ -59,7 +67,6 @@ foreach (var name in names)
             ClassifierSuite.Json(set, few, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
-    var only = arguments.Text("trainers", "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
     int folds = arguments.Integer("cv", 0);
     if (folds > 0)
     {

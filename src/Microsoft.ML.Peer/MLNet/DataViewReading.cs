@@ -43,19 +43,20 @@ internal static class DataViewReading
         {
             if (((texts.Count + skipped) & 1023) == 0) host.CheckAlive();
             labelGetter(ref key);
-            string? read = null;
-            if (everyText is not null)
+            if (key == 0 && everyText is null)
             {
-                textGetter(ref value);
-                everyText.Add(read = value.ToString());
+                skipped++;
+                continue;
             }
+            textGetter(ref value);
+            string read = value.ToString();
+            everyText?.Add(read);
             if (key == 0)
             {
                 skipped++;
                 continue;
             }
-            if (read is null) textGetter(ref value);
-            texts.Add(read ?? value.ToString());
+            texts.Add(read);
             labels.Add((int)key - 1);
             if (groupGetter is not null)
             {

@@ -71,6 +71,8 @@ public sealed class ClassifierSuiteTests
         foreach (var r in results)
             Assert.IsTrue(r.MicroAccuracy is >= 0 and <= 1 && double.IsFinite(r.LogLoss) && r.FitTime > TimeSpan.Zero, r.ToString());
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeerConfiguration.Parse("Epoch=2")).Message, "'Epoch'");
+        CollectionAssert.AreEqual(new[] { "Sdcaa" }, ClassifierSuite.UnknownTrainers(new[] { "sdca", "Sdcaa", "lightgbm" }),
+            "a --trainers part that names no trainer is refused by name");
     }
 
     [TestMethod]
