@@ -55,15 +55,13 @@ public sealed class MixtureOfExpertsFeedForward : Module<Tensor, Tensor>, IAuxil
             var y = experts[e].forward(x.index_select(0, rows)) * weight;
             output = output.index_add(0, rows, y, 1);
         }
+        // Only training writes to the layer: scoring threads share the model and run forward at the same time, and two of
+        // them disposing the last training term at once freed its native tensor twice (a crash in the runtime later on).
         if (training)
         {
             var routedShare = F.one_hot(topExperts.reshape(-1), _experts).to(x.dtype).mean(new long[] { 0 });
             var meanProbability = probabilities.mean(new long[] { 0 });
             SetAuxiliaryLoss((routedShare * meanProbability).sum() * _experts);
-        }
-        else
-        {
-            SetAuxiliaryLoss(null);
         }
         return output.view(input.shape).MoveToOuterDisposeScope();
     }

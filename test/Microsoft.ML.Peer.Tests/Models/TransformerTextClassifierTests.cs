@@ -279,6 +279,27 @@ public sealed class TransformerTextClassifierTests
     }
 
     [TestMethod]
+    public void ScoringLeavesTheMoeLayerAsTrainingLeftIt()
+    {
+        // Scoring threads share one model and run forward at once; an evaluation pass that disposed the last training term
+        // let two threads free the same native tensor (a runtime crash on brown-genre's cross-validation).
+        manual_seed(13);
+        using var model = new TransformerTextClassifier(TinyTextClassification.Options(FeedForwardKind.MoE));
+        var moe = model.named_modules().Select(m => m.module).OfType<MixtureOfExpertsFeedForward>().Single();
+        var tokens = Padded(new[] { 5, 9, 3, 7 }, new[] { 1, 2 }, new[] { 4, 6, 8 });
+        model.train();
+        using (var logits = model.forward(tokens)) { }
+        var term = moe.AuxiliaryLoss;
+        Assert.IsNotNull(term);
+        float value = term.item<float>();
+        model.eval();
+        using (no_grad())
+        using (var logits = model.forward(tokens)) { }
+        Assert.AreSame(term, moe.AuxiliaryLoss, "an evaluation pass must not replace the training term");
+        Assert.IsFalse(term.IsInvalid, "an evaluation pass must not dispose the training term");
+        Assert.AreEqual(value, term.item<float>());
+    }
+    [TestMethod]
     [DataRow(FeedForwardKind.Peer, true, 2)]
     [DataRow(FeedForwardKind.Peer, false, 2)]
     [DataRow(FeedForwardKind.ProductKeyMemory, true, 2)]
