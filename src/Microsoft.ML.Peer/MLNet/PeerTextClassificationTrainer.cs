@@ -8,8 +8,9 @@ using Microsoft.ML.Runtime;
 namespace Microsoft.ML.Peer;
 
 /// <summary>
-/// Trains a text classifier: a bidirectional transformer encoder over each text's tokens whose sparse block's
-/// feed-forward is PEER (or dense, MoE, PKM), pooled into a linear head. The label must be a key column
+/// Trains a text classifier: by default a weighted bag of each text's token embeddings through one product-key memory
+/// (PKM) layer into a linear head; optionally a bidirectional transformer encoder whose sparse blocks' feed-forward is PEER,
+/// PKM, MoE or dense. The label must be a key column
 /// (MapValueToKey); two classes make a binary classifier. The transformer writes PredictedLabel and Score, so
 /// <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged. Create it with <c>mlContext.Peer().TextClassification(...)</c>.
 /// </summary>
@@ -25,7 +26,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     /// The defaults are the configuration chosen by cross-validation on the training parts of the classifier suite
     /// (docs/ml-net-plugin.md), taken from where it is stated: the model's from <see cref="TextClassifierOptions.Recommended"/>
     /// (512 tokens of each text, its first and last half; no attention blocks, so a learned weighting of the token embeddings
-    /// goes through one residual PEER layer before the linear head) and the training's from the classifier's training settings. Set <c>Layers</c> ≥ 1 for bidirectional
+    /// goes through one residual product-key memory layer before the linear head) and the training's from the classifier's training settings. Set <c>Layers</c> ≥ 1 for bidirectional
     /// attention blocks.
     /// </summary>
     public sealed class Options : PeerTrainerOptionsBase

@@ -46,7 +46,8 @@ public abstract class PeerTrainerOptionsBase
     /// <summary>Name of the input text column (String). Default "Text".</summary>
     public string TextColumnName = "Text";
 
-    /// <summary>The feed-forward block of the sparse transformer blocks: Peer (default), Dense, MoE or ProductKeyMemory.</summary>
+    /// <summary>The feed-forward block of the sparse transformer blocks (the classifier's one over the pooled text vector): Peer,
+    /// Dense, MoE or ProductKeyMemory. Default Peer (language model), ProductKeyMemory (classifier).</summary>
     public FeedForwardKind FeedForward;
 
     /// <summary>Experts N of a PEER layer (or memory slots of a PKM layer); a perfect square. Default 128² = 16,384.</summary>

@@ -17,7 +17,16 @@ public sealed class TextClassifierOptions : TransformerOptions
         Layers = 0;
         AttentionHeads = 4;
         UseProductKeys(experts: 128 * 128, heads: 4, topK: 8, keyDimension: 64);
+        FeedForward = RecommendedFeedForward;
     }
+
+    /// <summary>
+    /// The classifier's feed-forward over the pooled text vector: a product-key memory (PKM), chosen by cross-validation on the
+    /// training parts of the classifier suite (docs/ml-net-plugin.md, "Fourth round"). With one retrieval per text rather than
+    /// per token, PKM's value table fitted the suite's few thousand texts better than PEER's single-neuron experts, in less
+    /// time. Models saved with another kind name it and read as they were.
+    /// </summary>
+    public const FeedForwardKind RecommendedFeedForward = FeedForwardKind.ProductKeyMemory;
 
     /// <summary>
     /// The recommended <see cref="TransformerOptions.ContextLength"/> for whole mails, headers included: 512 tokens (the
@@ -74,8 +83,8 @@ public sealed class TextClassifierOptions : TransformerOptions
 
     /// <summary>
     /// The recommended configuration for <paramref name="vocabularySize"/> and <paramref name="classCount"/>: the constructor's
-    /// defaults (context 512, d = 128, no transformer blocks, so a bag of embeddings, and one PEER layer over the pooled text
-    /// vector with N = 128², h = 4, k = 8, d_key = 64 and sparse gradients) with <see cref="RecommendedPooling"/>. See
+    /// defaults (context 512, d = 128, no transformer blocks, so a bag of embeddings, and one product-key memory layer over the
+    /// pooled text vector with N = 128², h = 4, k = 8, d_key = 64 and sparse gradients) with <see cref="RecommendedPooling"/>. See
     /// <c>ClassifierTrainingOptions</c> for the matching training settings.
     /// </summary>
     /// <remarks>

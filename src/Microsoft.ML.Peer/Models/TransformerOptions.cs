@@ -38,7 +38,8 @@ public abstract class TransformerOptions
     /// <summary>Hidden width of the dense FFW blocks. Default 4·d (0 means 4·d); at most 262,144.</summary>
     public int DenseHiddenDimension { get; set; }
 
-    /// <summary>The feed-forward kind of the sparse blocks. Default PEER.</summary>
+    /// <summary>The feed-forward kind of the sparse blocks. Default PEER; the text classifier's options default to PKM
+    /// (<c>TextClassifierOptions.RecommendedFeedForward</c>).</summary>
     public FeedForwardKind FeedForward { get; set; } = FeedForwardKind.Peer;
 
     /// <summary>

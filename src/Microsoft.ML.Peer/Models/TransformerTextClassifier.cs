@@ -14,8 +14,8 @@ namespace Microsoft.ML.Peer.Models;
 /// masked, a final LayerNorm, pooling over the real tokens (<see cref="TextClassifierOptions.Pooling"/>) and a linear head.
 /// With no blocks (<see cref="TransformerOptions.Layers"/> = 0) it is a bag of embeddings (plus hashed token pairs when
 /// <see cref="TextClassifierOptions.BigramBuckets"/> is set) whose pooled vector passes through one pre-norm residual
-/// feed-forward of the chosen kind before the head: PEER then retrieves its experts once per text instead of
-/// once per token, which is what makes whole mails affordable on two CPU cores.
+/// feed-forward of the chosen kind before the head (by default a PKM layer): a PKM or PEER layer then retrieves once per
+/// text instead of once per token, which is what makes whole mails affordable on two CPU cores.
 /// </summary>
 /// <remarks>
 /// Padding (<see cref="TextClassifierOptions.PaddingId"/>) changes nothing for a text: it is hidden from attention,

@@ -19,7 +19,7 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(128, o.ModelDimension);
         Assert.AreEqual(0, o.Layers);
         Assert.AreEqual(4, o.AttentionHeads);
-        Assert.AreEqual(FeedForwardKind.Peer, o.FeedForward);
+        Assert.AreEqual(FeedForwardKind.ProductKeyMemory, o.FeedForward);
         Assert.AreEqual(128 * 128, o.Experts);
         Assert.AreEqual(4, o.Heads);
         Assert.AreEqual(8, o.TopK);

@@ -137,9 +137,9 @@ public sealed class SavedModelSafetyTests
             var e = LoadFails(WithOptions(o => o[field] = value, reseal: true));
             StringAssert.Contains(e.Message, expected, $"{field} = {value}: {e.Message}");
         }
-        var experts = LoadFails(WithOptions(o => o["Peer"]!["Experts"] = 4096 * 4096, reseal: true));
+        var experts = LoadFails(WithOptions(o => o["ProductKeyMemory"]!["Experts"] = 4096 * 4096, reseal: true));
         StringAssert.Contains(experts.Message, "'PeerWeights.bin' stream holds", experts.Message);
-        var notSquare = LoadFails(WithOptions(o => o["Peer"]!["Experts"] = 1000, reseal: true));
+        var notSquare = LoadFails(WithOptions(o => o["ProductKeyMemory"]!["Experts"] = 1000, reseal: true));
         StringAssert.Contains(notSquare.Message, "invalid Experts", notSquare.Message);
         long grown = PeakResidentMemory.Peak() - before;
         Assert.IsTrue(grown < 256L << 20, $"refusing the edited files raised the peak RSS by {grown >> 20} MB");

@@ -244,7 +244,8 @@ public sealed class TransformerTextClassifierTests
     {
         var options = TextClassifierOptions.Recommended(vocabularySize: 8192, classCount: 2, paddingId: 8191);
         options.Validate();
-        Assert.AreEqual(FeedForwardKind.Peer, options.FeedForward);
+        Assert.AreEqual(TextClassifierOptions.RecommendedFeedForward, options.FeedForward);
+        Assert.AreEqual(FeedForwardKind.ProductKeyMemory, new TextClassifierOptions().FeedForward, "the constructor's is the recommended one");
         Assert.AreEqual(TextClassifierOptions.RecommendedContextLength, options.ContextLength);
         Assert.AreEqual(TextClassifierOptions.RecommendedPooling, options.Pooling);
         Assert.AreEqual(TextPooling.Mean, new TextClassifierOptions().Pooling, "the constructor's reads older models as they were");
