@@ -18,8 +18,8 @@ public static class ClassifierWalkthrough
     {
         ["epochs"] = "passes over the training data (default: the trainer's, 3)",
         ["minutes"] = "train for this long instead of a number of epochs",
-        ["ffn"] = "feed-forward kind: Peer (default), Dense, MoE or ProductKeyMemory",
-        ["experts"] = "experts N = n² of the PEER layer (default 16384 = 128²)",
+        ["ffn"] = "feed-forward kind: ProductKeyMemory (default), Peer, Dense or MoE",
+        ["experts"] = "experts N = n² of the PKM or PEER layer (default 16384 = 128²)",
         ["output"] = "folder for the model and the plot",
     };
 
@@ -32,7 +32,7 @@ public static class ClassifierWalkthrough
             options.Epochs = arguments.Integer("epochs", options.Epochs);
             if (arguments.Number("minutes", 0) is > 0 and var minutes) options.TimeBudget = TimeSpan.FromMinutes(minutes);
             options.Experts = arguments.Integer("experts", options.Experts);
-            string ffn = arguments.Text("ffn", nameof(FeedForwardKind.Peer));
+            string ffn = arguments.Text("ffn", options.FeedForward.ToString());
             options.FeedForward = Enum.TryParse<FeedForwardKind>(ffn, ignoreCase: true, out var kind) && Enum.IsDefined(kind)
                 ? kind
                 : throw new FormatException($"--ffn must be one of {string.Join(", ", Enum.GetNames<FeedForwardKind>())}; got '{ffn}'.");
@@ -47,8 +47,8 @@ public static class ClassifierWalkthrough
 
     public static void DescribeModel(PeerTextClassificationTrainer.Options options) =>
         AnsiConsole.WriteLine($"  model: {options.FeedForward} feed-forward" +
-            (options.FeedForward == FeedForwardKind.Peer
-                ? $" with N = {options.Experts:N0} experts, h = {options.Heads}, k = {options.TopK}"
+            (options.FeedForward is FeedForwardKind.Peer or FeedForwardKind.ProductKeyMemory
+                ? $" with N = {options.Experts:N0} {(options.FeedForward == FeedForwardKind.Peer ? "experts" : "slots")}, h = {options.Heads}, k = {options.TopK}"
                 : "") +
             $", d = {options.ModelDimension}, {options.Layers} block(s), " +
             (options.Truncation == TextTruncation.KeepStartAndEnd
