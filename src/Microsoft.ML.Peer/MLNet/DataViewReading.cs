@@ -43,19 +43,14 @@ internal static class DataViewReading
         {
             if (((texts.Count + skipped) & 1023) == 0) host.CheckAlive();
             labelGetter(ref key);
-            if (key == 0 && everyText is null)
-            {
-                skipped++;
-                continue;
-            }
+            bool labelled = key != 0;
+            if (!labelled) skipped++;
+            // An unlabelled row's text is read only when pre-training wants it.
+            if (!labelled && everyText is null) continue;
             textGetter(ref value);
             string read = value.ToString();
             everyText?.Add(read);
-            if (key == 0)
-            {
-                skipped++;
-                continue;
-            }
+            if (!labelled) continue;
             texts.Add(read);
             labels.Add((int)key - 1);
             if (groupGetter is not null)
