@@ -43,6 +43,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             BigramBuckets = model.BigramBuckets;
             Pooling = model.Pooling;
             EarlyStoppingPatience = training.EarlyStoppingPatience;
+            MinimumStepsPerEpoch = training.MinimumStepsPerEpoch;
             CalibrateScores = training.FitScoreTemperature;
             AverageWeights = training.AverageWeights;
         }
@@ -61,6 +62,15 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// last weights. Default 2.
         /// </summary>
         public int EarlyStoppingPatience;
+
+        /// <summary>
+        /// With fewer than <see cref="PeerTrainerOptionsBase.BatchSize"/> × this many training rows (after the held-out ones),
+        /// batches shrink, to no fewer than 8 texts, so that an epoch still takes about this many optimizer steps; the refit
+        /// keeps the held-out run's batches. 0 = always <see cref="PeerTrainerOptionsBase.BatchSize"/>. Default 64: on a few hundred
+        /// texts, batches of 32 leave an epoch a dozen steps, most of them in warm-up (chosen by cross-validation on the suite's
+        /// training parts).
+        /// </summary>
+        public int MinimumStepsPerEpoch;
 
         /// <summary>
         /// After training with rows held out by <see cref="ValidationFraction"/>, train again from the start on every row for the
@@ -167,6 +177,9 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             if (EarlyStoppingPatience < 0)
                 throw new ArgumentOutOfRangeException(nameof(EarlyStoppingPatience), EarlyStoppingPatience,
                     $"{nameof(EarlyStoppingPatience)} must be 0 (off) or more; got {EarlyStoppingPatience}.");
+            if (MinimumStepsPerEpoch < 0)
+                throw new ArgumentOutOfRangeException(nameof(MinimumStepsPerEpoch), MinimumStepsPerEpoch,
+                    $"{nameof(MinimumStepsPerEpoch)} must be 0 (off) or more; got {MinimumStepsPerEpoch}.");
             if (!Enum.IsDefined(Truncation))
                 throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
             // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
@@ -349,6 +362,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             TimeBudget = _options.TimeBudget,
             WeightDecay = _options.WeightDecay,
             EarlyStoppingPatience = _options.EarlyStoppingPatience,
+            MinimumStepsPerEpoch = _options.MinimumStepsPerEpoch,
             FitScoreTemperature = _options.CalibrateScores,
             AverageWeights = _options.AverageWeights,
         };
@@ -364,12 +378,12 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             var result = trainer.Train(tokens, labels, validationTokens, validationLabels, p => Report(ch, p, clock.Elapsed),
                 cancellation.Token, epoch => ReportEpoch(ch, epoch));
             cancellation.ThrowIfCancelled();
-            ch.Info($"Trained {result.Steps} steps in {clock.Elapsed:hh\\:mm\\:ss}; kept epoch {result.KeptEpoch}'s weights" +
+            ch.Info($"Trained {result.Steps} steps of {result.BatchSize} texts in {clock.Elapsed:hh\\:mm\\:ss}; kept epoch {result.KeptEpoch}'s weights" +
                     (result.ScoreTemperature is { } t ? $", score temperature {t:F3}." : "."));
             if (_options.RefitOnAllRows && heldOutHere)
             {
                 // Again from the start on every row, for the epochs the held-out rows chose, keeping their temperature.
-                var refit = new TextClassifierTrainingLoop(modelOptions, training.CloneWith(result.KeptEpoch));
+                var refit = new TextClassifierTrainingLoop(modelOptions, training.CloneWith(result.KeptEpoch, result.BatchSize));
                 trainer.Dispose();
                 trainer = refit;
                 if (languageModel is not null) trainer.StartFrom(languageModel.Model);

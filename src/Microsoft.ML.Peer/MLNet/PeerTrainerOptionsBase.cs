@@ -122,7 +122,7 @@ public abstract class PeerTrainerOptionsBase
     public TimeSpan? TimeBudget;
 
     /// <summary>Sequences (language model) or texts (classifier) per optimizer step. Default 16 (language model), 32
-    /// (classifier).</summary>
+    /// (classifier; fewer when there are few training texts: <c>PeerTextClassificationTrainer.Options.MinimumStepsPerEpoch</c>).</summary>
     public int BatchSize;
 
     /// <summary>Peak AdamW learning rate (linear warm-up, cosine decay). Default 1e-3 (language model), 5e-3 (classifier).</summary>

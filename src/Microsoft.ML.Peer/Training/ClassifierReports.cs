@@ -35,6 +35,6 @@ internal sealed record ClassifierEvaluation(double Loss, double Accuracy, int Co
 
 /// <summary>What <see cref="TextClassifierTrainingLoop.Train"/> did: one report per (possibly partial) pass, the steps taken, the
 /// time, the epoch whose weights the model kept (the best on validation with early stopping, else the last) and the score
-/// temperature fitted on the validation texts (null when none was).</summary>
+/// temperature fitted on the validation texts (null when none was), and the texts per step.</summary>
 internal sealed record ClassifierTrainingResult(IReadOnlyList<ClassifierEpochReport> Epochs, int Steps, TimeSpan Elapsed, int KeptEpoch,
-    double? ScoreTemperature);
+    double? ScoreTemperature, int BatchSize);

@@ -88,8 +88,9 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         cancellation.ThrowIfCancellationRequested();
 
         var lengths = tokens.Select(Length).ToArray();
+        int batchSize = _options.BatchSizeFor(tokens.Count);
         var plan = Enumerable.Range(0, _options.Epochs)
-            .Select(e => PlanEpoch(lengths, _options.BatchSize, new Random(unchecked(_options.Seed * 7919 + e))))
+            .Select(e => PlanEpoch(lengths, batchSize, new Random(unchecked(_options.Seed * 7919 + e))))
             .ToList();
         int stepsPerEpoch = plan[0].Count;
         _totalSteps = _options.Epochs * stepsPerEpoch;
@@ -165,7 +166,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         // The kept epoch's temperature was fitted on its own logits when it was measured.
         var (keptEpoch, temperature) = best.RestoreBest(Model) ?? (reports.Count, lastTemperature);
         if (temperature is { } fitted) Model.ScoreTemperature = fitted;
-        return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed, keptEpoch, temperature);
+        return new ClassifierTrainingResult(reports, Step - firstStep, clock.Elapsed, keptEpoch, temperature, batchSize);
     }
 
     /// <summary>

@@ -36,6 +36,8 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(ExpertTablePrecision.Float32, o.ExpertTablePrecision);
         Assert.AreEqual(0.1, o.ValidationFraction);
         Assert.AreEqual(2, o.EarlyStoppingPatience);
+        Assert.AreEqual(64, o.MinimumStepsPerEpoch);
+        Assert.AreEqual(new ClassifierTrainingOptions().MinimumStepsPerEpoch, o.MinimumStepsPerEpoch, "stated once, on the training options");
         Assert.IsTrue(o.CalibrateScores);
         Assert.IsTrue(o.RefitOnAllRows);
         Assert.AreEqual(0.1, o.LabelSmoothing);

@@ -165,6 +165,10 @@ public sealed class PeerTextClassificationTests
         patience.EarlyStoppingPatience = -1;
         Assert.AreEqual(nameof(patience.EarlyStoppingPatience),
             Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(patience)).ParamName);
+        var steps = PluginTestData.TinyClassifier();
+        steps.MinimumStepsPerEpoch = -1;
+        Assert.AreEqual(nameof(steps.MinimumStepsPerEpoch),
+            Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(steps)).ParamName);
     }
 
     [TestMethod]

@@ -31,6 +31,8 @@ internal static class TinyTextClassification
     public static ClassifierTrainingOptions Training(int epochs) => new()
     {
         Seed = 5, BatchSize = 32, LearningRate = 1e-2, WarmupSteps = 10, Epochs = epochs, LogEvery = 5, EarlyStoppingPatience = 0,
+        // Batches of 32 whatever the number of texts, as the tests count steps by it.
+        MinimumStepsPerEpoch = 0,
     };
 
     /// <summary>

@@ -122,6 +122,34 @@ public sealed class TextClassifierTrainerTests
     }
 
     [TestMethod]
+    public void FewTextsTrainInSmallerBatchesSoThatAnEpochStillTakesItsSteps()
+    {
+        var rule = new ClassifierTrainingOptions { BatchSize = 32, MinimumStepsPerEpoch = 64 };
+        Assert.AreEqual(32, rule.BatchSizeFor(49_000), "plenty of rows: the batch asked for");
+        Assert.AreEqual(32, rule.BatchSizeFor(64 * 32));
+        Assert.AreEqual(13, rule.BatchSizeFor(848), "848 rows: 13 a batch, 65 steps an epoch");
+        Assert.AreEqual(ClassifierTrainingOptions.SmallestBatch, rule.BatchSizeFor(300), "never below the smallest batch");
+        Assert.AreEqual(ClassifierTrainingOptions.SmallestBatch, rule.BatchSizeFor(1));
+        Assert.AreEqual(4, new ClassifierTrainingOptions { BatchSize = 4 }.BatchSizeFor(300), "never above the batch asked for");
+        Assert.AreEqual(32, new ClassifierTrainingOptions { BatchSize = 32, MinimumStepsPerEpoch = 0 }.BatchSizeFor(300), "0 turns it off");
+
+        var (texts, labels) = TinyTextClassification.Data(300, seed: 1);
+        ClassifierTrainingResult Run(int minimumSteps)
+        {
+            var training = TinyTextClassification.Training(epochs: 1);
+            training.MinimumStepsPerEpoch = minimumSteps;
+            using var trainer = new TextClassifierTrainingLoop(TinyTextClassification.Options(FeedForwardKind.Dense), training);
+            return trainer.Train(texts, labels);
+        }
+        var shrunk = Run(64);
+        var asked = Run(0);
+        Assert.AreEqual(8, shrunk.BatchSize);
+        Assert.AreEqual(32, asked.BatchSize);
+        Assert.IsTrue(shrunk.Steps >= 300 / 8 && asked.Steps <= (300 + 31) / 32 + 2,
+            $"an epoch of 300 texts: {shrunk.Steps} steps in batches of 8, {asked.Steps} in batches of 32");
+    }
+
+    [TestMethod]
     public void InvalidTrainingOptionsAreRejectedByName()
     {
         void Rejected(Action<ClassifierTrainingOptions> change, string option)
@@ -135,6 +163,7 @@ public sealed class TextClassifierTrainerTests
         }
         Rejected(o => o.BatchSize = 0, "BatchSize");
         Rejected(o => o.Epochs = 0, "Epochs");
+        Rejected(o => o.MinimumStepsPerEpoch = -1, "MinimumStepsPerEpoch");
         Rejected(o => o.LearningRate = double.NaN, "LearningRate");
         Rejected(o => o.WarmupSteps = -1, "WarmupSteps");
         Rejected(o => o.WeightDecay = -0.1, "WeightDecay");
