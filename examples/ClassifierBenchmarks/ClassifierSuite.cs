@@ -45,9 +45,11 @@ public static class ClassifierSuite
     private static bool Names(string trainer, IEnumerable<string> parts) =>
         parts.Any(part => trainer.Contains(part, StringComparison.OrdinalIgnoreCase));
 
-    /// <summary>Every trainer on <paramref name="set"/> (or those whose names contain one of <paramref name="only"/>), one after the
-    /// other in this process.</summary>
-    public static List<TrainerResult> Run(TextSet set, int seed = 1, Action<string>? log = null, IReadOnlyCollection<string>? only = null)
+    /// <summary>Every trainer on <paramref name="set"/> (or those whose names contain one of <paramref name="only"/>), then each of
+    /// <paramref name="configurations"/> of ours (none by default), one after the other in this process. The configurations are
+    /// measured on the test part, for a setting chosen elsewhere (by cross-validation); they are not a way to choose one.</summary>
+    public static List<TrainerResult> Run(TextSet set, int seed = 1, Action<string>? log = null, IReadOnlyCollection<string>? only = null,
+        IEnumerable<PeerConfiguration>? configurations = null)
     {
         var results = new List<TrainerResult>();
         foreach (var (name, build) in Trainers)
@@ -55,6 +57,9 @@ public static class ClassifierSuite
             if (only is { Count: > 0 } && !Names(name, only)) continue;
             results.Add(FitAndEvaluate(set, name, set.Train, build, seed, log));
         }
+        foreach (var configuration in configurations ?? Enumerable.Empty<PeerConfiguration>())
+            results.Add(FitAndEvaluate(set, $"PEER ({configuration.Name})", set.Train, ml => ml.Transforms.Conversion.MapValueToKey("Label")
+                .Append(ml.Peer().TextClassification(configuration.Options())), seed, log));
         return results;
     }
 

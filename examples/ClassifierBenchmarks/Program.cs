@@ -15,7 +15,7 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
         ["few-labels"] = "comma-separated label fractions (e.g. 0.01,0.05,0.2): the few-label experiment instead of the suite",
         ["pretrain-epochs"] = "with --few-labels: epochs of the language model's pre-training (default 1)",
         ["pretrain-minutes"] = "with --few-labels: a time budget for the pre-training, in minutes (default none: the epochs)",
-        ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'; 'none' for only the --trainers",
+        ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'; 'none' for only the --trainers; without --cv: more PEER configurations fitted and tested after the --trainers",
     },
     new Dictionary<string, string>
     {
@@ -79,7 +79,8 @@ foreach (var name in names)
             ClassifierSuite.Json(set, cv, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
-    var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only);
+    var extra = arguments.Text("configs", "").Split('|', StringSplitOptions.RemoveEmptyEntries).Select(PeerConfiguration.Parse).ToList();
+    var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only, configurations: extra);
     all.AddRange(results);
     File.WriteAllText(Path.Combine(output, $"{name}{(quick ? "-quick" : "")}.json"),
         ClassifierSuite.Json(set, results, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");

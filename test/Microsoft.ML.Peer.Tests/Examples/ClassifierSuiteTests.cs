@@ -46,6 +46,16 @@ public sealed class ClassifierSuiteTests
         StringAssert.Contains(table[0], "log-loss");
     }
 
+    [TestMethod]
+    public void MoreConfigurationsOfOursAreTestedAfterTheTrainersAsked()
+    {
+        var set = Synthetic("two-topics", 2, 1).Slice(120, 40);
+        var results = ClassifierSuite.Run(set, only: new[] { "lbfgs" }, configurations: new[] { PeerConfiguration.Parse("BatchSize=8") });
+        CollectionAssert.AreEqual(new[] { "FeaturizeText + LbfgsMaximumEntropy", "PEER (BatchSize=8)" }, results.Select(r => r.Trainer).ToArray());
+        foreach (var r in results)
+            Assert.IsTrue(r.MicroAccuracy is >= 0 and <= 1 && double.IsFinite(r.LogLoss) && r.FitTime > TimeSpan.Zero, r.ToString());
+    }
+
     /// <summary>A test part that fails when read: cross-validation must choose on the training part only.</summary>
     private sealed class Unreadable : IReadOnlyList<TextExample>
     {
