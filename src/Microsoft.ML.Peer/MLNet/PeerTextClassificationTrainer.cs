@@ -174,12 +174,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             if (ValidationFraction is < 0 or >= 1 || double.IsNaN(ValidationFraction))
                 throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction,
                     $"{nameof(ValidationFraction)} must be in [0, 1); got {ValidationFraction}.");
-            if (EarlyStoppingPatience < 0)
-                throw new ArgumentOutOfRangeException(nameof(EarlyStoppingPatience), EarlyStoppingPatience,
-                    $"{nameof(EarlyStoppingPatience)} must be 0 (off) or more; got {EarlyStoppingPatience}.");
-            if (MinimumStepsPerEpoch < 0)
-                throw new ArgumentOutOfRangeException(nameof(MinimumStepsPerEpoch), MinimumStepsPerEpoch,
-                    $"{nameof(MinimumStepsPerEpoch)} must be 0 (off) or more; got {MinimumStepsPerEpoch}.");
+            // The training loop's own checks (early stopping patience, the step rule, ...), now rather than after reading the data.
+            TrainingOptions(seed: 1).Validate();
             if (!Enum.IsDefined(Truncation))
                 throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
             // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
@@ -190,6 +186,22 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                     $"{nameof(ScoreColumnName)} and {nameof(PredictedLabelColumnName)} are both '{ScoreColumnName}'.",
                     nameof(PredictedLabelColumnName));
         }
+
+        /// <summary>The training loop's settings from these options, with <paramref name="seed"/>.</summary>
+        internal ClassifierTrainingOptions TrainingOptions(int seed) => new()
+        {
+            Seed = seed,
+            BatchSize = BatchSize,
+            LearningRate = LearningRate,
+            WarmupSteps = WarmupSteps,
+            Epochs = Epochs,
+            TimeBudget = TimeBudget,
+            WeightDecay = WeightDecay,
+            EarlyStoppingPatience = EarlyStoppingPatience,
+            MinimumStepsPerEpoch = MinimumStepsPerEpoch,
+            FitScoreTemperature = CalibrateScores,
+            AverageWeights = AverageWeights,
+        };
 
         /// <summary>The model's settings: <paramref name="languageModel"/>'s shape when starting from one, else these options'.</summary>
         internal TextClassifierOptions ModelOptions(LanguageModelOptions? languageModel, int vocabularySize, int classCount, int paddingId)
@@ -352,20 +364,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         }
 
         var modelOptions = _options.ModelOptions(languageModel?.ModelOptions, tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
-        var training = new ClassifierTrainingOptions
-        {
-            Seed = seed,
-            BatchSize = _options.BatchSize,
-            LearningRate = _options.LearningRate,
-            WarmupSteps = _options.WarmupSteps,
-            Epochs = _options.Epochs,
-            TimeBudget = _options.TimeBudget,
-            WeightDecay = _options.WeightDecay,
-            EarlyStoppingPatience = _options.EarlyStoppingPatience,
-            MinimumStepsPerEpoch = _options.MinimumStepsPerEpoch,
-            FitScoreTemperature = _options.CalibrateScores,
-            AverageWeights = _options.AverageWeights,
-        };
+        var training = _options.TrainingOptions(seed);
         ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {contextLength} of each), " +
                 $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
 
