@@ -4,19 +4,21 @@ using Microsoft.ML.Peer.Data;
 using Microsoft.ML.Peer.Models;
 using Microsoft.ML.Peer.Training;
 using Microsoft.ML.Runtime;
+using static Microsoft.ML.Peer.Layers.OptionChecks;
 
 namespace Microsoft.ML.Peer;
 
 /// <summary>
 /// Trains a text classifier: by default a weighted bag of each text's token embeddings through one product-key memory
-/// (PKM) layer into a linear head; optionally a bidirectional transformer encoder whose sparse blocks' feed-forward is PEER,
+/// (PKM) layer into a linear head, beside a linear model of its tokens and token pairs (<see cref="Options.LinearBag"/>); optionally a bidirectional transformer encoder whose sparse blocks' feed-forward is PEER,
 /// PKM, MoE or dense. The label must be a key column
 /// (MapValueToKey); two classes make a binary classifier. The transformer writes PredictedLabel and Score, so
 /// <c>mlContext.MulticlassClassification.Evaluate</c> works unchanged. Create it with <c>mlContext.Peer().TextClassification(...)</c>.
 /// </summary>
 /// <remarks>
-/// Texts longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> tokens are truncated, in training and in scoring
-/// alike: by default to their first and last MaxSequenceLength/2 tokens (<see cref="Options.Truncation"/>). Rows whose label is missing
+/// Texts longer than <see cref="Options.LinearBagLength"/> tokens (or <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/>
+/// without the linear bag) are truncated, in training and in scoring alike: by default to their first and last halves
+/// (<see cref="Options.Truncation"/>); the model past the linear bag reads MaxSequenceLength of those tokens, picked the same way. Rows whose label is missing
 /// are skipped. An empty or missing text is scored like any other.
 /// </remarks>
 public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassificationTransformer>
@@ -25,7 +27,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
     /// Options of <see cref="PeerTextClassificationTrainer"/>; shared fields are documented on <see cref="PeerTrainerOptionsBase"/>.
     /// The defaults are the configuration chosen by cross-validation on the training parts of the classifier suite
     /// (docs/ml-net-plugin.md), taken from where it is stated: the model's from <see cref="TextClassifierOptions.Recommended"/>
-    /// (512 tokens of each text, its first and last half; no attention blocks, so a learned weighting of the token embeddings
+    /// (512 tokens of each text, its first and last half, and a linear bag of 2,048; no attention blocks, so a learned weighting of the token embeddings
     /// goes through one residual product-key memory layer before the linear head) and the training's from the classifier's training settings. Set <c>Layers</c> ≥ 1 for bidirectional
     /// attention blocks.
     /// </summary>
@@ -42,6 +44,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             TokenDropout = model.TokenDropout;
             BigramBuckets = model.BigramBuckets;
             Pooling = model.Pooling;
+            LinearBag = model.LinearBag;
+            LinearBagLength = model.LinearBagLength;
             EarlyStoppingPatience = training.EarlyStoppingPatience;
             MinimumStepsPerEpoch = training.MinimumStepsPerEpoch;
             CalibrateScores = training.FitScoreTemperature;
@@ -119,8 +123,8 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// </summary>
         public string? SamplingKeyColumnName;
 
-        /// <summary>Which tokens of a text longer than <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> are read. Default: the start
-        /// and the end.</summary>
+        /// <summary>Which tokens of a text longer than <see cref="LinearBagLength"/> (or <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/>)
+        /// are read. Default: the start and the end.</summary>
         public TextTruncation Truncation = TextTruncation.KeepStartAndEnd;
 
         /// <summary>
@@ -149,6 +153,22 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// </summary>
         public TextPooling Pooling;
 
+        /// <summary>
+        /// Whether a linear classifier over each text's bag of tokens and hashed neighbouring-token pairs adds its logits to the
+        /// model's (fastText's linear model beside ours), reading up to <see cref="LinearBagLength"/> tokens of each text. Default
+        /// true (<c>TextClassifierOptions.RecommendedLinearBag</c>), chosen by cross-validation on the suite's training parts; it is
+        /// left out where its tables would pass 2^24 weights (64 MiB: more than about 2,000 classes at the default vocabulary).
+        /// </summary>
+        public bool LinearBag;
+
+        /// <summary>
+        /// How many tokens of each text the linear bag reads (the start and the end, as <see cref="Truncation"/> says); texts are
+        /// encoded to this length, and the rest of the model reads <see cref="PeerTrainerOptionsBase.MaxSequenceLength"/> of those
+        /// tokens. Below MaxSequenceLength it reads MaxSequenceLength tokens. Default 2,048
+        /// (<c>TextClassifierOptions.RecommendedLinearBagLength</c>), chosen by cross-validation on the suite's training parts.
+        /// </summary>
+        public int LinearBagLength;
+
         /// <summary>The label column: a key (use MapValueToKey). Default "Label".</summary>
         public string LabelColumnName = "Label";
 
@@ -176,6 +196,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                     $"{nameof(ValidationFraction)} must be in [0, 1); got {ValidationFraction}.");
             // The training loop's own checks (early stopping patience, the step rule, ...), now rather than after reading the data.
             TrainingOptions(seed: 1).Validate();
+            Positive(LinearBagLength, nameof(LinearBagLength));
             if (!Enum.IsDefined(Truncation))
                 throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
             // The model's own checks (experts a perfect square, top-k ≤ sqrt(N), heads dividing d, ...), now rather than after reading
@@ -220,6 +241,10 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             options.TokenDropout = TokenDropout;
             options.Pooling = Pooling;
             options.BigramBuckets = options.Layers == 0 ? BigramBuckets : 0;
+            options.LinearBagBuckets = TextClassifierOptions.RecommendedLinearBagBuckets(options.ClassCount);
+            options.LinearBag = LinearBag && TextClassifierOptions.LinearBagFits(options.VocabularySize, options.LinearBagBuckets, options.ClassCount);
+            options.LinearBagLength = LinearBagLength;
+            options.Truncation = Truncation;
             options.Validate();
             return options;
         }
@@ -329,8 +354,9 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         PeerLanguageModelTransformer? languageModel, IChannel ch, Stopwatch clock)
     {
         var tokenizer = languageModel?.Tokenizer ?? CompactTokenizer.Build(texts, _options.VocabularySize);
-        int contextLength = languageModel?.ModelOptions.ContextLength ?? _options.MaxSequenceLength;
-        var tokens = texts.Select(t => tokenizer.EncodeTruncated(t, contextLength, _options.Truncation)).ToList();
+        var modelOptions = _options.ModelOptions(languageModel?.ModelOptions, tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
+        int inputLength = modelOptions.InputLength;
+        var tokens = texts.Select(t => tokenizer.EncodeTruncated(t, inputLength, _options.Truncation)).ToList();
         List<int[]>? validationTokens = null;
         List<int>? validationLabels = null;
         if (validationColumns is { } vc)
@@ -338,7 +364,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             var (vTexts, vLabels, _, _) = DataViewReading.LabeledTexts(validationSet!, vc.Text, vc.Label, _host);
             if (vTexts.Count > 0)
             {
-                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, contextLength, _options.Truncation)).ToList();
+                validationTokens = vTexts.Select(t => tokenizer.EncodeTruncated(t, inputLength, _options.Truncation)).ToList();
                 validationLabels = vLabels;
             }
         }
@@ -363,10 +389,10 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             }
         }
 
-        var modelOptions = _options.ModelOptions(languageModel?.ModelOptions, tokenizer.VocabularySize, classCount, tokenizer.EndOfTextId);
         var training = _options.TrainingOptions(seed);
-        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {contextLength} of each), " +
-                $"vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
+        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {inputLength} of each" +
+                (modelOptions.LinearBag ? $", {modelOptions.ContextLength} for the encoder; a linear bag with {modelOptions.LinearBagBuckets:N0} pair buckets" : "") +
+                $"), vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
 
         var trainer = new TextClassifierTrainingLoop(modelOptions, training);
         try

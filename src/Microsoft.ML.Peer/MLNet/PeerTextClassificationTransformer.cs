@@ -60,7 +60,7 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
     /// <summary>Class probabilities of one text (null or empty allowed), in key order.</summary>
     public float[] PredictProbabilities(string? text)
     {
-        var ids = Tokenizer.EncodeTruncated(text ?? "", _modelOptions.ContextLength, Truncation);
+        var ids = Tokenizer.EncodeTruncated(text ?? "", _modelOptions.InputLength, Truncation);
         using var call = UseModel();
         return Model.PredictProbabilities(new[] { ids }, batchSize: 1)[0];
     }

@@ -113,6 +113,8 @@ internal static class FlopCounter
         long total = EmbeddingParameters(options) + BlockParameters(options) + 2 * d;         // ... and the final LN
         if (options.Layers == 0) total += 2 * d + FeedForwardParameters(options, options.FeedForward);   // pooled LN + FFW
         if (options.BigramBuckets > 0) total += (options.BigramBuckets + 1L) * d;                 // pair table + padding row
+        if (options.LinearBag)                                                                    // token table + pair table and its padding row
+            total += ((long)options.VocabularySize + (options.LinearBagBuckets > 0 ? options.LinearBagBuckets + 1L : 0)) * options.ClassCount;
         total += options.Pooling switch
         {
             TextPooling.Attention => d,                                                       // the pooling query

@@ -18,4 +18,6 @@ internal static class ModelLimits
     public const int MoeExperts = 1 << 12;
     public const int ClassCount = 1 << 16;
     public const int BigramBuckets = 1 << 24;
+    /// <summary>The linear bag's token and pair tables together: 2^28 weights (1 GiB).</summary>
+    public const long LinearBagWeights = 1L << 28;
 }

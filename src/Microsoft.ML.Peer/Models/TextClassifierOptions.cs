@@ -5,7 +5,8 @@ namespace Microsoft.ML.Peer.Models;
 /// <summary>
 /// Shape of a <see cref="TransformerTextClassifier"/>: the shared transformer settings (<see cref="TransformerOptions"/>)
 /// plus the number of classes and the padding token. The constructor's defaults are the recommended configuration (see
-/// <see cref="Recommended"/>) except <see cref="Pooling"/>, whose default reads older saved models as they were;
+/// <see cref="Recommended"/>) except <see cref="Pooling"/> and the linear bag (<see cref="LinearBag"/> and its settings), whose
+/// defaults read older saved models as they were;
 /// <see cref="TransformerOptions.VocabularySize"/> and <see cref="ClassCount"/> must be set.
 /// </summary>
 public sealed class TextClassifierOptions : TransformerOptions
@@ -53,6 +54,69 @@ public sealed class TextClassifierOptions : TransformerOptions
     public int BigramBuckets { get; set; }
 
     /// <summary>
+    /// Whether a linear classifier over the text's bag of tokens and hashed token pairs adds its logits to the head's (a
+    /// "wide and deep" model: fastText's linear model beside ours). It reads up to <see cref="LinearBagLength"/> tokens of
+    /// each text, more than the encoder's <see cref="TransformerOptions.ContextLength"/> when that is larger, and weighs each
+    /// token and pair by one over the square root of the text's length. Its tables start at zero and take
+    /// (<see cref="TransformerOptions.VocabularySize"/> + <see cref="LinearBagBuckets"/>) × <see cref="ClassCount"/> weights.
+    /// Default false, so that models saved before it existed read as they were; <see cref="Recommended"/> and the trainer use
+    /// <see cref="RecommendedLinearBag"/>.
+    /// </summary>
+    public bool LinearBag { get; set; }
+
+    /// <summary>The recommended <see cref="LinearBag"/>: on, chosen by cross-validation on the training parts of the classifier
+    /// suite (docs/ml-net-plugin.md, "Sixth round").</summary>
+    public const bool RecommendedLinearBag = true;
+
+    /// <summary>
+    /// Buckets of the linear bag's hashed token-pair table: a pair (a, b) of neighbouring tokens falls in bucket
+    /// hash(a·V + b) mod LinearBagBuckets. 0 = tokens alone. Default 0; <see cref="Recommended"/> takes
+    /// <see cref="RecommendedLinearBagBuckets"/>.
+    /// </summary>
+    public int LinearBagBuckets { get; set; }
+
+    /// <summary>
+    /// The recommended <see cref="LinearBagBuckets"/> for <paramref name="classCount"/> classes: 2^18, or fewer where the table
+    /// would pass 2^22 weights (16 MiB), the largest power of two that keeps it below (2^16 for 35 classes).
+    /// </summary>
+    public static int RecommendedLinearBagBuckets(int classCount)
+    {
+        int buckets = 1 << 18;
+        while (buckets > 1 && (long)buckets * Math.Max(classCount, 1) > 1 << 22) buckets >>= 1;
+        return buckets;
+    }
+
+    /// <summary>The most weights the trainer gives the linear bag by default: 2^24 (64 MiB), so more than about 2,000 classes at the
+    /// default vocabulary train without it unless asked.</summary>
+    internal const long RecommendedLinearBagWeights = 1L << 24;
+
+    /// <summary>Whether the linear bag's tables for <paramref name="vocabularySize"/> tokens, <paramref name="buckets"/> pair buckets and
+    /// <paramref name="classCount"/> classes stay within <see cref="RecommendedLinearBagWeights"/>.</summary>
+    internal static bool LinearBagFits(int vocabularySize, int buckets, int classCount) =>
+        ((long)vocabularySize + buckets) * classCount <= RecommendedLinearBagWeights;
+
+    /// <summary>
+    /// How many tokens of each text the linear bag reads when that is more than the encoder's
+    /// <see cref="TransformerOptions.ContextLength"/>: inputs may then be this long, and the encoder reads ContextLength of
+    /// them, the ones <see cref="Truncation"/> picks. 0 = ContextLength. Default 0; <see cref="Recommended"/> takes
+    /// <see cref="RecommendedLinearBagLength"/>.
+    /// </summary>
+    public int LinearBagLength { get; set; }
+
+    /// <summary>The recommended <see cref="LinearBagLength"/>: 2,048 tokens, chosen by cross-validation on the training parts of the
+    /// classifier suite (docs/ml-net-plugin.md, "Sixth round"); the long manual pages needed it.</summary>
+    public const int RecommendedLinearBagLength = 2048;
+
+    /// <summary>Which tokens of an input longer than <see cref="TransformerOptions.ContextLength"/> the encoder reads (inputs are
+    /// longer only for the linear bag); the trainer sets the truncation it encodes texts with. Default: the start and the
+    /// end.</summary>
+    public TextTruncation Truncation { get; set; }
+
+    /// <summary>The most tokens of a text the model reads: <see cref="TransformerOptions.ContextLength"/>, or
+    /// <see cref="LinearBagLength"/> when the linear bag reads more.</summary>
+    internal int InputLength => LinearBag ? Math.Max(ContextLength, LinearBagLength) : ContextLength;
+
+    /// <summary>
     /// Fraction of a text's tokens hidden from the model at random in each training step (never in evaluation): a bag
     /// of tokens otherwise memorises the few tokens that identify each training text. Default 0.
     /// </summary>
@@ -93,7 +157,13 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// no attention blocks by default").
     /// </remarks>
     public static TextClassifierOptions Recommended(int vocabularySize, int classCount, int paddingId) =>
-        new() { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId, Pooling = RecommendedPooling };
+        new()
+        {
+            VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId, Pooling = RecommendedPooling,
+            LinearBag = RecommendedLinearBag && LinearBagFits(vocabularySize, RecommendedLinearBagBuckets(classCount), classCount),
+            LinearBagLength = RecommendedLinearBagLength,
+            LinearBagBuckets = RecommendedLinearBagBuckets(classCount),
+        };
 
     /// <summary>
     /// A classifier with <paramref name="languageModel"/>'s embeddings and blocks (vocabulary, context, width, depth,
@@ -135,6 +205,18 @@ public sealed class TextClassifierOptions : TransformerOptions
         if (BigramBuckets > 0 && Layers > 0)
             throw new ArgumentOutOfRangeException(nameof(BigramBuckets), BigramBuckets,
                 $"{nameof(BigramBuckets)} applies to the bag of embeddings only: it must be 0 with {nameof(Layers)} = {Layers}; got {BigramBuckets}.");
+        if (LinearBagBuckets < 0 || LinearBagBuckets > ModelLimits.BigramBuckets)
+            throw new ArgumentOutOfRangeException(nameof(LinearBagBuckets), LinearBagBuckets,
+                $"{nameof(LinearBagBuckets)} must be in 0..{ModelLimits.BigramBuckets}; got {LinearBagBuckets}.");
+        if (LinearBag && ((long)VocabularySize + LinearBagBuckets) * ClassCount > ModelLimits.LinearBagWeights)
+            throw new ArgumentOutOfRangeException(nameof(LinearBagBuckets), LinearBagBuckets,
+                $"The linear bag's tables would hold ({nameof(VocabularySize)} {VocabularySize} + {nameof(LinearBagBuckets)} {LinearBagBuckets}) × " +
+                $"{ClassCount} classes, more than {ModelLimits.LinearBagWeights:N0} weights: lower them or turn {nameof(LinearBag)} off.");
+        if (LinearBagLength < 0 || LinearBagLength > ModelLimits.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(LinearBagLength), LinearBagLength,
+                $"{nameof(LinearBagLength)} must be in 0..{ModelLimits.ContextLength} (0 = {nameof(ContextLength)}); got {LinearBagLength}.");
+        if (!Enum.IsDefined(Truncation))
+            throw new ArgumentOutOfRangeException(nameof(Truncation), Truncation, $"Unknown {nameof(Truncation)} {Truncation}.");
         if (PaddingId < 0 || PaddingId >= VocabularySize)
             throw new ArgumentOutOfRangeException(nameof(PaddingId), PaddingId,
                 $"{nameof(PaddingId)} must be a token id in 0..{nameof(VocabularySize)} − 1 ({VocabularySize - 1}); got {PaddingId}.");

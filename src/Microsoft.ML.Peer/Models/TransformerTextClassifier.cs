@@ -31,9 +31,21 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     private readonly Linear? pooled_projection;
     private readonly Parameter? pooling_query;
     private readonly Linear head;
+    private readonly Embedding? linear_bag_tokens;
+    private readonly Embedding? linear_bag_pairs;
 
     /// <summary>The name of the hashed token-pair table among the model's parameters (when it has one).</summary>
     internal const string BigramTableName = nameof(bigram_embedding) + ".weight";
+
+    /// <summary>The names of the linear bag's token and pair tables among the model's parameters (when it has them).</summary>
+    internal const string LinearBagTokenTableName = nameof(linear_bag_tokens) + ".weight", LinearBagPairTableName = nameof(linear_bag_pairs) + ".weight";
+
+    /// <summary>
+    /// Both linear bag tables. Training leaves them out of the weight average: a row moves only in the steps whose texts hold
+    /// its token or pair, and averaging the whole table every step made debian-sections' folds 40% slower for no better
+    /// log-loss (docs/ml-net-plugin.md, "Sixth round").
+    /// </summary>
+    internal static readonly IReadOnlySet<string> LinearBagTableNames = new HashSet<string> { LinearBagTokenTableName, LinearBagPairTableName };
 
     public TransformerTextClassifier(TextClassifierOptions options)
         : base(nameof(TransformerTextClassifier), options, o => o.Validate(), o => o.Clone(), causal: false)
@@ -55,6 +67,18 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         if (options.Pooling == TextPooling.MeanAndMax) pooled_projection = nn.Linear(2 * d, d);
         if (options.Pooling == TextPooling.Attention) pooling_query = nn.Parameter(zeros(d));
         head = nn.Linear(d, options.ClassCount);
+        if (options.LinearBag)
+        {
+            // Zeros at the start, so training begins from the encoder alone; sparse row gradients, as a step touches few rows.
+            // The padding token's row (and the pair table's extra padding row) stays zero and out of every gradient.
+            linear_bag_tokens = nn.Embedding(options.VocabularySize, options.ClassCount, padding_idx: options.PaddingId, sparse: true);
+            using (no_grad()) linear_bag_tokens.weight!.zero_();
+            if (options.LinearBagBuckets > 0)
+            {
+                linear_bag_pairs = nn.Embedding(options.LinearBagBuckets + 1, options.ClassCount, padding_idx: options.LinearBagBuckets, sparse: true);
+                using (no_grad()) linear_bag_pairs.weight!.zero_();
+            }
+        }
         RegisterComponents();
     }
 
@@ -81,28 +105,70 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         ProductKeyMemory m when m.SparseGradients => new[] { m.Values },
         null => base.SparseGradientTables(),
         _ => Array.Empty<Parameter>(),
-    }).Concat(bigram_embedding is null ? Array.Empty<Parameter>() : new[] { bigram_embedding.weight! });
+    }).Concat(new[] { bigram_embedding, linear_bag_tokens, linear_bag_pairs }.Where(e => e is not null).Select(e => e!.weight!));
 
     /// <summary>The names of every table whose gradients are sparse rows: the PEER/PKM tables that have them and the token-pair
     /// table.</summary>
     internal IEnumerable<string> SparseGradientTableNames() =>
         ExpertTableNames().Where(t => t.Sparse).Select(t => t.Name)
-            .Concat(bigram_embedding is null ? Array.Empty<string>() : new[] { BigramTableName });
+            .Concat(new[] { (bigram_embedding, BigramTableName), (linear_bag_tokens, LinearBagTokenTableName), (linear_bag_pairs, LinearBagPairTableName) }
+                .Where(t => t.Item1 is not null).Select(t => t.Item2));
 
-    /// <summary>Tokens [B, T] (int64, T ≤ context length, padded with PaddingId) → class logits [B, C].</summary>
+    /// <summary>Tokens [B, T] (int64, T ≤ <see cref="TextClassifierOptions.InputLength"/>, each text's tokens first, padded with
+    /// PaddingId) → class logits [B, C]. The encoder reads at most ContextLength of each text's tokens.</summary>
     public override Tensor forward(Tensor tokens)
     {
-        CheckTokens(tokens, TooLongHint);
+        if (tokens.dim() != 2)
+            throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
+        if (tokens.shape[1] > Settings.InputLength)
+            throw new ArgumentException($"Sequence length {tokens.shape[1]} exceeds the model's {(Settings.LinearBag ? "input" : "context")} length {Settings.InputLength}{TooLongHint}.",
+                nameof(tokens));
         using var scope = NewDisposeScope();
-        var mask = tokens.ne(Settings.PaddingId);
+        var real = tokens.ne(Settings.PaddingId);
+        var encoderTokens = tokens.shape[1] > Settings.ContextLength ? EncoderTokens(tokens, real) : tokens;
+        var mask = encoderTokens.ne(Settings.PaddingId);
         if (training && Settings.TokenDropout > 0)
             mask = mask.logical_and(rand(mask.shape, device: tokens.device).ge(Settings.TokenDropout));
         mask.index_fill_(1, tensor(new long[] { 0 }, device: tokens.device), true);
-        var h = Encode(tokens, mask, TooLongHint);
+        var h = Encode(encoderTokens, mask, TooLongHint);
         var pooled = Pool(h, mask);
-        if (bigram_embedding is not null && tokens.shape[1] > 1) pooled = pooled + MeanBigramEmbedding(tokens, mask);
+        if (bigram_embedding is not null && encoderTokens.shape[1] > 1) pooled = pooled + MeanBigramEmbedding(encoderTokens, mask);
         if (pooled_feed_forward is not null) pooled = pooled + pooled_feed_forward.forward(pooled_norm!.forward(pooled));
-        return head.forward(pooled).MoveToOuterDisposeScope();
+        var logits = head.forward(pooled);
+        if (linear_bag_tokens is not null) logits = logits + LinearBagLogits(tokens, real);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// [B, ContextLength]: the tokens of an input longer than the context that the encoder reads, as
+    /// <see cref="TextClassifierOptions.Truncation"/> picks them from each text's real tokens: its first ContextLength, or its
+    /// first ⌈ContextLength/2⌉ and last ⌊ContextLength/2⌋ (the tokens a text truncated to ContextLength keeps).
+    /// </summary>
+    private Tensor EncoderTokens(Tensor tokens, Tensor real)
+    {
+        long context = Settings.ContextLength;
+        if (Settings.Truncation == TextTruncation.KeepStart) return tokens.narrow(1, 0, context);
+        using var scope = NewDisposeScope();
+        var lengths = real.sum(1).unsqueeze(-1);                                   // [B, 1]
+        var positions = arange(context, device: tokens.device).unsqueeze(0);       // [1, context]
+        var fromEnd = lengths - context + positions;                               // the last ⌊context/2⌋ for positions past the head
+        var keepStart = lengths.le(context).logical_or(positions.lt((context + 1) / 2));
+        var index = where(keepStart, positions.expand(tokens.shape[0], context), fromEnd);
+        return tokens.gather(1, index).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// [B, C]: the linear bag's logits: the sum of the rows of each text's real tokens and of its pairs of neighbouring real
+    /// tokens, over the square root of its token count (zero for an empty text).
+    /// </summary>
+    private Tensor LinearBagLogits(Tensor tokens, Tensor real)
+    {
+        using var scope = NewDisposeScope();
+        var sum = linear_bag_tokens!.forward(tokens).sum(1);  // padding reads the zero row
+        if (linear_bag_pairs is not null && tokens.shape[1] > 1)
+            sum = sum + linear_bag_pairs.forward(PairBuckets(tokens, real, Settings.LinearBagBuckets, Settings.VocabularySize)).sum(1);
+        var length = real.sum(1, type: ScalarType.Float32).clamp_min(1).sqrt().unsqueeze(-1);
+        return (sum / length).MoveToOuterDisposeScope();
     }
 
     /// <summary>[B, T, d] token vectors and their [B, T] mask (true = real) → [B, d] text vectors, as
@@ -133,21 +199,30 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     private Tensor MeanBigramEmbedding(Tensor tokens, Tensor mask)
     {
         using var scope = NewDisposeScope();
-        var first = tokens.narrow(1, 0, tokens.shape[1] - 1);
-        var second = tokens.narrow(1, 1, tokens.shape[1] - 1);
         var real = mask.narrow(1, 0, tokens.shape[1] - 1).logical_and(mask.narrow(1, 1, tokens.shape[1] - 1));
-        // Knuth's multiplicative hash of the pair's index below 2^32 (pair indices are below 2^40, the product below 2^63).
-        var buckets = (first * Settings.VocabularySize + second).mul(2654435761L).bitwise_and(0xFFFFFFFFL)
-            .remainder(Settings.BigramBuckets).masked_fill(real.logical_not(), Settings.BigramBuckets);
-        var sum = bigram_embedding!.forward(buckets).sum(1);
+        var sum = bigram_embedding!.forward(PairBuckets(tokens, mask, Settings.BigramBuckets, Settings.VocabularySize)).sum(1);
         return (sum / real.sum(1, type: ScalarType.Float32).clamp_min(1).unsqueeze(-1)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// [B, T − 1] int64: the bucket of each pair of neighbouring tokens, hash(a·V + b) mod <paramref name="buckets"/>, or
+    /// <paramref name="buckets"/> (the tables' padding row) where either token is not real.
+    /// </summary>
+    private static Tensor PairBuckets(Tensor tokens, Tensor real, int buckets, int vocabularySize)
+    {
+        using var scope = NewDisposeScope();
+        long pairs = tokens.shape[1] - 1;
+        var realPair = real.narrow(1, 0, pairs).logical_and(real.narrow(1, 1, pairs));
+        // Knuth's multiplicative hash of the pair's index below 2^32 (pair indices are below 2^40, the product below 2^63).
+        return (tokens.narrow(1, 0, pairs) * vocabularySize + tokens.narrow(1, 1, pairs)).mul(2654435761L).bitwise_and(0xFFFFFFFFL)
+            .remainder(buckets).masked_fill(realPair.logical_not(), buckets).MoveToOuterDisposeScope();
     }
 
     private const string TooLongHint = "; truncate the texts first";
 
-    /// <summary>The positions a text of token ids <paramref name="text"/> takes in a batch: its first <paramref name="contextLength"/>, at
+    /// <summary>The positions a text of token ids <paramref name="text"/> takes in a batch: its first <paramref name="inputLength"/>, at
     /// least one.</summary>
-    internal static int BatchLength(int[] text, int contextLength) => Math.Max(1, Math.Min(text.Length, contextLength));
+    internal static int BatchLength(int[] text, int inputLength) => Math.Max(1, Math.Min(text.Length, inputLength));
 
     /// <summary>
     /// [B, T] int64 token ids of the texts <paramref name="batch"/> indexes: each text's first tokens, padded with
@@ -155,7 +230,7 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     /// </summary>
     internal Tensor Batch(IReadOnlyList<int[]> texts, IReadOnlyList<int> batch)
     {
-        int time = batch.Max(i => BatchLength(texts[i], Settings.ContextLength));
+        int time = batch.Max(i => BatchLength(texts[i], Settings.InputLength));
         var data = new long[batch.Count * time];
         Array.Fill(data, Settings.PaddingId);
         for (int b = 0; b < batch.Count; b++)
@@ -197,7 +272,7 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     private float[][] Predict(IReadOnlyList<int[]> texts, int batchSize, Func<Tensor, Tensor> output)
     {
         var result = new float[texts.Count][];
-        var order = Enumerable.Range(0, texts.Count).OrderBy(i => BatchLength(texts[i], Settings.ContextLength)).ToArray();
+        var order = Enumerable.Range(0, texts.Count).OrderBy(i => BatchLength(texts[i], Settings.InputLength)).ToArray();
         using var noGrad = no_grad();
         for (int first = 0; first < order.Length; first += batchSize)
         {

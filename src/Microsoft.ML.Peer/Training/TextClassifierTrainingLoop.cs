@@ -106,7 +106,7 @@ internal sealed class TextClassifierTrainingLoop : TrainingLoop<TransformerTextC
         long windowTokens = 0;
         int firstStep = Step;
         using var best = new BestEpoch(_options.EarlyStoppingPatience);
-        using var average = _options.AverageWeights ? new WeightAverage(Model) : null;
+        using var average = _options.AverageWeights ? new WeightAverage(Model, averaged: name => !TransformerTextClassifier.LinearBagTableNames.Contains(name)) : null;
         double? lastTemperature = null;
         for (int epoch = 0; epoch < _options.Epochs && Step - firstStep < _totalSteps; epoch++)
         {

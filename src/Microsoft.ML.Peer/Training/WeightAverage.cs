@@ -19,12 +19,14 @@ internal sealed class WeightAverage : IDisposable
     private readonly List<(Tensor Live, Tensor Average)> _pairs;
     private bool _swapped;
 
-    /// <summary>An empty average of <paramref name="model"/>'s parameters: the first <see cref="Update"/> (w_1 = 1) sets it to them.</summary>
-    public WeightAverage(nn.Module model)
+    /// <summary>An empty average of <paramref name="model"/>'s parameters (those whose name <paramref name="averaged"/> accepts; all
+    /// when it is null): the first <see cref="Update"/> (w_1 = 1) sets it to them. The others keep their live values throughout.</summary>
+    public WeightAverage(nn.Module model, Func<string, bool>? averaged = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         using var noGrad = no_grad();
-        _pairs = model.parameters().Select(p => ((Tensor)p, p.detach().clone())).ToList();
+        _pairs = model.named_parameters().Where(p => averaged?.Invoke(p.name) ?? true)
+            .Select(p => ((Tensor)p.parameter, p.parameter.detach().clone())).ToList();
     }
 
     /// <summary>How many sets of weights the average holds: one per <see cref="Update"/>.</summary>

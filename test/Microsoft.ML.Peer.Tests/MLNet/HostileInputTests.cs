@@ -91,7 +91,7 @@ public sealed class HostileInputTests
         string hostile = new string('a', 10_000_000);
         Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded = 0;
         Assert.AreEqual(2, classifier.PredictProbabilities(hostile).Length);
-        long bound = (long)Microsoft.ML.Peer.Data.TruncatedEncoding.CharactersPerToken * classifier.ModelOptions.ContextLength;
+        long bound = (long)Microsoft.ML.Peer.Data.TruncatedEncoding.CharactersPerToken * classifier.ModelOptions.InputLength;
         Assert.IsTrue(Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded <= bound,
             $"{Microsoft.ML.Peer.Data.CompactTokenizer.CharactersEncoded} characters encoded; the bound is {bound}");
 

@@ -45,6 +45,10 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(TextPooling.Attention, o.Pooling);
         Assert.AreEqual(TextClassifierOptions.RecommendedPooling, o.Pooling, "stated once, on the model's options");
         Assert.AreEqual(0, o.BigramBuckets);
+        Assert.IsTrue(o.LinearBag);
+        Assert.AreEqual(TextClassifierOptions.RecommendedLinearBag, o.LinearBag, "stated once, on the model's options");
+        Assert.AreEqual(2048, o.LinearBagLength);
+        Assert.AreEqual(TextClassifierOptions.RecommendedLinearBagLength, o.LinearBagLength, "stated once, on the model's options");
         Assert.AreEqual(0, o.TokenDropout);
         Assert.IsTrue(o.AverageWeights);
         Assert.AreEqual(new ClassifierTrainingOptions().AverageWeights, o.AverageWeights, "stated once, on the training options");

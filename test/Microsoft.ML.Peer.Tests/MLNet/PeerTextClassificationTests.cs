@@ -113,6 +113,43 @@ public sealed class PeerTextClassificationTests
     }
 
     [TestMethod]
+    public void TheLinearBagReadsPastTheEncodersTokensAndIsSavedWithTheModel()
+    {
+        var train = Ml.Data.LoadFromEnumerable(PluginTestData.Topics(120, seed: 3));
+        // The encoder reads each text's first 2 and last 2 tokens; the bag up to 64.
+        PeerTextClassificationTransformer Train(bool linearBag)
+        {
+            var options = PluginTestData.TinyClassifier();
+            options.MaxSequenceLength = 4;
+            options.LinearBagLength = 64;
+            options.LinearBag = linearBag;
+            var model = Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Peer().TextClassification(options)).Fit(train);
+            return ((IEnumerable<ITransformer>)model).OfType<PeerTextClassificationTransformer>().Single();
+        }
+        const string Before = "today we talked about the {0} and the cake and a very nice day today";
+        float[] Score(PeerTextClassificationTransformer t, string middle) => t.PredictProbabilities(string.Format(Before, middle));
+
+        using var withBag = Train(linearBag: true);
+        Assert.AreEqual((true, 4, 64, TextClassifierOptions.RecommendedLinearBagBuckets(2)),
+            (withBag.ModelOptions.LinearBag, withBag.ModelOptions.ContextLength, withBag.ModelOptions.InputLength, withBag.ModelOptions.LinearBagBuckets));
+        Assert.AreNotEqual(Score(withBag, "cat")[0], Score(withBag, "bread")[0], "a word in the middle reaches the score through the bag");
+        using var withoutBag = Train(linearBag: false);
+        Assert.AreEqual((false, 4), (withoutBag.ModelOptions.LinearBag, withoutBag.ModelOptions.InputLength));
+        CollectionAssert.AreEqual(Score(withoutBag, "cat"), Score(withoutBag, "bread"), "without the bag the encoder alone reads the ends");
+
+        using var stream = new MemoryStream();
+        Ml.Model.Save(withBag, null, stream);
+        stream.Position = 0;
+        using var reloaded = (PeerTextClassificationTransformer)Ml.Model.Load(stream, out _);
+        Assert.AreEqual(withBag.ModelOptions.InputLength, reloaded.ModelOptions.InputLength);
+        CollectionAssert.AreEqual(Score(withBag, "cat"), Score(reloaded, "cat"));
+
+        var bad = PluginTestData.TinyClassifier();
+        bad.LinearBagLength = 0;
+        Assert.AreEqual("LinearBagLength", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Ml.Peer().TextClassification(bad)).ParamName);
+    }
+
+    [TestMethod]
     public void BigramBucketsAreIgnoredWithBlocksAndBadValuesAreNamed()
     {
         var options = PluginTestData.TinyClassifier();
@@ -294,9 +331,11 @@ public sealed class PeerTextClassificationTests
     [TestMethod]
     public void TextsLongerThanMaxSequenceLengthKeepTheirStartAndEnd()
     {
-        // MaxSequenceLength 32: the first 16 and the last 16 tokens are read; what lies between must not change the scores.
-        string start = string.Join(' ', Enumerable.Repeat("cat dog horse", 20));
-        string end = string.Join(' ', Enumerable.Repeat("today we talked", 20));
+        // The linear bag reads the first 1,024 and the last 1,024 tokens (the encoder 16 and 16 of those, MaxSequenceLength 32);
+        // what lies between must not change the scores.
+        Assert.AreEqual(2048, Classifier.ModelOptions.InputLength);
+        string start = string.Join(' ', Enumerable.Repeat("cat dog horse", 700));
+        string end = string.Join(' ', Enumerable.Repeat("today we talked", 700));
         var a = Classifier.PredictProbabilities($"{start} bread cheese soup rice cake apple {end}");
         var b = Classifier.PredictProbabilities($"{start} train car boat plane bus bike {end}");
         CollectionAssert.AreEqual(a, b);

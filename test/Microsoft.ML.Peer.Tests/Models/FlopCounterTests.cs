@@ -117,8 +117,11 @@ public sealed class FlopCounterTests
                     {
                         classifier.Pooling = pooling;
                         classifier.BigramBuckets = layers == 0 && pooling == TextPooling.Mean ? 32 : 0;
+                        classifier.LinearBag = pooling is TextPooling.Attention or TextPooling.Max;
+                        classifier.LinearBagBuckets = pooling == TextPooling.Attention ? 16 : 0;
                         using var model = new TransformerTextClassifier(classifier);
-                        string what = $"classifier {kind} layers {layers} BN {batchNorm} {pooling} pairs {classifier.BigramBuckets}";
+                        string what = $"classifier {kind} layers {layers} BN {batchNorm} {pooling} pairs {classifier.BigramBuckets} " +
+                                      $"bag {classifier.LinearBag} {classifier.LinearBagBuckets}";
                         Assert.AreEqual(model.parameters().Sum(p => p.numel()), FlopCounter.TotalParameters(classifier), what);
                         Assert.AreEqual(model.state_dict().Values.Sum(t => t.numel()), FlopCounter.StateElements(classifier), what);
                     }

@@ -153,6 +153,103 @@ public sealed class TransformerTextClassifierTests
         AssertRejected(o => o.BigramBuckets = -1, "BigramBuckets");
         AssertRejected(o => o.BigramBuckets = 64, "BigramBuckets"); // the tiny options have a block
         AssertRejected(o => o.Pooling = (TextPooling)7, "Pooling");
+        AssertRejected(o => o.LinearBagBuckets = -1, "LinearBagBuckets");
+        AssertRejected(o => o.LinearBagLength = -1, "LinearBagLength");
+        AssertRejected(o => o.Truncation = (TextTruncation)7, "Truncation");
+        AssertRejected(o => { o.LinearBag = true; o.ClassCount = 1 << 16; o.VocabularySize = 1 << 13; }, "LinearBagBuckets"); // 2^29 weights
+    }
+
+    /// <summary>The tiny options with the linear bag on: inputs up to 12 tokens, of which the encoder reads 6.</summary>
+    private static TextClassifierOptions WithLinearBag(TextTruncation truncation, int buckets)
+    {
+        var options = TinyTextClassification.Options(FeedForwardKind.ProductKeyMemory);
+        options.Layers = 0;
+        options.Pooling = TextPooling.Attention;
+        options.ContextLength = 6;
+        options.LinearBag = true;
+        options.LinearBagLength = 12;
+        options.LinearBagBuckets = buckets;
+        options.Truncation = truncation;
+        return options;
+    }
+
+    [TestMethod]
+    [DataRow(TextTruncation.KeepStartAndEnd, 0)]
+    [DataRow(TextTruncation.KeepStart, 0)]
+    [DataRow(TextTruncation.KeepStartAndEnd, 1)]
+    [DataRow(TextTruncation.KeepStart, 1)]
+    public void TheEncoderReadsWhatTruncatingToTheContextWouldKeep(TextTruncation truncation, int layers)
+    {
+        manual_seed(16);
+        var options = WithLinearBag(truncation, buckets: 64);
+        options.Layers = layers;
+        using var model = new TransformerTextClassifier(options);
+        using (no_grad())
+            foreach (var (name, p) in model.named_parameters())
+                if (!name.StartsWith("linear_bag")) p.add_(randn_like(p) * 0.5); // the bag stays zero: only the encoder speaks
+        model.eval();
+        using var noGrad = no_grad();
+        var longText = new[] { 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12 };          // 11 tokens: the encoder reads 6
+        var shortText = new[] { 5, 9, 3, 7 };
+        // What truncating the text to 6 tokens keeps (TextTruncation's documented rule).
+        var truncated = truncation == TextTruncation.KeepStart ? longText[..6] : longText[..3].Concat(longText[^3..]).ToArray();
+        var batched = model.forward(Padded(longText, shortText));
+        var alone = model.forward(Padded(truncated));
+        var shortAlone = model.forward(Padded(shortText));
+        Assert.IsTrue((batched[0] - alone[0]).abs().max().item<float>() < 1e-5f, $"{truncation}: {batched[0].str()} vs {alone[0].str()}");
+        Assert.IsTrue((batched[1] - shortAlone[0]).abs().max().item<float>() < 1e-5f, "a short text beside a long one");
+        var tooLong = Assert.ThrowsExactly<ArgumentException>(() => model.forward(Padded(Enumerable.Range(1, 13).Select(t => t % 15 + 1).ToArray())));
+        StringAssert.Contains(tooLong.Message, "input length 12");
+    }
+
+    [TestMethod]
+    public void TheLinearBagAddsItsTokenAndPairRowsOverTheSquareRootOfTheLength()
+    {
+        manual_seed(17);
+        const int buckets = 64;
+        var options = WithLinearBag(TextTruncation.KeepStartAndEnd, buckets);
+        using var model = new TransformerTextClassifier(options);
+        var tokenTable = model.named_parameters().Single(p => p.name == TransformerTextClassifier.LinearBagTokenTableName).parameter;
+        var pairTable = model.named_parameters().Single(p => p.name == TransformerTextClassifier.LinearBagPairTableName).parameter;
+        Assert.IsTrue(tokenTable.abs().sum().item<float>() == 0 && pairTable.abs().sum().item<float>() == 0, "the bag starts at zero");
+        model.eval();
+        using var noGrad = no_grad();
+        var text = new[] { 5, 9, 3, 7, 5, 1, 2, 4, 6, 8 };                   // 10 tokens: longer than the encoder's 6
+        var withoutBag = model.forward(Padded(text, new[] { 2 }));
+        tokenTable.add_(randn_like(tokenTable));
+        pairTable.add_(randn_like(pairTable));
+        tokenTable[TinyTextClassification.Padding].zero_();
+        pairTable[buckets].zero_();                                          // the padding rows stay zero, as in training
+        var withBag = model.forward(Padded(text, new[] { 2 }));
+        static long Bucket(long a, long b) => ((a * TinyTextClassification.Vocabulary + b) * 2654435761L & 0xFFFFFFFFL) % buckets;
+        for (int row = 0; row < 2; row++)
+        {
+            var t = row == 0 ? text : new[] { 2 };
+            var expected = zeros(2);
+            foreach (int token in t) expected += tokenTable[token];
+            for (int i = 0; i + 1 < t.Length; i++) expected += pairTable[Bucket(t[i], t[i + 1])];
+            expected /= Math.Sqrt(t.Length);
+            var added = withBag[row] - withoutBag[row];
+            Assert.IsTrue((added - expected).abs().max().item<float>() < 1e-4f, $"row {row}: added {added.str()}, expected {expected.str()}");
+        }
+    }
+
+    [TestMethod]
+    public void TheLinearBagTrainsOnlyTheRowsOfItsTextsTokensAndPairs()
+    {
+        manual_seed(18);
+        const int buckets = 1 << 10;
+        using var model = new TransformerTextClassifier(WithLinearBag(TextTruncation.KeepStartAndEnd, buckets));
+        model.train();
+        var texts = new[] { new[] { 5, 9, 3, 7, 1, 2, 4, 6, 8 }, new[] { 4 } };
+        var (loss, _, _) = model.Loss(Padded(texts), tensor(new long[] { 0, 1 }));
+        loss.backward();
+        var names = model.SparseGradientTableNames().ToList();
+        CollectionAssert.IsSubsetOf(new[] { TransformerTextClassifier.LinearBagTokenTableName, TransformerTextClassifier.LinearBagPairTableName }, names);
+        var tokens = model.named_parameters().Single(p => p.name == TransformerTextClassifier.LinearBagTokenTableName).parameter;
+        Assert.IsTrue(tokens.grad!.is_sparse, "sparse rows");
+        CollectionAssert.AreEquivalent(new long[] { 1, 2, 3, 4, 5, 6, 7, 8, 9 }, tokens.grad.SparseIndices[0].data<long>().Distinct().ToArray(),
+            "every token of both texts, all 9 of the long one (past the encoder's 6), and never padding");
     }
 
     [TestMethod]
@@ -234,9 +331,14 @@ public sealed class TransformerTextClassifierTests
         var saved = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(
             TextClassifierOptions.Recommended(vocabularySize: 300, classCount: 2, paddingId: 299)))!.AsObject();
         Assert.IsTrue(saved.Remove(nameof(TextClassifierOptions.BigramBuckets)) && saved.Remove(nameof(TextClassifierOptions.Pooling)));
+        foreach (var name in new[] { nameof(TextClassifierOptions.LinearBag), nameof(TextClassifierOptions.LinearBagBuckets),
+                     nameof(TextClassifierOptions.LinearBagLength), nameof(TextClassifierOptions.Truncation) })
+            Assert.IsTrue(saved.Remove(name), name);
         var read = System.Text.Json.JsonSerializer.Deserialize<TextClassifierOptions>(saved.ToJsonString())!;
         Assert.AreEqual(0, read.BigramBuckets, "no pair table, as before");
         Assert.AreEqual(TextPooling.Mean, read.Pooling, "mean pooling, as before");
+        Assert.IsFalse(read.LinearBag, "no linear bag, as before");
+        Assert.AreEqual(read.ContextLength, read.InputLength, "inputs as long as the context, as before");
     }
 
     [TestMethod]
@@ -248,6 +350,14 @@ public sealed class TransformerTextClassifierTests
         Assert.AreEqual(FeedForwardKind.ProductKeyMemory, new TextClassifierOptions().FeedForward, "the constructor's is the recommended one");
         Assert.AreEqual(TextClassifierOptions.RecommendedContextLength, options.ContextLength);
         Assert.AreEqual(TextClassifierOptions.RecommendedPooling, options.Pooling);
+        Assert.IsTrue(options.LinearBag);
+        Assert.AreEqual((2048, 1 << 18, 2048), (options.LinearBagLength, options.LinearBagBuckets, options.InputLength));
+        Assert.AreEqual(1 << 18, TextClassifierOptions.RecommendedLinearBagBuckets(15));
+        Assert.AreEqual(1 << 16, TextClassifierOptions.RecommendedLinearBagBuckets(35), "the largest power of two within 2^22 weights");
+        Assert.AreEqual(64, TextClassifierOptions.RecommendedLinearBagBuckets(1 << 16));
+        var manyClasses = TextClassifierOptions.Recommended(vocabularySize: 8192, classCount: 3000, paddingId: 8191);
+        Assert.IsFalse(manyClasses.LinearBag, "(8,192 + 1,024) × 3,000 weights pass 2^24");
+        Assert.AreEqual(512, manyClasses.InputLength);
         Assert.AreEqual(TextPooling.Mean, new TextClassifierOptions().Pooling, "the constructor's reads older models as they were");
         var copy = options.Clone();
         copy.Peer.Experts = 4;

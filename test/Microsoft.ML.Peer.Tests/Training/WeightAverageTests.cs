@@ -36,6 +36,23 @@ public sealed class WeightAverageTests
     }
 
     [TestMethod]
+    public void ParametersLeftOutOfTheAverageKeepTheirLiveValues()
+    {
+        using var layer = nn.Linear(3, 2);
+        using var average = new WeightAverage(layer, averaged: name => name != "bias");
+        for (int t = 1; t <= 3; t++)
+        {
+            using (no_grad()) { layer.weight!.fill_(t); layer.bias!.fill_(10 * t); }
+            average.Update();
+        }
+        average.Swap();
+        Assert.AreNotEqual(3f, layer.weight!.data<float>()[0], "the weight holds the average of 1, 2, 3");
+        Assert.AreEqual(30f, layer.bias!.data<float>()[0], "the bias was not averaged: its last value");
+        average.Swap();
+        Assert.AreEqual(3f, layer.weight!.data<float>()[0], "swapped back");
+    }
+
+    [TestMethod]
     public void SwappingBeforeAnyUpdateOrUpdatingWhileSwappedIsRefused()
     {
         using var layer = nn.Linear(2, 2);
