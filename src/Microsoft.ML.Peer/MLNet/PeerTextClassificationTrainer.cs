@@ -415,7 +415,16 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                 var again = trainer.Train(allTokens, allLabels, null, null, p => Report(ch, p, clock.Elapsed), cancellation.Token,
                     epoch => ReportEpoch(ch, epoch));
                 cancellation.ThrowIfCancelled();
-                if (result.ScoreTemperature is { } temperature) trainer.Model.ScoreTemperature = temperature;
+                if (result.ScoreTemperature is { } temperature)
+                {
+                    // Fitted to the held-out run's model; the refit is another model. Where a sharpening temperature scores the
+                    // refit worse than none on the held-out rows (which it trained on), it does not transfer: the scores stay as trained.
+                    if (ScoreTemperatureFit.Transfers(trainer.PredictLogits(validationTokens!), validationLabels!, temperature))
+                        trainer.Model.ScoreTemperature = temperature;
+                    else
+                        ch.Warning($"The score temperature {temperature:F3} fitted on the held-out rows makes the refitted model's scores " +
+                                   "worse on them, so it is not used: the model may not have learned the task.");
+                }
                 ch.Info($"Refitted on all {allTokens.Count:N0} rows: {again.Steps} steps, {clock.Elapsed:hh\\:mm\\:ss} in all.");
             }
             var model = trainer.ReleaseModel();

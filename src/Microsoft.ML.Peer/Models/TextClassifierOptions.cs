@@ -148,7 +148,9 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// <summary>
     /// The recommended configuration for <paramref name="vocabularySize"/> and <paramref name="classCount"/>: the constructor's
     /// defaults (context 512, d = 128, no transformer blocks, so a bag of embeddings, and one product-key memory layer over the
-    /// pooled text vector with N = 128², h = 4, k = 8, d_key = 64 and sparse gradients) with <see cref="RecommendedPooling"/>. See
+    /// pooled text vector with N = 128², h = 4, k = 8, d_key = 64 and sparse gradients) with <see cref="RecommendedPooling"/> and the
+    /// linear bag (<see cref="RecommendedLinearBag"/>, <see cref="RecommendedLinearBagLength"/>,
+    /// <see cref="RecommendedLinearBagBuckets"/>; left out where its tables would pass 2^24 weights). See
     /// <c>ClassifierTrainingOptions</c> for the matching training settings.
     /// </summary>
     /// <remarks>

@@ -36,6 +36,16 @@ internal static class ScoreTemperatureFit
         return Math.Exp((a + b) / 2);
     }
 
+    /// <summary>
+    /// Whether <paramref name="temperature"/>, fitted to another model, may serve the model whose <paramref name="logits"/> these
+    /// are. A temperature of 1 or more only softens the scores towards uniform, which bounds the harm, so it always may. One
+    /// below 1 sharpens them, which turns small wrong margins into confident mistakes; it may only where it does not raise the
+    /// cross-entropy on <paramref name="labels"/> above what no temperature gives. The trainer asks this of its refit on the
+    /// held-out rows, which the refit has trained on, so the test is lenient: it fails where the model has not learned the task.
+    /// </summary>
+    public static bool Transfers(IReadOnlyList<float[]> logits, IReadOnlyList<int> labels, double temperature) =>
+        temperature >= 1 || CrossEntropy(logits, labels, temperature) <= CrossEntropy(logits, labels, 1);
+
     /// <summary>Mean cross-entropy of softmax(logits / <paramref name="temperature"/>) against targets that give the true class
     /// 1 − <paramref name="smoothing"/> and each other class an equal share of <paramref name="smoothing"/>.</summary>
     public static double CrossEntropy(IReadOnlyList<float[]> logits, IReadOnlyList<int> labels, double temperature, double smoothing = 0)

@@ -131,4 +131,20 @@ public sealed class EarlyStoppingAndCalibrationTests
         Assert.AreEqual(20, heldOut.Count(i => labels[i] == 0), "20% of each class, in whole documents");
         Assert.AreEqual(20, heldOut.Count(i => labels[i] == 1));
     }
+
+    [TestMethod]
+    public void ATemperatureTransfersOnlyWhereItDoesNotMakeTheScoresWorse()
+    {
+        // Confident and right: sharpening helps; softening hurts here but only ever moves towards uniform, so it may.
+        var right = new List<float[]> { new[] { 2f, 0f }, new[] { 0f, 2f }, new[] { 3f, 0f } };
+        var labels = new List<int> { 0, 1, 0 };
+        Assert.IsTrue(ScoreTemperatureFit.Transfers(right, labels, 0.5));
+        Assert.IsTrue(ScoreTemperatureFit.Transfers(right, labels, 4));
+        // Confident and wrong: sharpening makes it worse and may not.
+        Assert.IsFalse(ScoreTemperatureFit.Transfers(right, new List<int> { 1, 0, 1 }, 0.5));
+        // A model at chance: sharpening 20 times turns small margins into confident mistakes.
+        var chance = new List<float[]> { new[] { 0.2f, 0f }, new[] { 0.1f, 0f }, new[] { 0f, 0.1f }, new[] { 0f, 0.2f } };
+        Assert.IsFalse(ScoreTemperatureFit.Transfers(chance, new List<int> { 1, 0, 0, 1 }, 0.05));
+        Assert.IsTrue(ScoreTemperatureFit.Transfers(chance, new List<int> { 1, 0, 0, 1 }, 1), "no temperature always transfers");
+    }
 }
