@@ -241,9 +241,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             options.TokenDropout = TokenDropout;
             options.Pooling = Pooling;
             options.BigramBuckets = options.Layers == 0 ? BigramBuckets : 0;
-            options.LinearBagBuckets = TextClassifierOptions.RecommendedLinearBagBuckets(options.ClassCount);
-            options.LinearBag = LinearBag && TextClassifierOptions.LinearBagFits(options.VocabularySize, options.LinearBagBuckets, options.ClassCount);
-            options.LinearBagLength = LinearBagLength;
+            options.UseLinearBag(LinearBag, LinearBagLength);
             options.Truncation = Truncation;
             options.Validate();
             return options;

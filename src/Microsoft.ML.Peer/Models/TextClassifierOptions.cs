@@ -92,7 +92,7 @@ public sealed class TextClassifierOptions : TransformerOptions
 
     /// <summary>Whether the linear bag's tables for <paramref name="vocabularySize"/> tokens, <paramref name="buckets"/> pair buckets and
     /// <paramref name="classCount"/> classes stay within <see cref="RecommendedLinearBagWeights"/>.</summary>
-    internal static bool LinearBagFits(int vocabularySize, int buckets, int classCount) =>
+    private static bool LinearBagFits(int vocabularySize, int buckets, int classCount) =>
         ((long)vocabularySize + buckets) * classCount <= RecommendedLinearBagWeights;
 
     /// <summary>
@@ -158,14 +158,24 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// slower and less accurate than the bag of embeddings (measurements: docs/ml-net-plugin.md, "Why the classifier has
     /// no attention blocks by default").
     /// </remarks>
-    public static TextClassifierOptions Recommended(int vocabularySize, int classCount, int paddingId) =>
-        new()
-        {
-            VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId, Pooling = RecommendedPooling,
-            LinearBag = RecommendedLinearBag && LinearBagFits(vocabularySize, RecommendedLinearBagBuckets(classCount), classCount),
-            LinearBagLength = RecommendedLinearBagLength,
-            LinearBagBuckets = RecommendedLinearBagBuckets(classCount),
-        };
+    public static TextClassifierOptions Recommended(int vocabularySize, int classCount, int paddingId)
+    {
+        var options = new TextClassifierOptions { VocabularySize = vocabularySize, ClassCount = classCount, PaddingId = paddingId, Pooling = RecommendedPooling };
+        options.UseLinearBag(RecommendedLinearBag, RecommendedLinearBagLength);
+        return options;
+    }
+
+    /// <summary>
+    /// Sets the linear bag as the trainer and <see cref="Recommended"/> want it for this vocabulary and class count: on when
+    /// <paramref name="wanted"/> and its tables fit <see cref="RecommendedLinearBagWeights"/>, reading <paramref name="length"/>
+    /// tokens, with <see cref="RecommendedLinearBagBuckets"/> pair buckets.
+    /// </summary>
+    internal void UseLinearBag(bool wanted, int length)
+    {
+        LinearBagBuckets = RecommendedLinearBagBuckets(ClassCount);
+        LinearBag = wanted && LinearBagFits(VocabularySize, LinearBagBuckets, ClassCount);
+        LinearBagLength = length;
+    }
 
     /// <summary>
     /// A classifier with <paramref name="languageModel"/>'s embeddings and blocks (vocabulary, context, width, depth,
