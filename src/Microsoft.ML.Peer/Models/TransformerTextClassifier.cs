@@ -116,7 +116,11 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
 
     /// <summary>Tokens [B, T] (int64, T ≤ <see cref="TextClassifierOptions.InputLength"/>, each text's tokens first, padded with
     /// PaddingId) → class logits [B, C]. The encoder reads at most ContextLength of each text's tokens.</summary>
-    public override Tensor forward(Tensor tokens)
+    public override Tensor forward(Tensor tokens) => Logits(tokens, withLinearBag: true);
+
+    /// <summary>The logits of <see cref="forward"/>, with or without the linear bag's (scoring adds those from the token ids,
+    /// <see cref="LinearBagLogitsOf"/>).</summary>
+    private Tensor Logits(Tensor tokens, bool withLinearBag)
     {
         if (tokens.dim() != 2)
             throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
@@ -135,7 +139,7 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         if (bigram_embedding is not null && encoderTokens.shape[1] > 1) pooled = pooled + MeanBigramEmbedding(encoderTokens, mask);
         if (pooled_feed_forward is not null) pooled = pooled + pooled_feed_forward.forward(pooled_norm!.forward(pooled));
         var logits = head.forward(pooled);
-        if (linear_bag_tokens is not null) logits = logits + LinearBagLogits(tokens, real);
+        if (withLinearBag && linear_bag_tokens is not null) logits = logits + LinearBagLogits(tokens, real);
         return logits.MoveToOuterDisposeScope();
     }
 
@@ -169,6 +173,60 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
             sum = sum + linear_bag_pairs.forward(PairBuckets(tokens, real, Settings.LinearBagBuckets, Settings.VocabularySize)).sum(1);
         var length = real.sum(1, type: ScalarType.Float32).clamp_min(1).sqrt().unsqueeze(-1);
         return (sum / length).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Whether scoring can read the linear bag's rows straight from its tables (float32, contiguous, on the CPU): a row's bag
+    /// is then a loop over its token ids instead of a dozen small tensor operations, a fifth of the forward pass of a
+    /// 2,048-token mail (docs/performance.md).
+    /// </summary>
+    private bool ReadsLinearBagDirectly =>
+        linear_bag_tokens is not null && Readable(linear_bag_tokens.weight!) && (linear_bag_pairs is null || Readable(linear_bag_pairs.weight!));
+
+    private static bool Readable(Tensor table) =>
+        table.device_type == DeviceType.CPU && table.dtype == ScalarType.Float32 && table.is_contiguous();
+
+    /// <summary>
+    /// [B, C]: <see cref="LinearBagLogits"/> of the texts <paramref name="batch"/> indexes (each cut to its first
+    /// <see cref="TextClassifierOptions.InputLength"/> ids), summed from the token ids and the tables' rows directly. The
+    /// same sums as the tensor path, in another order (double accumulation); only for scoring without gradients, where
+    /// <see cref="ReadsLinearBagDirectly"/>.
+    /// </summary>
+    private unsafe Tensor LinearBagLogitsOf(IReadOnlyList<int[]> texts, int[] batch)
+    {
+        int classes = Settings.ClassCount, vocabulary = Settings.VocabularySize, buckets = Settings.LinearBagBuckets;
+        long padding = Settings.PaddingId;
+        float* tokenRows = (float*)PeerNativeMethods.TensorData(linear_bag_tokens!.weight!.Handle);
+        float* pairRows = linear_bag_pairs is null ? null : (float*)PeerNativeMethods.TensorData(linear_bag_pairs.weight!.Handle);
+        var result = new float[batch.Length * classes];
+        var sum = new double[classes];
+        for (int b = 0; b < batch.Length; b++)
+        {
+            var text = texts[batch[b]];
+            int length = Math.Min(text.Length, Settings.InputLength);
+            Array.Clear(sum);
+            int real = 0;
+            for (int t = 0; t < length; t++)
+            {
+                int id = text[t];
+                // The tensor path's embedding lookup refuses such an id; here it would read outside the table.
+                if ((uint)id >= (uint)vocabulary)
+                    throw new ArgumentException($"Token id {id} at position {t} is outside the vocabulary 0..{vocabulary - 1}.", nameof(texts));
+                if (id == padding) continue;
+                real++;
+                AddRow(sum, tokenRows + (long)id * classes);
+                if (pairRows is not null && t + 1 < length && text[t + 1] != padding && (uint)text[t + 1] < (uint)vocabulary)
+                    AddRow(sum, pairRows + PairBucket(id, text[t + 1], buckets, vocabulary) * classes);
+            }
+            float scale = MathF.Sqrt(Math.Max(1, real));
+            for (int c = 0; c < classes; c++) result[b * classes + c] = (float)sum[c] / scale;
+        }
+        return tensor(result, new long[] { batch.Length, classes });
+
+        static void AddRow(double[] sum, float* row)
+        {
+            for (int c = 0; c < sum.Length; c++) sum[c] += row[c];
+        }
     }
 
     /// <summary>[B, T, d] token vectors and their [B, T] mask (true = real) → [B, d] text vectors, as
@@ -213,10 +271,18 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         using var scope = NewDisposeScope();
         long pairs = tokens.shape[1] - 1;
         var realPair = real.narrow(1, 0, pairs).logical_and(real.narrow(1, 1, pairs));
-        // Knuth's multiplicative hash of the pair's index below 2^32 (pair indices are below 2^40, the product below 2^63).
-        return (tokens.narrow(1, 0, pairs) * vocabularySize + tokens.narrow(1, 1, pairs)).mul(2654435761L).bitwise_and(0xFFFFFFFFL)
+        // PairBucket's hash, on tensors.
+        return (tokens.narrow(1, 0, pairs) * vocabularySize + tokens.narrow(1, 1, pairs)).mul(PairHashMultiplier).bitwise_and(0xFFFFFFFFL)
             .remainder(buckets).masked_fill(realPair.logical_not(), buckets).MoveToOuterDisposeScope();
     }
+
+    // Knuth's multiplicative hash of the pair's index a·V + b, kept to its low 32 bits (which int64 overflow leaves intact).
+    private const long PairHashMultiplier = 2654435761L;
+
+    /// <summary>The bucket of the pair of real tokens (<paramref name="first"/>, <paramref name="second"/>): the hash of
+    /// <see cref="PairBuckets"/>, for one pair.</summary>
+    internal static long PairBucket(long first, long second, int buckets, int vocabularySize) =>
+        (unchecked((first * vocabularySize + second) * PairHashMultiplier) & 0xFFFFFFFFL) % buckets;
 
     private const string TooLongHint = "; truncate the texts first";
 
@@ -278,7 +344,10 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
         {
             using var scope = NewDisposeScope();
             var batch = order[first..Math.Min(order.Length, first + batchSize)];
-            var flat = output(forward(Batch(texts, batch))).contiguous().data<float>().ToArray();
+            // The bag first: it checks every id it reads before the encoder's lookups see them.
+            var bag = ReadsLinearBagDirectly ? LinearBagLogitsOf(texts, batch) : null;
+            var logits = bag is null ? forward(Batch(texts, batch)) : Logits(Batch(texts, batch), withLinearBag: false) + bag;
+            var flat = output(logits).contiguous().data<float>().ToArray();
             int classes = Settings.ClassCount;
             for (int b = 0; b < batch.Length; b++) result[batch[b]] = flat[(b * classes)..((b + 1) * classes)];
         }

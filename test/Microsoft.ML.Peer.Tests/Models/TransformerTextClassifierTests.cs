@@ -235,6 +235,35 @@ public sealed class TransformerTextClassifierTests
     }
 
     [TestMethod]
+    public void ScoringReadsTheLinearBagsRowsDirectlyAndGetsTheForwardPasssLogits()
+    {
+        manual_seed(19);
+        const int buckets = 64;
+        using var model = new TransformerTextClassifier(WithLinearBag(TextTruncation.KeepStartAndEnd, buckets));
+        using (no_grad())
+        {
+            foreach (var (_, p) in model.named_parameters()) p.add_(randn_like(p) * 0.5);
+            foreach (var table in model.SparseGradientTables().Where(t => t.shape[0] == buckets + 1)) table[-1].zero_();
+            model.named_parameters().Single(p => p.name == TransformerTextClassifier.LinearBagTokenTableName).parameter[TinyTextClassification.Padding].zero_();
+        }
+        model.eval();
+        // Longer than the encoder's 6 and the input's 12 (scoring reads the first 12), one token, none, and a repeated pair.
+        var texts = new[] { Enumerable.Range(0, 15).Select(t => t % 14 + 1).ToArray(), new[] { 4 }, Array.Empty<int>(), new[] { 3, 5, 3, 5, 3 } };
+        var scored = model.PredictLogits(texts, batchSize: 3);
+        using var noGrad = no_grad();
+        for (int i = 0; i < texts.Length; i++)
+        {
+            var alone = model.forward(model.Batch(texts, new[] { i }));
+            for (int c = 0; c < scored[i].Length; c++)
+                Assert.AreEqual(alone[0, c].item<float>(), scored[i][c], 1e-5f, $"text {i}, class {c}");
+        }
+        Assert.AreEqual(TransformerTextClassifier.PairBucket(3, 5, buckets, TinyTextClassification.Vocabulary),
+            ((3L * TinyTextClassification.Vocabulary + 5) * 2654435761L & 0xFFFFFFFFL) % buckets);
+        var bad = Assert.ThrowsExactly<ArgumentException>(() => model.PredictLogits(new[] { new[] { 2, TinyTextClassification.Vocabulary } }, 1));
+        StringAssert.Contains(bad.Message, $"Token id {TinyTextClassification.Vocabulary} at position 1");
+    }
+
+    [TestMethod]
     public void TheLinearBagTrainsOnlyTheRowsOfItsTextsTokensAndPairs()
     {
         manual_seed(18);
