@@ -7,7 +7,20 @@ namespace ClassifierBenchmarks;
 
 /// <summary>One trainer's result on one set.</summary>
 public sealed record TrainerResult(string Set, string Trainer, double MicroAccuracy, double MacroAccuracy, double LogLoss,
-    TimeSpan FitTime);
+    TimeSpan FitTime)
+{
+    /// <summary>On a test part: each test row's log-loss and whether its predicted label was right, in the test part's order
+    /// (null in cross-validation).</summary>
+    public IReadOnlyList<(double LogLoss, bool Correct)>? Rows { get; init; }
+}
+
+/// <summary>
+/// Ours minus another trainer's test log-loss and micro-accuracy on the same rows, with 95% intervals from resampling the test
+/// part's documents (<see cref="TextExample.Group"/>) with replacement: the rows of one document are not independent draws,
+/// so a set with a few hundred documents has wide intervals however many rows they are cut into.
+/// </summary>
+public sealed record PairedDifference(string Set, string Ours, string Other, int Documents, double LogLoss, double LogLossLow,
+    double LogLossHigh, double MicroAccuracy, double MicroAccuracyLow, double MicroAccuracyHigh);
 
 /// <summary>
 /// Fits our trainer with its defaults and ML.NET's stock text classifiers (FeaturizeText + SdcaMaximumEntropy,
@@ -156,13 +169,87 @@ public static class ClassifierSuite
         var clock = Stopwatch.StartNew();
         var model = build(ml).Fit(ml.Data.LoadFromEnumerable(train));
         var fitTime = clock.Elapsed;
-        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(ml.Data.LoadFromEnumerable(set.Test)));
+        var scored = model.Transform(ml.Data.LoadFromEnumerable(set.Test));
+        var metrics = ml.MulticlassClassification.Evaluate(scored);
+        var rows = RowScores(scored);
         log?.Invoke($"  {set.Name}: {name}: micro-accuracy {metrics.MicroAccuracy:F4}, macro {metrics.MacroAccuracy:F4}, " +
                     $"log-loss {metrics.LogLoss:F4}, fit {fitTime.TotalSeconds:F1} s");
+        // The rows' own figures must give the evaluator's, or the paired differences would compare something else.
+        if (Math.Abs(rows.Average(r => r.LogLoss) - metrics.LogLoss) > 1e-6 || Math.Abs(rows.Average(r => r.Correct ? 1.0 : 0) - metrics.MicroAccuracy) > 1e-9)
+            throw new InvalidOperationException($"{set.Name} {name}: the rows' log-loss {rows.Average(r => r.LogLoss)} or accuracy do not " +
+                                                $"match the evaluator's {metrics.LogLoss}, {metrics.MicroAccuracy}.");
         (model as IDisposable)?.Dispose();
         foreach (var part in (model as IEnumerable<ITransformer>) ?? Array.Empty<ITransformer>()) (part as IDisposable)?.Dispose();
-        return new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime);
+        return new TrainerResult(set.Name, name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss, fitTime) { Rows = rows };
     }
+
+    // ML.NET's multiclass evaluator clamps a row's probability of its label here before the logarithm.
+    private const double LogLossFloor = 1e-15;
+
+    /// <summary>Each scored row's log-loss (−ln of its label's probability, as ML.NET's evaluator computes it) and whether the
+    /// highest score is its label (the first highest, as the evaluator breaks ties).</summary>
+    private static List<(double LogLoss, bool Correct)> RowScores(IDataView scored)
+    {
+        var rows = new List<(double, bool)>();
+        using var cursor = scored.GetRowCursor(new[] { scored.Schema["Label"], scored.Schema["Score"] });
+        var labelGetter = cursor.GetGetter<uint>(scored.Schema["Label"]);
+        var scoreGetter = cursor.GetGetter<Microsoft.ML.Data.VBuffer<float>>(scored.Schema["Score"]);
+        uint label = 0;
+        var score = default(Microsoft.ML.Data.VBuffer<float>);
+        while (cursor.MoveNext())
+        {
+            labelGetter(ref label);
+            scoreGetter(ref score);
+            var values = score.DenseValues().ToArray();
+            int truth = (int)label - 1, best = 0;
+            for (int c = 1; c < values.Length; c++) if (values[c] > values[best]) best = c;
+            double p = truth >= 0 && truth < values.Length ? values[truth] : 0;
+            rows.Add((-Math.Log(Math.Max(p, LogLossFloor)), best == truth));
+        }
+        return rows;
+    }
+
+    /// <summary>
+    /// <paramref name="ours"/> against each other result of <paramref name="results"/> that has test rows (<see cref="PairedDifference"/>):
+    /// <paramref name="resamples"/> resamples of the test part's documents, seeded, the same ones for every trainer.
+    /// </summary>
+    public static List<PairedDifference> PairedDifferences(TextSet set, IReadOnlyList<TrainerResult> results, string ours = "PEER (defaults)",
+        int resamples = 2000, int seed = 1)
+    {
+        var mine = results.FirstOrDefault(r => r.Trainer == ours && r.Rows is not null);
+        if (mine is null) return new List<PairedDifference>();
+        var documents = set.Test.Select((row, i) => (row.Group, i)).GroupBy(x => x.Group).Select(g => g.Select(x => x.i).ToArray()).ToArray();
+        var draws = new int[resamples][];
+        var random = new Random(seed);
+        for (int b = 0; b < resamples; b++) draws[b] = Enumerable.Range(0, documents.Length).Select(_ => random.Next(documents.Length)).ToArray();
+        var differences = new List<PairedDifference>();
+        foreach (var other in results.Where(r => r != mine && r.Rows is not null))
+        {
+            double[] loss = mine.Rows!.Zip(other.Rows!, (a, b) => a.LogLoss - b.LogLoss).ToArray();
+            double[] right = mine.Rows!.Zip(other.Rows!, (a, b) => (a.Correct ? 1.0 : 0) - (b.Correct ? 1.0 : 0)).ToArray();
+            (double Low, double High) Interval(double[] perRow)
+            {
+                var means = draws.Select(draw =>
+                {
+                    double sum = 0; int count = 0;
+                    foreach (int d in draw) foreach (int i in documents[d]) { sum += perRow[i]; count++; }
+                    return sum / count;
+                }).Order().ToArray();
+                return (means[(int)(0.025 * (resamples - 1))], means[(int)Math.Ceiling(0.975 * (resamples - 1))]);
+            }
+            var (lossLow, lossHigh) = Interval(loss);
+            var (accuracyLow, accuracyHigh) = Interval(right);
+            differences.Add(new PairedDifference(set.Name, mine.Trainer, other.Trainer, documents.Length, loss.Average(), lossLow, lossHigh,
+                right.Average(), accuracyLow, accuracyHigh));
+        }
+        return differences;
+    }
+
+    /// <summary>One line per paired difference, as the command prints them.</summary>
+    public static string Describe(PairedDifference d) =>
+        $"  {d.Set}: {d.Ours} − {d.Other} on the same {d.Documents:N0} test documents: log-loss {d.LogLoss:+0.0000;−0.0000} " +
+        $"[{d.LogLossLow:+0.0000;−0.0000}, {d.LogLossHigh:+0.0000;−0.0000}], micro-accuracy {d.MicroAccuracy:+0.0000;−0.0000} " +
+        $"[{d.MicroAccuracyLow:+0.0000;−0.0000}, {d.MicroAccuracyHigh:+0.0000;−0.0000}] (95%, documents resampled)";
 
     /// <summary>Whether the trainers' own log (epochs, validation loss, the epoch kept) is written to the log too.</summary>
     public static bool Verbose { get; set; }
@@ -213,6 +300,16 @@ public static class ClassifierSuite
             ["macro_accuracy"] = Number(r.MacroAccuracy),
             ["log_loss"] = Number(r.LogLoss),
             ["fit_seconds"] = r.FitTime.TotalSeconds,
+        }).ToArray()),
+        ["paired_differences"] = new JsonArray(PairedDifferences(set, results.ToList()).Select(d => (JsonNode)new JsonObject
+        {
+            ["ours"] = d.Ours,
+            ["other"] = d.Other,
+            ["test_documents"] = d.Documents,
+            ["log_loss"] = d.LogLoss,
+            ["log_loss_95"] = new JsonArray(d.LogLossLow, d.LogLossHigh),
+            ["micro_accuracy"] = d.MicroAccuracy,
+            ["micro_accuracy_95"] = new JsonArray(d.MicroAccuracyLow, d.MicroAccuracyHigh),
         }).ToArray()),
     };
 }

@@ -81,6 +81,7 @@ foreach (var name in names)
     }
     var extra = arguments.Text("configs", "").Split('|', StringSplitOptions.RemoveEmptyEntries).Select(PeerConfiguration.Parse).ToList();
     var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only, configurations: extra);
+    foreach (var difference in ClassifierSuite.PairedDifferences(set, results)) Console.WriteLine(ClassifierSuite.Describe(difference));
     all.AddRange(results);
     File.WriteAllText(Path.Combine(output, $"{name}{(quick ? "-quick" : "")}.json"),
         ClassifierSuite.Json(set, results, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");

@@ -38,6 +38,17 @@ public sealed class ClassifierSuiteTests
             var json = ClassifierSuite.Json(set, perSet, quick: true);
             Assert.AreEqual(set.Name, (string?)json["set"]);
             Assert.AreEqual(ClassifierSuite.Trainers.Count, ((JsonArray)json["results"]!).Count);
+            var differences = ClassifierSuite.PairedDifferences(set, perSet);
+            CollectionAssert.AreEqual(ClassifierSuite.Trainers.Skip(1).Select(t => t.Name).ToArray(), differences.Select(d => d.Other).ToArray());
+            foreach (var d in differences)
+            {
+                var (mine, other) = (perSet[0], perSet.Single(r => r.Trainer == d.Other));
+                Assert.AreEqual(mine.LogLoss - other.LogLoss, d.LogLoss, 1e-9, $"{set.Name} {d.Other}: the difference of the two log-losses");
+                Assert.AreEqual(mine.MicroAccuracy - other.MicroAccuracy, d.MicroAccuracy, 1e-9, $"{set.Name} {d.Other}: of the accuracies");
+                Assert.IsTrue(d.LogLossLow <= d.LogLossHigh && d.MicroAccuracyLow <= d.MicroAccuracyHigh, $"{set.Name} {d.Other}: intervals");
+                Assert.AreEqual(set.Test.Select(r => r.Group).Distinct().Count(), d.Documents);
+            }
+            Assert.AreEqual(differences.Count, ((JsonArray)json["paired_differences"]!).Count);
             results.AddRange(perSet);
         }
         var table = ClassifierSuite.Table(results).Split('\n');
