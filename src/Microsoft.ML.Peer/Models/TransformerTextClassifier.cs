@@ -177,8 +177,8 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
 
     /// <summary>
     /// Whether scoring can read the linear bag's rows straight from its tables (float32, contiguous, on the CPU): a row's bag
-    /// is then a loop over its token ids instead of a dozen small tensor operations, a fifth of the forward pass of a
-    /// 2,048-token mail (docs/performance.md).
+    /// is then a loop over its token ids instead of a dozen small tensor operations, whose fixed costs weighed on the forward
+    /// pass of a single long text (docs/performance.md).
     /// </summary>
     private bool ReadsLinearBagDirectly =>
         linear_bag_tokens is not null && Readable(linear_bag_tokens.weight!) && (linear_bag_pairs is null || Readable(linear_bag_pairs.weight!));
