@@ -235,7 +235,7 @@ public sealed class TransformerTextClassifierTests
     }
 
     [TestMethod]
-    public void ScoringReadsTheLinearBagsRowsDirectlyAndGetsTheForwardPasssLogits()
+    public void ScoringReadsTheLinearBagsRowsDirectlyAndGetsTheForwardPassLogits()
     {
         manual_seed(19);
         const int buckets = 64;
