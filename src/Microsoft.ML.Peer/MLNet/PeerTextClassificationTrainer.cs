@@ -63,7 +63,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         /// Stop when the validation loss (on <see cref="PeerTrainerOptionsBase.ValidationSet"/> or the held-out
         /// <see cref="ValidationFraction"/>) has not fallen for this many epochs, and keep the weights of the epoch where it was
         /// lowest: <see cref="PeerTrainerOptionsBase.Epochs"/> is then the most epochs trained. 0 trains every epoch and keeps the
-        /// last weights. Default 1.
+        /// last weights. Default 2.
         /// </summary>
         public int EarlyStoppingPatience;
 

@@ -35,7 +35,7 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(2, o.MoeTopK);
         Assert.AreEqual(ExpertTablePrecision.Float32, o.ExpertTablePrecision);
         Assert.AreEqual(0.1, o.ValidationFraction);
-        Assert.AreEqual(1, o.EarlyStoppingPatience);
+        Assert.AreEqual(2, o.EarlyStoppingPatience);
         Assert.AreEqual(new ClassifierTrainingOptions().EarlyStoppingPatience, o.EarlyStoppingPatience, "stated once, on the training options");
         Assert.AreEqual(64, o.MinimumStepsPerEpoch);
         Assert.AreEqual(new ClassifierTrainingOptions().MinimumStepsPerEpoch, o.MinimumStepsPerEpoch, "stated once, on the training options");
