@@ -15,6 +15,7 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
         ["few-labels"] = "comma-separated label fractions (e.g. 0.01,0.05,0.2): the few-label experiment instead of the suite",
         ["pretrain-epochs"] = "with --few-labels: epochs of the language model's pre-training (default 1)",
         ["pretrain-minutes"] = "with --few-labels: a time budget for the pre-training, in minutes (default none: the epochs)",
+        ["train-rows"] = "N: at most N rows of each set's training part, evenly spaced (to cross-validate at a smaller size); the test part is kept",
         ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'; 'none' for only the --trainers; without --cv: more PEER configurations fitted and tested after the --trainers",
     },
     new Dictionary<string, string>
@@ -49,6 +50,7 @@ foreach (var name in names)
     Console.WriteLine($"Loading {name} ...");
     var set = TextSets.Load(name);
     if (quick) set = set.Slice(300, 100);
+    if (arguments.Integer("train-rows", 0) is > 0 and var trainRows) set = set.SliceTraining(trainRows);
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");
