@@ -50,7 +50,11 @@ foreach (var name in names)
     Console.WriteLine($"Loading {name} ...");
     var set = TextSets.Load(name);
     if (quick) set = set.Slice(300, 100);
-    if (arguments.Integer("train-rows", 0) is > 0 and var trainRows) set = set.SliceTraining(trainRows);
+    if (arguments.Text("train-rows", "") != "")
+    {
+        try { set = set.SliceTraining(arguments.Integer("train-rows", 0)); }
+        catch (ArgumentOutOfRangeException e) { Console.Error.WriteLine(e.Message); return 2; }
+    }
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");

@@ -28,7 +28,9 @@ public sealed record TextSet(string Name, string Source, string Labelling, strin
     public TextSet Slice(int train, int test) => this with { Train = Spread(Train, train), Test = Spread(Test, test) };
 
     /// <summary>At most <paramref name="train"/> rows of the training part, evenly spaced; the test part as it is (not read).</summary>
-    public TextSet SliceTraining(int train) => this with { Train = Spread(Train, train) };
+    public TextSet SliceTraining(int train) => train >= 1
+        ? this with { Train = Spread(Train, train) }
+        : throw new ArgumentOutOfRangeException(nameof(train), train, $"--train-rows expects at least 1 row; got {train}.");
 
     private static List<TextExample> Spread(IReadOnlyList<TextExample> rows, int count) =>
         rows.Count <= count ? rows.ToList() : Enumerable.Range(0, count).Select(i => rows[(int)((long)i * rows.Count / count)]).ToList();

@@ -92,15 +92,15 @@ public abstract class TransformerModel<TOptions> : Module<Tensor, Tensor> where 
         return final_norm.forward(h).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Throws unless <paramref name="tokens"/> is [batch, time] with time ≤ the context length.</summary>
-    private protected void CheckTokens(Tensor tokens, string tooLongHint = "")
+    /// <summary>Throws unless <paramref name="tokens"/> is [batch, time] with time ≤ <paramref name="maxLength"/> (the context
+    /// length when null), which the message calls the model's <paramref name="lengthName"/> length.</summary>
+    private protected void CheckTokens(Tensor tokens, string tooLongHint = "", int? maxLength = null, string lengthName = "context")
     {
         if (tokens.dim() != 2)
             throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
-        long time = tokens.shape[1];
-        if (time > _options.ContextLength)
-            throw new ArgumentException($"Sequence length {time} exceeds the model's context length {_options.ContextLength}{tooLongHint}.",
-                nameof(tokens));
+        long time = tokens.shape[1], most = maxLength ?? _options.ContextLength;
+        if (time > most)
+            throw new ArgumentException($"Sequence length {time} exceeds the model's {lengthName} length {most}{tooLongHint}.", nameof(tokens));
     }
 
     /// <summary>

@@ -122,11 +122,7 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
     /// <see cref="LinearBagLogitsOf"/>).</summary>
     private Tensor Logits(Tensor tokens, bool withLinearBag)
     {
-        if (tokens.dim() != 2)
-            throw new ArgumentException($"Tokens must have shape [batch, time]; got [{string.Join(", ", tokens.shape)}].", nameof(tokens));
-        if (tokens.shape[1] > Settings.InputLength)
-            throw new ArgumentException($"Sequence length {tokens.shape[1]} exceeds the model's {(Settings.LinearBag ? "input" : "context")} length {Settings.InputLength}{TooLongHint}.",
-                nameof(tokens));
+        CheckTokens(tokens, TooLongHint, Settings.InputLength, Settings.LinearBag ? "input" : "context");
         using var scope = NewDisposeScope();
         var real = tokens.ne(Settings.PaddingId);
         var encoderTokens = tokens.shape[1] > Settings.ContextLength ? EncoderTokens(tokens, real) : tokens;
@@ -215,7 +211,8 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
                 if (id == padding) continue;
                 real++;
                 AddRow(sum, tokenRows + (long)id * classes);
-                if (pairRows is not null && t + 1 < length && text[t + 1] != padding && (uint)text[t + 1] < (uint)vocabulary)
+                // An out-of-vocabulary second token still hashes to a bucket in the table; the next step refuses it.
+                if (pairRows is not null && t + 1 < length && text[t + 1] != padding)
                     AddRow(sum, pairRows + PairBucket(id, text[t + 1], buckets, vocabulary) * classes);
             }
             float scale = MathF.Sqrt(Math.Max(1, real));
@@ -346,7 +343,8 @@ public sealed class TransformerTextClassifier : TransformerModel<TextClassifierO
             var batch = order[first..Math.Min(order.Length, first + batchSize)];
             // The bag first: it checks every id it reads before the encoder's lookups see them.
             var bag = ReadsLinearBagDirectly ? LinearBagLogitsOf(texts, batch) : null;
-            var logits = bag is null ? forward(Batch(texts, batch)) : Logits(Batch(texts, batch), withLinearBag: false) + bag;
+            var tokens = Batch(texts, batch);
+            var logits = bag is null ? forward(tokens) : Logits(tokens, withLinearBag: false) + bag;
             var flat = output(logits).contiguous().data<float>().ToArray();
             int classes = Settings.ClassCount;
             for (int b = 0; b < batch.Length; b++) result[batch[b]] = flat[(b * classes)..((b + 1) * classes)];

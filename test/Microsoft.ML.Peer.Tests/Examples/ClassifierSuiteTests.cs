@@ -58,6 +58,17 @@ public sealed class ClassifierSuiteTests
     }
 
     [TestMethod]
+    public void TrainingRowsAreSlicedAndANonPositiveCountIsRefusedByName()
+    {
+        var set = Synthetic("two-topics", 2, 1);
+        var sliced = set.SliceTraining(50);
+        Assert.AreEqual(50, sliced.Train.Count);
+        Assert.AreSame(set.Test, sliced.Test, "the test part is kept as it is, unread");
+        var refused = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => set.SliceTraining(0));
+        StringAssert.Contains(refused.Message, "--train-rows expects at least 1 row; got 0");
+    }
+
+    [TestMethod]
     public void MoreConfigurationsOfOursAreTestedAfterTheTrainersAsked()
     {
         var set = Synthetic("two-topics", 2, 1).Slice(120, 40);
