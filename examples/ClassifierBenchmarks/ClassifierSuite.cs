@@ -12,6 +12,21 @@ public sealed record TrainerResult(string Set, string Trainer, double MicroAccur
     /// <summary>On a test part: each test row's log-loss and whether its predicted label was right, in the test part's order
     /// (null in cross-validation).</summary>
     public IReadOnlyList<(double LogLoss, bool Correct)>? Rows { get; init; }
+
+    /// <summary>In cross-validation: each fold's log-loss, in ML.NET's fold order (null on a test part).</summary>
+    public IReadOnlyList<double>? FoldLogLoss { get; init; }
+}
+
+/// <summary>
+/// Ours minus another pipeline's log-loss on each fold of the same cross-validation (ML.NET gives every pipeline the same
+/// folds): how the difference spreads over parts of the training documents the size of a fold.
+/// </summary>
+public sealed record FoldDifference(string Set, string Ours, string Other, IReadOnlyList<double> LogLoss)
+{
+    public double Mean => LogLoss.Average();
+
+    /// <summary>The folds where ours has the lower log-loss.</summary>
+    public int OursLower => LogLoss.Count(d => d < 0);
 }
 
 /// <summary>
@@ -101,11 +116,15 @@ public static class ClassifierSuite
                 seed: seed);
             var perFold = clock.Elapsed / folds;
             var result = new TrainerResult(set.Name, name, cv.Average(f => f.Metrics.MicroAccuracy),
-                cv.Average(f => f.Metrics.MacroAccuracy), cv.Average(f => f.Metrics.LogLoss), perFold);
+                cv.Average(f => f.Metrics.MacroAccuracy), cv.Average(f => f.Metrics.LogLoss), perFold)
+            {
+                FoldLogLoss = cv.Select(f => f.Metrics.LogLoss).ToList(),
+            };
             results.Add(result);
             log?.Invoke($"  {set.Name}: {name}: micro-accuracy {result.MicroAccuracy:F4} " +
                         $"(folds {string.Join(" ", cv.Select(f => f.Metrics.MicroAccuracy.ToString("F4")))}), macro {result.MacroAccuracy:F4}, " +
-                        $"log-loss {result.LogLoss:F4}, {perFold.TotalSeconds:F1} s per fold");
+                        $"log-loss {result.LogLoss:F4} (folds {string.Join(" ", result.FoldLogLoss.Select(l => l.ToString("F4")))}), " +
+                        $"{perFold.TotalSeconds:F1} s per fold");
             foreach (var fold in cv) (fold.Model as IDisposable)?.Dispose();
         }
         return results;
@@ -245,6 +264,22 @@ public static class ClassifierSuite
         return differences;
     }
 
+    /// <summary>
+    /// The first of <paramref name="results"/> (cross-validated, of one set) minus each other one, fold by fold.
+    /// </summary>
+    public static List<FoldDifference> FoldDifferences(IReadOnlyList<TrainerResult> results)
+    {
+        if (results.Count == 0 || results[0].FoldLogLoss is not { } mine) return new List<FoldDifference>();
+        return results.Skip(1).Where(r => r.FoldLogLoss is { } f && f.Count == mine.Count)
+            .Select(r => new FoldDifference(results[0].Set, results[0].Trainer, r.Trainer, mine.Zip(r.FoldLogLoss!, (a, b) => a - b).ToList()))
+            .ToList();
+    }
+
+    /// <summary>One line per fold difference, as the command prints them.</summary>
+    public static string Describe(FoldDifference d) =>
+        $"  {d.Set}: {d.Ours} − {d.Other}, log-loss fold by fold: mean {d.Mean:+0.0000;−0.0000}, from {d.LogLoss.Min():+0.0000;−0.0000} " +
+        $"to {d.LogLoss.Max():+0.0000;−0.0000}; ours lower in {d.OursLower} of {d.LogLoss.Count} folds";
+
     /// <summary>One line per paired difference, as the command prints them.</summary>
     public static string Describe(PairedDifference d) =>
         $"  {d.Set}: {d.Ours} − {d.Other} on the same {d.Documents:N0} test documents: log-loss {d.LogLoss:+0.0000;−0.0000} " +
@@ -300,6 +335,7 @@ public static class ClassifierSuite
             ["macro_accuracy"] = Number(r.MacroAccuracy),
             ["log_loss"] = Number(r.LogLoss),
             ["fit_seconds"] = r.FitTime.TotalSeconds,
+            ["fold_log_loss"] = r.FoldLogLoss is { } folds ? new JsonArray(folds.Select(v => (JsonNode)JsonValue.Create(v)!).ToArray()) : null,
         }).ToArray()),
         ["paired_differences"] = new JsonArray(PairedDifferences(set, results.ToList()).Select(d => (JsonNode)new JsonObject
         {
@@ -310,6 +346,12 @@ public static class ClassifierSuite
             ["log_loss_95"] = new JsonArray(d.LogLossLow, d.LogLossHigh),
             ["micro_accuracy"] = d.MicroAccuracy,
             ["micro_accuracy_95"] = new JsonArray(d.MicroAccuracyLow, d.MicroAccuracyHigh),
+        }).ToArray()),
+        ["fold_differences"] = new JsonArray(FoldDifferences(results.ToList()).Select(d => (JsonNode)new JsonObject
+        {
+            ["ours"] = d.Ours,
+            ["other"] = d.Other,
+            ["log_loss_by_fold"] = new JsonArray(d.LogLoss.Select(v => (JsonNode)JsonValue.Create(v)!).ToArray()),
         }).ToArray()),
     };
 }

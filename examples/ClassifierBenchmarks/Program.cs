@@ -42,6 +42,12 @@ if (unknownTrainers.Count > 0)
                             $"{string.Join(", ", ClassifierSuite.Trainers.Select(t => t.Name))}.");
     return 2;
 }
+int folds = arguments.Integer("cv", 0);
+if (arguments.Text("cv", "") != "" && folds < 2)
+{
+    Console.Error.WriteLine($"--cv expects at least 2 folds; got {folds}.");
+    return 2;
+}
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));
 Directory.CreateDirectory(output);
 var all = new List<TrainerResult>();
@@ -73,13 +79,13 @@ foreach (var name in names)
             ClassifierSuite.Json(set, few, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
-    int folds = arguments.Integer("cv", 0);
     if (folds > 0)
     {
         var configs = arguments.Text("configs", "defaults");
         var configurations = configs == "none" ? new List<PeerConfiguration>()
             : configs.Split('|', StringSplitOptions.RemoveEmptyEntries).Select(PeerConfiguration.Parse).ToList();
         var cv = ClassifierSuite.CrossValidate(set, configurations, folds, log: Console.WriteLine, stock: only);
+        foreach (var difference in ClassifierSuite.FoldDifferences(cv)) Console.WriteLine(ClassifierSuite.Describe(difference));
         all.AddRange(cv);
         File.WriteAllText(Path.Combine(output, $"cv-{name}{(quick ? "-quick" : "")}.json"),
             ClassifierSuite.Json(set, cv, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");

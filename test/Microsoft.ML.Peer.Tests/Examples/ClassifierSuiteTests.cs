@@ -101,7 +101,20 @@ public sealed class ClassifierSuiteTests
         CollectionAssert.AreEqual(new[] { "PEER (defaults)", "PEER (Epochs=2, LabelSmoothing=0.1)", "FeaturizeText + LbfgsMaximumEntropy" },
             results.Select(r => r.Trainer).ToArray());
         foreach (var r in results)
+        {
             Assert.IsTrue(r.MicroAccuracy is >= 0 and <= 1 && double.IsFinite(r.LogLoss) && r.FitTime > TimeSpan.Zero, r.ToString());
+            Assert.AreEqual(2, r.FoldLogLoss!.Count, $"{r.Trainer}: a log-loss per fold");
+            Assert.AreEqual(r.LogLoss, r.FoldLogLoss.Average(), 1e-9, $"{r.Trainer}: the folds' mean is the reported log-loss");
+        }
+        var differences = ClassifierSuite.FoldDifferences(results);
+        CollectionAssert.AreEqual(results.Skip(1).Select(r => r.Trainer).ToArray(), differences.Select(d => d.Other).ToArray());
+        foreach (var d in differences)
+        {
+            var other = results.Single(r => r.Trainer == d.Other);
+            Assert.AreEqual(results[0].LogLoss - other.LogLoss, d.Mean, 1e-9, $"{d.Other}: ours minus theirs");
+            Assert.AreEqual(results[0].FoldLogLoss!.Zip(other.FoldLogLoss!).Count(p => p.First < p.Second), d.OursLower);
+            StringAssert.Contains(ClassifierSuite.Describe(d), $"of 2 folds");
+        }
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeerConfiguration.Parse("Epoch=2")).Message, "'Epoch'");
         CollectionAssert.AreEqual(new[] { "Sdcaa" }, ClassifierSuite.UnknownTrainers(new[] { "sdca", "Sdcaa", "lightgbm" }),
             "a --trainers part that names no trainer is refused by name");
