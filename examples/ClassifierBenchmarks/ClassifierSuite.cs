@@ -317,8 +317,9 @@ public static class ClassifierSuite
     private static JsonNode? Number(double value) => double.IsNaN(value) ? null : JsonValue.Create(value);
 
     /// <summary>The set's description and results as the JSON written to artifacts/classifier/&lt;set&gt;.json.</summary>
-    public static JsonObject Json(TextSet set, IEnumerable<TrainerResult> results, bool quick) => new()
+    public static JsonObject Json(TextSet set, IEnumerable<TrainerResult> results, bool quick, int seed = 1) => new()
     {
+        ["seed"] = seed,
         ["set"] = set.Name,
         ["source"] = set.Source,
         ["labelling"] = set.Labelling,

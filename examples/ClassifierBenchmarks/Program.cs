@@ -15,6 +15,7 @@ var arguments = ExampleArguments.Parse(args, "Usage: dotnet run -c Release --pro
         ["few-labels"] = "comma-separated label fractions (e.g. 0.01,0.05,0.2): the few-label experiment instead of the suite",
         ["pretrain-epochs"] = "with --few-labels: epochs of the language model's pre-training (default 1)",
         ["pretrain-minutes"] = "with --few-labels: a time budget for the pre-training, in minutes (default none: the epochs)",
+        ["seed"] = "N: the MLContext seed of every fit (default 1): the seed of our trainer and of SDCA's shuffling, and with --cv of the folds",
         ["train-rows"] = "N: at most N rows of each set's training part, evenly spaced (to cross-validate at a smaller size); the test part is kept",
         ["configs"] = "with --cv: '|'-separated PEER configurations, each 'Field=Value,...' of the trainer's Options or 'defaults'; 'none' for only the --trainers; without --cv: more PEER configurations fitted and tested after the --trainers",
     },
@@ -48,6 +49,7 @@ if (arguments.Text("cv", "") != "" && folds < 2)
     Console.Error.WriteLine($"--cv expects at least 2 folds; got {folds}.");
     return 2;
 }
+int seed = arguments.Integer("seed", 1);
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));
 Directory.CreateDirectory(output);
 var all = new List<TrainerResult>();
@@ -73,10 +75,10 @@ foreach (var name in names)
             Epochs = arguments.Integer("pretrain-epochs", 1),
             TimeBudget = arguments.Number("pretrain-minutes", 0) is > 0 and var minutes ? TimeSpan.FromMinutes(minutes) : null,
         };
-        var few = ClassifierSuite.FewLabels(set, fractions, pretraining, log: Console.WriteLine);
+        var few = ClassifierSuite.FewLabels(set, fractions, pretraining, seed, log: Console.WriteLine);
         all.AddRange(few);
         File.WriteAllText(Path.Combine(output, $"few-labels-{name}{(quick ? "-quick" : "")}.json"),
-            ClassifierSuite.Json(set, few, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            ClassifierSuite.Json(set, few, quick, seed).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
     if (folds > 0)
@@ -84,19 +86,19 @@ foreach (var name in names)
         var configs = arguments.Text("configs", "defaults");
         var configurations = configs == "none" ? new List<PeerConfiguration>()
             : configs.Split('|', StringSplitOptions.RemoveEmptyEntries).Select(PeerConfiguration.Parse).ToList();
-        var cv = ClassifierSuite.CrossValidate(set, configurations, folds, log: Console.WriteLine, stock: only);
+        var cv = ClassifierSuite.CrossValidate(set, configurations, folds, seed, log: Console.WriteLine, stock: only);
         foreach (var difference in ClassifierSuite.FoldDifferences(cv)) Console.WriteLine(ClassifierSuite.Describe(difference));
         all.AddRange(cv);
         File.WriteAllText(Path.Combine(output, $"cv-{name}{(quick ? "-quick" : "")}.json"),
-            ClassifierSuite.Json(set, cv, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            ClassifierSuite.Json(set, cv, quick, seed).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         continue;
     }
     var extra = arguments.Text("configs", "").Split('|', StringSplitOptions.RemoveEmptyEntries).Select(PeerConfiguration.Parse).ToList();
-    var results = ClassifierSuite.Run(set, log: Console.WriteLine, only: only, configurations: extra);
+    var results = ClassifierSuite.Run(set, seed, log: Console.WriteLine, only: only, configurations: extra);
     foreach (var difference in ClassifierSuite.PairedDifferences(set, results)) Console.WriteLine(ClassifierSuite.Describe(difference));
     all.AddRange(results);
     File.WriteAllText(Path.Combine(output, $"{name}{(quick ? "-quick" : "")}.json"),
-        ClassifierSuite.Json(set, results, quick).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        ClassifierSuite.Json(set, results, quick, seed).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 }
 Console.WriteLine();
 Console.WriteLine(ClassifierSuite.Table(all));

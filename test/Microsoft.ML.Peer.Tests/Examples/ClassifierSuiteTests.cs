@@ -37,6 +37,7 @@ public sealed class ClassifierSuiteTests
             }
             var json = ClassifierSuite.Json(set, perSet, quick: true);
             Assert.AreEqual(set.Name, (string?)json["set"]);
+            Assert.AreEqual(1, (int?)json["seed"]);
             Assert.AreEqual(ClassifierSuite.Trainers.Count, ((JsonArray)json["results"]!).Count);
             var differences = ClassifierSuite.PairedDifferences(set, perSet);
             CollectionAssert.AreEqual(ClassifierSuite.Trainers.Skip(1).Select(t => t.Name).ToArray(), differences.Select(d => d.Other).ToArray());
