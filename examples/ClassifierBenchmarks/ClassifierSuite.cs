@@ -101,6 +101,7 @@ public static class ClassifierSuite
     public static List<TrainerResult> CrossValidate(TextSet set, IEnumerable<PeerConfiguration> configurations, int folds, int seed = 1,
         Action<string>? log = null, IReadOnlyCollection<string>? stock = null)
     {
+        CheckFolds(folds);
         var pipelines = configurations
             .Select(c => ($"PEER ({c.Name})", (Func<MLContext, IEstimator<ITransformer>>)(ml =>
                 ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Peer().TextClassification(c.Options())))))
@@ -263,6 +264,11 @@ public static class ClassifierSuite
         }
         return differences;
     }
+
+    /// <summary><paramref name="folds"/> when cross-validation can use it (at least 2); otherwise throws, naming the option.</summary>
+    public static int CheckFolds(int folds) => folds >= 2
+        ? folds
+        : throw new ArgumentOutOfRangeException(nameof(folds), folds, $"--cv expects at least 2 folds; got {folds}.");
 
     /// <summary>
     /// The first of <paramref name="results"/> (cross-validated, of one set) minus each other one, fold by fold.

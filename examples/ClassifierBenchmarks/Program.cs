@@ -44,10 +44,10 @@ if (unknownTrainers.Count > 0)
     return 2;
 }
 int folds = arguments.Integer("cv", 0);
-if (arguments.Text("cv", "") != "" && folds < 2)
+if (arguments.Text("cv", "") != "")
 {
-    Console.Error.WriteLine($"--cv expects at least 2 folds; got {folds}.");
-    return 2;
+    try { ClassifierSuite.CheckFolds(folds); }
+    catch (ArgumentOutOfRangeException e) { Console.Error.WriteLine(e.Message); return 2; }
 }
 int seed = arguments.Integer("seed", 1);
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));

@@ -116,6 +116,8 @@ public sealed class ClassifierSuiteTests
             Assert.AreEqual(results[0].FoldLogLoss!.Zip(other.FoldLogLoss!).Count(p => p.First < p.Second), d.OursLower);
             StringAssert.Contains(ClassifierSuite.Describe(d), $"of 2 folds");
         }
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ClassifierSuite.CrossValidate(set, configurations, folds: 1)).Message,
+            "--cv expects at least 2 folds; got 1", "fewer than 2 folds is refused by the option's name, before anything is fitted");
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => PeerConfiguration.Parse("Epoch=2")).Message, "'Epoch'");
         CollectionAssert.AreEqual(new[] { "Sdcaa" }, ClassifierSuite.UnknownTrainers(new[] { "sdca", "Sdcaa", "lightgbm" }),
             "a --trainers part that names no trainer is refused by name");
