@@ -44,10 +44,17 @@ if (unknownTrainers.Count > 0)
     return 2;
 }
 int folds = arguments.Integer("cv", 0);
-if (arguments.Text("cv", "") != "")
+int? trainRows = arguments.Text("train-rows", "") != "" ? arguments.Integer("train-rows", 0) : null;
+// Checked before any set is loaded (a first run downloads them).
+try
 {
-    try { ClassifierSuite.CheckFolds(folds); }
-    catch (ArgumentOutOfRangeException e) { Console.Error.WriteLine(e.Message); return 2; }
+    if (arguments.Text("cv", "") != "") ClassifierSuite.CheckFolds(folds);
+    if (trainRows is { } rows) TextSet.CheckTrainingRows(rows);
+}
+catch (ArgumentOutOfRangeException e)
+{
+    Console.Error.WriteLine(e.Message);
+    return 2;
 }
 int seed = arguments.Integer("seed", 1);
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));
@@ -58,11 +65,7 @@ foreach (var name in names)
     Console.WriteLine($"Loading {name} ...");
     var set = TextSets.Load(name);
     if (quick) set = set.Slice(300, 100);
-    if (arguments.Text("train-rows", "") != "")
-    {
-        try { set = set.SliceTraining(arguments.Integer("train-rows", 0)); }
-        catch (ArgumentOutOfRangeException e) { Console.Error.WriteLine(e.Message); return 2; }
-    }
+    if (trainRows is { } trainingRows) set = set.SliceTraining(trainingRows);
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");

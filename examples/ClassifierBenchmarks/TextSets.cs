@@ -28,8 +28,11 @@ public sealed record TextSet(string Name, string Source, string Labelling, strin
     public TextSet Slice(int train, int test) => this with { Train = Spread(Train, train), Test = Spread(Test, test) };
 
     /// <summary>At most <paramref name="train"/> rows of the training part, evenly spaced; the test part as it is (not read).</summary>
-    public TextSet SliceTraining(int train) => train >= 1
-        ? this with { Train = Spread(Train, train) }
+    public TextSet SliceTraining(int train) => this with { Train = Spread(Train, CheckTrainingRows(train)) };
+
+    /// <summary><paramref name="train"/> when it can slice a training part (at least 1); otherwise throws, naming the option.</summary>
+    public static int CheckTrainingRows(int train) => train >= 1
+        ? train
         : throw new ArgumentOutOfRangeException(nameof(train), train, $"--train-rows expects at least 1 row; got {train}.");
 
     private static List<TextExample> Spread(IReadOnlyList<TextExample> rows, int count) =>
