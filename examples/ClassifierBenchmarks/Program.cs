@@ -43,20 +43,32 @@ if (unknownTrainers.Count > 0)
                             $"{string.Join(", ", ClassifierSuite.Trainers.Select(t => t.Name))}.");
     return 2;
 }
-int folds = arguments.Integer("cv", 0);
-int? trainRows = arguments.Text("train-rows", "") != "" ? arguments.Integer("train-rows", 0) : null;
-// Checked before any set is loaded (a first run downloads them).
+// Every number is read and checked before any set is loaded (a first run downloads them); a bad one is refused by name.
+int folds, seed;
+int? trainRows;
+List<double> fractions;
+Microsoft.ML.Peer.PeerLanguageModelTrainer.Options pretraining;
 try
 {
+    folds = arguments.Integer("cv", 0);
     if (arguments.Text("cv", "") != "") ClassifierSuite.CheckFolds(folds);
-    if (trainRows is { } rows) TextSet.CheckTrainingRows(rows);
+    trainRows = arguments.Text("train-rows", "") != "" ? TextSet.CheckTrainingRows(arguments.Integer("train-rows", 0)) : null;
+    seed = arguments.Integer("seed", 1);
+    fractions = arguments.Text("few-labels", "").Split(',', StringSplitOptions.RemoveEmptyEntries)
+        .Select(f => double.TryParse(f, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v)
+            ? v
+            : throw new FormatException($"--few-labels expects comma-separated numbers; got '{f}'.")).ToList();
+    pretraining = new Microsoft.ML.Peer.PeerLanguageModelTrainer.Options
+    {
+        Epochs = arguments.Integer("pretrain-epochs", 1),
+        TimeBudget = arguments.Number("pretrain-minutes", 0) is > 0 and var minutes ? TimeSpan.FromMinutes(minutes) : null,
+    };
 }
-catch (ArgumentOutOfRangeException e)
+catch (Exception e) when (e is ArgumentOutOfRangeException or FormatException)
 {
     Console.Error.WriteLine(e.Message);
     return 2;
 }
-int seed = arguments.Integer("seed", 1);
 string output = Path.GetFullPath(arguments.Text("output", Path.Combine("artifacts", "classifier")));
 Directory.CreateDirectory(output);
 var all = new List<TrainerResult>();
@@ -69,15 +81,8 @@ foreach (var name in names)
     Console.WriteLine($"  {set.Source}; {set.Labelling}; split {set.Split}: " +
                       $"{set.Train.Count:N0} training and {set.Test.Count:N0} test rows, " +
                       $"{set.Classes} classes");
-    var fractions = arguments.Text("few-labels", "").Split(',', StringSplitOptions.RemoveEmptyEntries)
-        .Select(f => double.Parse(f, System.Globalization.CultureInfo.InvariantCulture)).ToList();
     if (fractions.Count > 0)
     {
-        var pretraining = new Microsoft.ML.Peer.PeerLanguageModelTrainer.Options
-        {
-            Epochs = arguments.Integer("pretrain-epochs", 1),
-            TimeBudget = arguments.Number("pretrain-minutes", 0) is > 0 and var minutes ? TimeSpan.FromMinutes(minutes) : null,
-        };
         var few = ClassifierSuite.FewLabels(set, fractions, pretraining, seed, log: Console.WriteLine);
         all.AddRange(few);
         File.WriteAllText(Path.Combine(output, $"few-labels-{name}{(quick ? "-quick" : "")}.json"),
