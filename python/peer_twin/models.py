@@ -178,6 +178,9 @@ def load(path, expected_kind=None):
         raise ValueError(f"The safetensors file '{path}' has no 'peer.model' and 'peer.config' metadata: it is not a Microsoft.ML.Peer export")
     if metadata.get("peer.format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise ValueError(f"The safetensors file '{path}' has export format version {metadata['peer.format_version']!r}; this twin reads {FORMAT_VERSION}")
+    if "peer.ensemble_size" in metadata:
+        raise ValueError(f"The safetensors file '{path}' holds an ensemble of {metadata['peer.ensemble_size']} classifiers (EnsembleSize; "
+                         "each model's tensors under 'members.<m>.'); the twin loads one model: export one trained with EnsembleSize = 1")
     kind = metadata["peer.model"]
     if expected_kind is not None and kind != expected_kind:
         raise ValueError(f"The safetensors file '{path}' holds a {kind!r} model, not a {expected_kind!r}")

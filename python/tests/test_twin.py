@@ -68,6 +68,14 @@ class SafetensorsTests(unittest.TestCase):
             with torch.no_grad():
                 self.assertTrue(torch.equal(model(tokens), loaded(tokens)))
 
+    def test_an_ensemble_is_refused_by_name(self):
+        model = models.TransformerLanguageModel(TINY_LM).eval()
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "e.safetensors")
+            models.save(model, path, {"peer.ensemble_size": "3"})
+            with self.assertRaisesRegex(ValueError, "an ensemble of 3 classifiers"):
+                models.load(path)
+
     def test_hostile_headers_are_refused(self):
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "t.safetensors")

@@ -42,6 +42,17 @@ public static class PeerSafetensors
     internal const string LabelKeyValuesKey = "peer.label_key_values";
     internal const string TruncationKey = "peer.truncation";
 
+    /// <summary>The metadata key of an ensemble's model count (absent: one model); its models' tensors are named
+    /// <c>members.{m}.</c> + the one model's names.</summary>
+    internal const string EnsembleSizeKey = "peer.ensemble_size";
+
+    /// <summary>The metadata key of an ensemble's score temperatures, one per model (JSON array of numbers); the rest of each model's
+    /// options are <see cref="ConfigKey"/>'s.</summary>
+    internal const string ScoreTemperaturesKey = "peer.score_temperatures";
+
+    /// <summary>The prefix of model <paramref name="member"/>'s tensors in a file of <paramref name="count"/> models.</summary>
+    internal static string MemberPrefix(int member, int count) => count > 1 ? $"members.{member}." : "";
+
     internal static readonly JsonSerializerOptions ConfigJson = new()
     {
         Converters = { new JsonStringEnumConverter() },
@@ -66,22 +77,74 @@ public static class PeerSafetensors
     public static TransformerLanguageModel LoadLanguageModel(string path) =>
         Read(path, LanguageModelKind, (LanguageModelOptions o) => { o.Validate(); return o; }, o => new TransformerLanguageModel(o)).Model;
 
+    /// <summary>
+    /// The reading of the models of a file, for a file of one model only: an ensemble's file is refused, naming how many it holds.
+    /// </summary>
+    internal static (TModel Model, TOptions Options, IReadOnlyDictionary<string, string> Metadata) Read<TOptions, TModel>(
+        string path, string kind, Func<TOptions, TOptions> validate, Func<TOptions, TModel> create)
+        where TOptions : TransformerOptions
+        where TModel : nn.Module
+    {
+        var (models, options, metadata) = Read(path, kind, validate, create, (o, m) => OneModel(o, m, path));
+        return (models[0], options, metadata);
+    }
+
+    private static IReadOnlyList<TOptions> OneModel<TOptions>(TOptions options, IReadOnlyDictionary<string, string> metadata, string path)
+    {
+        if (metadata.TryGetValue(EnsembleSizeKey, out var size))
+            throw new InvalidDataException($"The safetensors file '{path}' holds an ensemble of {SafetensorsFile.Printable(size)} models ('{EnsembleSizeKey}'), not one model: read it with TextClassifierFromSafetensors.");
+        return new[] { options };
+    }
+
+    /// <summary>
+    /// The options of each model of a classifier file: <paramref name="options"/> alone, or for an ensemble
+    /// (<see cref="EnsembleSizeKey"/>) a copy per model with its temperature from <see cref="ScoreTemperaturesKey"/>.
+    /// </summary>
+    internal static IReadOnlyList<TextClassifierOptions> ClassifierMembers(TextClassifierOptions options, IReadOnlyDictionary<string, string> metadata,
+        string path)
+    {
+        if (!metadata.TryGetValue(EnsembleSizeKey, out var size)) return new[] { options };
+        if (!int.TryParse(size, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int count) ||
+            count < 2 || count > ModelLimits.EnsembleSize)
+            throw new InvalidDataException($"The safetensors file '{path}' has '{EnsembleSizeKey}' '{SafetensorsFile.Printable(size)}'; an ensemble has 2 to {ModelLimits.EnsembleSize} models.");
+        double[]? temperatures = null;
+        try
+        {
+            if (metadata.TryGetValue(ScoreTemperaturesKey, out var json)) temperatures = JsonSerializer.Deserialize<double[]>(json);
+        }
+        catch (JsonException)
+        {
+        }
+        if (temperatures is null || temperatures.Length != count || temperatures.Any(t => !(t > 0) || !double.IsFinite(t)))
+            throw new InvalidDataException($"The safetensors file '{path}' holds an ensemble of {count} models but its '{ScoreTemperaturesKey}' metadata is not {count} positive finite numbers.");
+        return temperatures.Select(t =>
+        {
+            var member = options.Clone();
+            member.ScoreTemperature = t;
+            return member;
+        }).ToArray();
+    }
+
     /// <summary>A text classifier built from the options and filled with the weights of the safetensors file at
     /// <paramref name="path"/>.</summary>
     public static TransformerTextClassifier LoadTextClassifier(string path) =>
         Read(path, TextClassifierKind, (TextClassifierOptions o) => { o.Validate(); return o; },
             o => new TransformerTextClassifier(o)).Model;
 
-    /// <summary>
-    /// Writes every tensor of <paramref name="model"/>'s state dictionary, in its order, and the metadata: the format, the
-    /// kind, the options and whatever <paramref name="extra"/> adds. A temporary file beside <paramref name="path"/> is
-    /// renamed over it once complete.
-    /// </summary>
     internal static void Write(string path, nn.Module model, TransformerOptions options, string kind,
+        IEnumerable<KeyValuePair<string, string>>? extra) => Write(path, new[] { model }, options, kind, extra);
+
+    /// <summary>
+    /// Writes every tensor of each of <paramref name="models"/>' state dictionaries, in their order (with
+    /// <see cref="MemberPrefix"/> before the names where there are several), and the metadata: the format, the kind, the
+    /// options and whatever <paramref name="extra"/> adds. A temporary file beside <paramref name="path"/> is renamed over it
+    /// once complete.
+    /// </summary>
+    internal static void Write(string path, IReadOnlyList<nn.Module> models, TransformerOptions options, string kind,
         IEnumerable<KeyValuePair<string, string>>? extra)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        Training.FiniteWeights.Ensure(model, "at export");
+        foreach (var model in models) Training.FiniteWeights.Ensure(model, "at export");
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["format"] = "pt",    // what Hugging Face loaders look for in a PyTorch-layout file
@@ -97,8 +160,8 @@ public static class PeerSafetensors
         {
             using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
-                var state = model.state_dict();
-                SafetensorsFile.Write(stream, metadata, state.Select(p => (p.Key, p.Value)).ToList());
+                var tensors = models.SelectMany((model, m) => model.state_dict().Select(p => (MemberPrefix(m, models.Count) + p.Key, p.Value)));
+                SafetensorsFile.Write(stream, metadata, tensors.ToList());
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temporary, full, overwrite: true);
@@ -111,12 +174,14 @@ public static class PeerSafetensors
     }
 
     /// <summary>
-    /// Reads a model of <paramref name="kind"/>: header, metadata, options (checked by <paramref name="validate"/>), the
-    /// number of values against the options, then the model <paramref name="create"/> builds, its tensors compared by
-    /// name, type and shape with the file's, filled and checked for NaN or infinity.
+    /// Reads the models of <paramref name="kind"/> in a file: header, metadata, options (checked by <paramref name="validate"/>),
+    /// each model's options from them and the metadata (<paramref name="members"/>, which refuses what does not fit), the number
+    /// of values against those options, then each model <paramref name="create"/> builds, its tensors compared by name, type
+    /// and shape with the file's, filled and checked for NaN or infinity.
     /// </summary>
-    internal static (TModel Model, TOptions Options, IReadOnlyDictionary<string, string> Metadata) Read<TOptions, TModel>(
-        string path, string kind, Func<TOptions, TOptions> validate, Func<TOptions, TModel> create)
+    internal static (IReadOnlyList<TModel> Models, TOptions Options, IReadOnlyDictionary<string, string> Metadata) Read<TOptions, TModel>(
+        string path, string kind, Func<TOptions, TOptions> validate, Func<TOptions, TModel> create,
+        Func<TOptions, IReadOnlyDictionary<string, string>, IReadOnlyList<TOptions>> members)
         where TOptions : TransformerOptions
         where TModel : nn.Module
     {
@@ -163,50 +228,61 @@ public static class PeerSafetensors
             throw new InvalidDataException($"{what} has an invalid {e.ParamName} in its '{ConfigKey}' metadata: {e.Message}", e);
         }
 
-        long expected = FlopCounter.StateElements(options);
+        var memberOptions = members(options, metadata);
+        long expected = memberOptions.Sum(FlopCounter.StateElements);
         long saved = entries.Sum(e => e.Elements);
         if (saved != expected)
-            throw new InvalidDataException($"{what} holds {saved:N0} values but the model its '{ConfigKey}' describes has {expected:N0}: the options or the weights do not belong together.");
+            throw new InvalidDataException($"{what} holds {saved:N0} values but the model{(memberOptions.Count > 1 ? "s" : "")} its '{ConfigKey}' describes {(memberOptions.Count > 1 ? "have" : "has")} {expected:N0}: the options or the weights do not belong together.");
 
-        var model = create(options);
+        var lookup = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);   // names are unique (checked with the header)
+        var byName = new Dictionary<string, SafetensorsEntry>(lookup, StringComparer.Ordinal);
+        var models = new List<TModel>();
         try
         {
             using var noGrad = no_grad();
-            var lookup = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);   // names are unique (checked with the header)
-            var byName = new Dictionary<string, SafetensorsEntry>(lookup, StringComparer.Ordinal);
-            var state = model.state_dict();
-            foreach (var (name, tensor) in state)
+            for (int m = 0; m < memberOptions.Count; m++)
             {
-                if (!byName.Remove(name, out var entry))
-                    throw new InvalidDataException($"{what} has no tensor '{name}', which the model its '{ConfigKey}' describes needs.");
-                if (entry.Type != tensor.dtype || !entry.Shape.SequenceEqual(tensor.shape))
-                    throw new InvalidDataException($"{what} holds tensor '{name}' as {entry.Describe()}; the model its '{ConfigKey}' describes needs {SafetensorsFile.DTypeOf(tensor.dtype)} [{string.Join(", ", tensor.shape)}].");
+                var model = create(memberOptions[m]);
+                models.Add(model);
+                string prefix = MemberPrefix(m, memberOptions.Count);
+                foreach (var (own, tensor) in model.state_dict())
+                {
+                    string name = prefix + own;
+                    if (!byName.Remove(name, out var entry))
+                        throw new InvalidDataException($"{what} has no tensor '{name}', which the model its '{ConfigKey}' describes needs.");
+                    if (entry.Type != tensor.dtype || !entry.Shape.SequenceEqual(tensor.shape))
+                        throw new InvalidDataException($"{what} holds tensor '{name}' as {entry.Describe()}; the model its '{ConfigKey}' describes needs {SafetensorsFile.DTypeOf(tensor.dtype)} [{string.Join(", ", tensor.shape)}].");
+                }
             }
             if (byName.Count > 0)
                 throw new InvalidDataException($"{what} holds tensor '{SafetensorsFile.Printable(byName.Keys.First())}', which the model its '{ConfigKey}' describes does not have.");
-            foreach (var (name, tensor) in state)
+            for (int m = 0; m < models.Count; m++)
             {
-                var entry = lookup[name];
-                try
+                string prefix = MemberPrefix(m, models.Count);
+                foreach (var (own, tensor) in models[m].state_dict())
                 {
-                    SafetensorsFile.ReadData(stream, dataStart, entry, tensor);
+                    string name = prefix + own;
+                    try
+                    {
+                        SafetensorsFile.ReadData(stream, dataStart, lookup[name], tensor);
+                    }
+                    catch (Exception e) when (e is EndOfStreamException or IOException)
+                    {
+                        throw new InvalidDataException($"{what} is truncated inside tensor '{name}': {e.Message}", e);
+                    }
+                    catch (InvalidDataException e)
+                    {
+                        throw new InvalidDataException($"{what} is truncated: {e.Message}", e);
+                    }
                 }
-                catch (Exception e) when (e is EndOfStreamException or IOException)
-                {
-                    throw new InvalidDataException($"{what} is truncated inside tensor '{name}': {e.Message}", e);
-                }
-                catch (InvalidDataException e)
-                {
-                    throw new InvalidDataException($"{what} is truncated: {e.Message}", e);
-                }
+                if (Training.FiniteWeights.FirstNonFinite(models[m]) is { } bad)
+                    throw new InvalidDataException($"{what} holds NaN or infinite values in tensor '{MemberPrefix(m, models.Count)}{bad}'.");
             }
-            if (Training.FiniteWeights.FirstNonFinite(model) is { } bad)
-                throw new InvalidDataException($"{what} holds NaN or infinite values in tensor '{bad}'.");
-            return (model, options, metadata);
+            return (models, options, metadata);
         }
         catch
         {
-            model.Dispose();
+            foreach (var model in models) model.Dispose();
             throw;
         }
     }

@@ -40,8 +40,8 @@ public sealed partial class PeerCatalog
 
     /// <summary>
     /// A text classifier transformer from a <c>safetensors</c> file (written by <see cref="PeerTransformerBase{TModel}.ExportSafetensors"/>
-    /// or by the PyTorch twin) and the tokenizer its token ids come from. The class names and the truncation are the
-    /// file's (an export from ML.NET records them) unless given here.
+    /// or by the PyTorch twin) and the tokenizer its token ids come from: one model, or an ensemble's models. The class names and
+    /// the truncation are the file's (an export from ML.NET records them) unless given here.
     /// </summary>
     /// <param name="path">The safetensors file.</param>
     /// <param name="tokenizer">The tokenizer the model was trained with: its vocabulary must equal the model's, and its end-of-text id must
@@ -62,8 +62,9 @@ public sealed partial class PeerCatalog
             (predictedLabelColumnName, nameof(predictedLabelColumnName)));
         if (truncation is { } t && !Enum.IsDefined(t))
             throw new ArgumentOutOfRangeException(nameof(truncation), t, $"Unknown {nameof(truncation)} {t}.");
-        var (model, options, metadata) = PeerSafetensors.Read(path, PeerSafetensors.TextClassifierKind,
-            (TextClassifierOptions o) => { o.Validate(); return o; }, o => new TransformerTextClassifier(o));
+        var (models, options, metadata) = PeerSafetensors.Read(path, PeerSafetensors.TextClassifierKind,
+            (TextClassifierOptions o) => { o.Validate(); return o; }, o => new TransformerTextClassifier(o),
+            (o, m) => PeerSafetensors.ClassifierMembers(o, m, path));
         try
         {
             CheckTokenizer(tokenizer, options, path);
@@ -89,12 +90,12 @@ public sealed partial class PeerCatalog
                 ? Enum.TryParse<TextTruncation>(saved, out var parsed) && Enum.IsDefined(parsed) ? parsed
                     : throw new InvalidDataException($"The safetensors file '{path}' names an unknown truncation '{Interop.SafetensorsFile.Printable(saved)}' in '{PeerSafetensors.TruncationKey}'.")
                 : TextTruncation.KeepStartAndEnd);
-            return new PeerTextClassificationTransformer(_env, model, tokenizer, keyValues, readTruncation, textColumnName, scoreColumnName,
+            return new PeerTextClassificationTransformer(_env, models, tokenizer, keyValues, readTruncation, textColumnName, scoreColumnName,
                 predictedLabelColumnName);
         }
         catch
         {
-            model.Dispose();
+            foreach (var model in models) model.Dispose();
             throw;
         }
     }

@@ -97,19 +97,31 @@ internal static class PeerModelPersistence
     }
 
     /// <summary>
-    /// Writes what follows a transformer's header: the options (JSON), the tokenizer and the weights, each hashed as it
-    /// is written, then <see cref="ChecksumsStream"/> with their lengths and SHA-256 and the header's digest.
+    /// Writes what follows a transformer's header: the tokenizer, then each model's options (JSON) and weights, each hashed as
+    /// it is written, then <see cref="ChecksumsStream"/> with their lengths and SHA-256 and the header's digest. The first
+    /// model's streams keep the names of one model (<see cref="OptionsStream"/>, <see cref="WeightsStream"/>); an ensemble's
+    /// others are <see cref="MemberOptionsStream"/> and <see cref="MemberWeightsStream"/>.
     /// </summary>
-    public static void SaveModel(ModelSaveContext ctx, object options, CompactTokenizer tokenizer, torch.nn.Module model,
-        string headerDigest)
+    public static void SaveModel(ModelSaveContext ctx, IReadOnlyList<(object Options, torch.nn.Module Model)> members,
+        CompactTokenizer tokenizer, string headerDigest)
     {
         var streams = new Dictionary<string, StreamChecksum>();
-        SaveStream(ctx, OptionsStream, streams, w => w.Write(JsonSerializer.Serialize(options, options.GetType())));
-        SaveStream(ctx, TokenizerStream, streams, w => tokenizer.Save(w.BaseStream));
-        SaveStream(ctx, WeightsStream, streams, w => model.save(w));
+        for (int m = 0; m < members.Count; m++)
+        {
+            var (options, model) = members[m];
+            SaveStream(ctx, MemberOptionsStream(m), streams, w => w.Write(JsonSerializer.Serialize(options, options.GetType())));
+            if (m == 0) SaveStream(ctx, TokenizerStream, streams, w => tokenizer.Save(w.BaseStream));
+            SaveStream(ctx, MemberWeightsStream(m), streams, w => model.save(w));
+        }
         var checksums = new SavedChecksums(ProductVersion, headerDigest, streams);
         ctx.SaveBinaryStream(ChecksumsStream, w => w.Write(JsonSerializer.Serialize(checksums)));
     }
+
+    /// <summary>The options stream of an ensemble's model <paramref name="member"/> (0 is <see cref="OptionsStream"/>).</summary>
+    public static string MemberOptionsStream(int member) => member == 0 ? OptionsStream : $"PeerOptions.{member}.json";
+
+    /// <summary>The weights stream of an ensemble's model <paramref name="member"/> (0 is <see cref="WeightsStream"/>).</summary>
+    public static string MemberWeightsStream(int member) => member == 0 ? WeightsStream : $"PeerWeights.{member}.bin";
 
     private static void SaveStream(ModelSaveContext ctx, string name, Dictionary<string, StreamChecksum> streams,
         Action<BinaryWriter> write) =>
@@ -133,6 +145,20 @@ internal static class PeerModelPersistence
         where TOptions : Models.TransformerOptions
         where TModel : torch.nn.Module
     {
+        var (tokenizer, members) = LoadMembers(ctx, what, headerDigest, 1, create, (_, _) => { });
+        return (members[0].Options, tokenizer, members[0].Model);
+    }
+
+    /// <summary>
+    /// <see cref="LoadModel"/> for an ensemble of <paramref name="count"/> models sharing one tokenizer: each model's options
+    /// and weights are checked as one model's are, and <paramref name="sameShape"/> (given the first model's options and
+    /// another's) refuses options that do not belong with the first before that model is built.
+    /// </summary>
+    public static (CompactTokenizer Tokenizer, IReadOnlyList<(TOptions Options, TModel Model)> Members) LoadMembers<TOptions, TModel>(
+        ModelLoadContext ctx, string what, string headerDigest, int count, Func<TOptions, TModel> create, Action<TOptions, TOptions> sameShape)
+        where TOptions : Models.TransformerOptions
+        where TModel : torch.nn.Module
+    {
         SavedChecksums? checksums = null;
         if (ctx.Header.ModelVerWritten >= ChecksummedFormat)
         {
@@ -141,30 +167,66 @@ internal static class PeerModelPersistence
                 throw new InvalidDataException($"The {what}'s header (its Model.key stream) does not match the checksum recorded in '{ChecksumsStream}' when {checksums.Writer} saved it: the file is corrupt.");
         }
 
-        var options = LoadOptions<TOptions>(ctx, what, checksums);
-        var tokenizer = Load(ctx, TokenizerStream, what, checksums, s => CompactTokenizer.Load(s));
-        if (tokenizer.VocabularySize != options.VocabularySize)
-            throw new InvalidDataException($"The {what}'s '{TokenizerStream}' stream has {tokenizer.VocabularySize} ids but '{OptionsStream}' says VocabularySize = {options.VocabularySize}: the file is inconsistent.");
+        CompactTokenizer? tokenizer = null;
+        var members = new List<(TOptions Options, TModel Model)>();
+        try
+        {
+            for (int m = 0; m < count; m++)
+            {
+                string optionsStream = MemberOptionsStream(m), weightsStream = MemberWeightsStream(m);
+                var options = LoadOptions<TOptions>(ctx, what, optionsStream, checksums);
+                if (m == 0)
+                {
+                    tokenizer = Load(ctx, TokenizerStream, what, checksums, s => CompactTokenizer.Load(s));
+                    if (tokenizer.VocabularySize != options.VocabularySize)
+                        throw new InvalidDataException($"The {what}'s '{TokenizerStream}' stream has {tokenizer.VocabularySize} ids but '{OptionsStream}' says VocabularySize = {options.VocabularySize}: the file is inconsistent.");
+                }
+                else
+                {
+                    try
+                    {
+                        sameShape(members[0].Options, options);
+                    }
+                    catch (InvalidDataException e)
+                    {
+                        throw new InvalidDataException($"The {what}'s '{optionsStream}' stream does not describe a model like '{OptionsStream}': {e.Message}", e);
+                    }
+                }
+                members.Add((options, LoadWeights(ctx, what, optionsStream, weightsStream, checksums, options, create)));
+            }
+            return (tokenizer!, members);
+        }
+        catch
+        {
+            foreach (var (_, model) in members) model.Dispose();
+            throw;
+        }
+    }
 
+    private static TModel LoadWeights<TOptions, TModel>(ModelLoadContext ctx, string what, string optionsStream, string weightsStream,
+        SavedChecksums? checksums, TOptions options, Func<TOptions, TModel> create)
+        where TOptions : Models.TransformerOptions
+        where TModel : torch.nn.Module
+    {
         long expected = Models.FlopCounter.StateElements(options);
-        var layout = Load(ctx, WeightsStream, what, checksums, s => SavedStateDictionary.Read(s, expected));
+        var layout = Load(ctx, weightsStream, what, checksums, s => SavedStateDictionary.Read(s, expected));
         long saved = layout.Sum(t => t.Elements);
         if (saved != expected)
-            throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds {saved:N0} values but the model '{OptionsStream}' describes has {expected:N0}: the options or the weights are damaged.");
+            throw new InvalidDataException($"The {what}'s '{weightsStream}' stream holds {saved:N0} values but the model '{optionsStream}' describes has {expected:N0}: the options or the weights are damaged.");
 
         var model = create(options);
         try
         {
-            CheckLayout(model, layout, what);
-            Load(ctx, WeightsStream, what, null, s =>
+            CheckLayout(model, layout, what, optionsStream, weightsStream);
+            Load(ctx, weightsStream, what, null, s =>
             {
                 using var reader = new BinaryReader(s, Encoding.UTF8, leaveOpen: true);
                 model.load(reader, strict: true);
                 return true;
             });
             if (Training.FiniteWeights.FirstNonFinite(model) is { } name)
-                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds NaN or infinite values in tensor '{name}'.");
-            return (options, tokenizer, model);
+                throw new InvalidDataException($"The {what}'s '{weightsStream}' stream holds NaN or infinite values in tensor '{name}'.");
+            return model;
         }
         catch
         {
@@ -174,24 +236,25 @@ internal static class PeerModelPersistence
     }
 
     /// <summary>The built model's tensors must be exactly the saved ones, by name, type and shape.</summary>
-    private static void CheckLayout(torch.nn.Module model, IReadOnlyList<SavedTensor> layout, string what)
+    private static void CheckLayout(torch.nn.Module model, IReadOnlyList<SavedTensor> layout, string what, string optionsStream,
+        string weightsStream)
     {
         var saved = new Dictionary<string, SavedTensor>(StringComparer.Ordinal);
         foreach (var tensor in layout)
             if (!saved.TryAdd(tensor.Name, tensor))
-                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{tensor.Name}' twice.");
+                throw new InvalidDataException($"The {what}'s '{weightsStream}' stream holds tensor '{tensor.Name}' twice.");
         var state = model.state_dict();
         foreach (var (name, tensor) in state)
         {
             if (!saved.Remove(name, out var found))
                 throw new InvalidDataException(
-                    $"The {what}'s '{WeightsStream}' stream has no tensor '{name}', which the model '{OptionsStream}' describes needs.");
+                    $"The {what}'s '{weightsStream}' stream has no tensor '{name}', which the model '{optionsStream}' describes needs.");
             var want = new SavedTensor(name, tensor.dtype, tensor.shape);
             if (found.Type != want.Type || !found.Shape.SequenceEqual(want.Shape))
-                throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{name}' as {found.Describe()}; the model '{OptionsStream}' describes needs {want.Describe()}.");
+                throw new InvalidDataException($"The {what}'s '{weightsStream}' stream holds tensor '{name}' as {found.Describe()}; the model '{optionsStream}' describes needs {want.Describe()}.");
         }
         if (saved.Count > 0)
-            throw new InvalidDataException($"The {what}'s '{WeightsStream}' stream holds tensor '{saved.Keys.First()}', which the model '{OptionsStream}' describes does not have.");
+            throw new InvalidDataException($"The {what}'s '{weightsStream}' stream holds tensor '{saved.Keys.First()}', which the model '{optionsStream}' describes does not have.");
     }
 
     private static SavedChecksums LoadChecksums(ModelLoadContext ctx, string what)
@@ -206,14 +269,14 @@ internal static class PeerModelPersistence
         return checksums;
     }
 
-    private static TOptions LoadOptions<TOptions>(ModelLoadContext ctx, string what, SavedChecksums? checksums)
+    private static TOptions LoadOptions<TOptions>(ModelLoadContext ctx, string what, string stream, SavedChecksums? checksums)
         where TOptions : Models.TransformerOptions
     {
-        var options = Load(ctx, OptionsStream, what, checksums, s =>
+        var options = Load(ctx, stream, what, checksums, s =>
         {
             using var reader = new BinaryReader(s, Encoding.UTF8, leaveOpen: true);
             return JsonSerializer.Deserialize<TOptions>(reader.ReadString());
-        }) ?? throw new InvalidDataException($"The {what}'s '{OptionsStream}' stream is empty (null).");
+        }) ?? throw new InvalidDataException($"The {what}'s '{stream}' stream is empty (null).");
         try
         {
             switch (options)
@@ -225,7 +288,7 @@ internal static class PeerModelPersistence
         }
         catch (ArgumentException e)
         {
-            throw new InvalidDataException($"The {what}'s '{OptionsStream}' stream has an invalid {e.ParamName}: {e.Message}", e);
+            throw new InvalidDataException($"The {what}'s '{stream}' stream has an invalid {e.ParamName}: {e.Message}", e);
         }
         return options;
     }

@@ -84,6 +84,14 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         public bool RefitOnAllRows = true;
 
         /// <summary>
+        /// How many models are trained, one after the other, each as one model is (its own seed: the trainer's, then 1,000 more for
+        /// each further model, so its own initialisation, batch order and held-out rows), and scored together by averaging their
+        /// class probabilities. The fit, the scoring time and the saved model grow with it, about in proportion. 1 = one model.
+        /// Default 1. Progress is reported for each model in turn; <see cref="PeerTrainerOptionsBase.TimeBudget"/> is each model's.
+        /// </summary>
+        public int EnsembleSize = 1;
+
+        /// <summary>
         /// Fit the temperature of the scores on the validation rows after training, so the probabilities are as confident as
         /// the model is right (no prediction changes). Default true.
         /// </summary>
@@ -191,6 +199,9 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
             if (UnlabeledData is not null && Pretraining is null)
                 throw new ArgumentException($"{nameof(UnlabeledData)} is only read to pre-train a language model: set {nameof(Pretraining)} too.",
                     nameof(UnlabeledData));
+            if (EnsembleSize < 1 || EnsembleSize > ModelLimits.EnsembleSize)
+                throw new ArgumentOutOfRangeException(nameof(EnsembleSize), EnsembleSize,
+                    $"{nameof(EnsembleSize)} must be in 1..{ModelLimits.EnsembleSize}; got {EnsembleSize}.");
             if (ValidationFraction is < 0 or >= 1 || double.IsNaN(ValidationFraction))
                 throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction,
                     $"{nameof(ValidationFraction)} must be in [0, 1); got {ValidationFraction}.");
@@ -368,6 +379,40 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         }
 
         int seed = _options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 1;
+        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {inputLength} of each" +
+                (modelOptions.LinearBag ? $", {modelOptions.ContextLength} for the encoder; a linear bag with {modelOptions.LinearBagBuckets:N0} pair buckets" : "") +
+                $"), vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s)" +
+                (_options.EnsembleSize > 1 ? $"; an ensemble of {_options.EnsembleSize} models." : "."));
+        var members = new List<TransformerTextClassifier>();
+        try
+        {
+            for (int m = 0; m < _options.EnsembleSize; m++)
+            {
+                int memberSeed = unchecked(seed + MemberSeedStep * m);
+                if (_options.EnsembleSize > 1) ch.Info($"Model {m + 1} of {_options.EnsembleSize} (seed {memberSeed}).");
+                members.Add(TrainModel(memberSeed, modelOptions, tokens, labels, groups, validationTokens, validationLabels, languageModel, ch, clock));
+            }
+            return new PeerTextClassificationTransformer(_host, members, tokenizer, keyValues, _options.Truncation, _options.TextColumnName,
+                _options.ScoreColumnName, _options.PredictedLabelColumnName);
+        }
+        catch
+        {
+            foreach (var member in members) member.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>What each further model of an ensemble adds to the seed.</summary>
+    internal const int MemberSeedStep = 1000;
+
+    /// <summary>
+    /// One model, trained with <paramref name="seed"/>: on <paramref name="tokens"/> less the rows it holds out (unless a validation
+    /// set is given), stopped early and calibrated on those, then refitted on every row.
+    /// </summary>
+    private TransformerTextClassifier TrainModel(int seed, TextClassifierOptions modelOptions, List<int[]> tokens, List<int> labels,
+        List<string>? groups, List<int[]>? validationTokens, List<int>? validationLabels, PeerLanguageModelTransformer? languageModel,
+        IChannel ch, Stopwatch clock)
+    {
         var (allTokens, allLabels) = (tokens, labels);
         bool heldOutHere = false;
         if (validationTokens is null && _options.ValidationFraction > 0)
@@ -388,10 +433,6 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
         }
 
         var training = _options.TrainingOptions(seed);
-        ch.Info($"{texts.Count:N0} training texts in {classCount} classes, {tokens.Sum(t => (long)t.Length):N0} tokens (at most {inputLength} of each" +
-                (modelOptions.LinearBag ? $", {modelOptions.ContextLength} for the encoder; a linear bag with {modelOptions.LinearBagBuckets:N0} pair buckets" : "") +
-                $"), vocabulary {tokenizer.VocabularySize:N0}; {modelOptions.FeedForward} feed-forward, d = {modelOptions.ModelDimension}, {modelOptions.Layers} block(s).");
-
         var trainer = new TextClassifierTrainingLoop(modelOptions, training);
         try
         {
@@ -425,9 +466,7 @@ public sealed class PeerTextClassificationTrainer : IEstimator<PeerTextClassific
                 }
                 ch.Info($"Refitted on all {allTokens.Count:N0} rows: {again.Steps} steps, {clock.Elapsed:hh\\:mm\\:ss} in all.");
             }
-            var model = trainer.ReleaseModel();
-            return new PeerTextClassificationTransformer(_host, model, tokenizer, keyValues, _options.Truncation, _options.TextColumnName,
-                _options.ScoreColumnName, _options.PredictedLabelColumnName);
+            return trainer.ReleaseModel();
         }
         finally
         {

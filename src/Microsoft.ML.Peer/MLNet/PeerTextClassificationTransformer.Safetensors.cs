@@ -5,13 +5,18 @@ namespace Microsoft.ML.Peer;
 
 public sealed partial class PeerTextClassificationTransformer
 {
-    /// <summary>The label's key values (type tag and invariant strings) and the truncation, so an import scores as this transformer
-    /// does.</summary>
+    /// <summary>The label's key values (type tag and invariant strings), the truncation and an ensemble's size and temperatures, so an
+    /// import scores as this transformer does.</summary>
     private protected override IEnumerable<KeyValuePair<string, string>> SafetensorsMetadata
     {
         get
         {
             yield return new(PeerSafetensors.TruncationKey, Truncation.ToString());
+            if (_members.Length > 1)
+            {
+                yield return new(PeerSafetensors.EnsembleSizeKey, _members.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                yield return new(PeerSafetensors.ScoreTemperaturesKey, JsonSerializer.Serialize(_members.Select(m => m.Options.ScoreTemperature)));
+            }
             if (_keyValues is not null)
                 yield return new(PeerSafetensors.LabelKeyValuesKey,
                     JsonSerializer.Serialize(new SafetensorsKeyValues(_keyValues.Tag, _keyValues.Values)));

@@ -5,7 +5,8 @@ public abstract partial class PeerTransformerBase<TModel>
     /// <summary>
     /// Writes the model's weights and options to a <c>safetensors</c> file at <paramref name="path"/> (PyTorch-style
     /// tensor names, the options as JSON metadata; see <see cref="PeerSafetensors"/> and docs/interop.md), which the PyTorch
-    /// twin in <c>python/peer_twin</c> loads. The tokenizer is not part of it: keep it with <see cref="Data.CompactTokenizer.Save"/>.
+    /// twin in <c>python/peer_twin</c> loads. An ensemble's models are written to the one file, each model's tensors under
+    /// <c>members.{m}.</c>. The tokenizer is not part of it: keep it with <see cref="Data.CompactTokenizer.Save"/>.
     /// </summary>
     public void ExportSafetensors(string path)
     {
@@ -17,7 +18,7 @@ public abstract partial class PeerTransformerBase<TModel>
             Models.TextClassifierOptions classifier => (classifier, PeerSafetensors.TextClassifierKind),
             _ => throw new InvalidOperationException($"Unknown model options {SavedOptions.GetType().Name}."),
         };
-        PeerSafetensors.Write(path, Model, options, kind, SafetensorsMetadata);
+        PeerSafetensors.Write(path, SavedMembers.Select(m => m.Model).ToArray(), options, kind, SafetensorsMetadata);
     }
 
     /// <summary>What the transformer adds to the export's metadata besides the options (the classifier: class names, truncation).</summary>

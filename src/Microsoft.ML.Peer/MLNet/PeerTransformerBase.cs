@@ -145,6 +145,9 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
     /// <summary>The model's options, saved as JSON.</summary>
     private protected abstract object SavedOptions { get; }
 
+    /// <summary>The models saved, each with its options: <see cref="Model"/> alone, or an ensemble with <see cref="Model"/> first.</summary>
+    private protected virtual IReadOnlyList<(object Options, torch.nn.Module Model)> SavedMembers => new[] { (SavedOptions, (torch.nn.Module)Model) };
+
     /// <summary>Writes what follows the text column in the transformer's own stream.</summary>
     private protected abstract void SaveHeader(ModelSaveContext ctx);
 
@@ -157,12 +160,13 @@ public abstract partial class PeerTransformerBase<TModel> : RowToRowTransformerB
         ArgumentNullException.ThrowIfNull(ctx);
         // A disposed model has no weights left to write: saving it would replace a good file with an empty model.
         using var call = UseModel();
-        Training.FiniteWeights.Ensure(Model, "at save");
+        var members = SavedMembers;
+        foreach (var (_, model) in members) Training.FiniteWeights.Ensure(model, "at save");
         ctx.CheckAtModel();
         ctx.SetVersionInfo(FormatVersion);
         ctx.SaveNonEmptyString(TextColumnName);
         SaveHeader(ctx);
-        PeerModelPersistence.SaveModel(ctx, SavedOptions, Tokenizer, Model, HeaderDigest);
+        PeerModelPersistence.SaveModel(ctx, members, Tokenizer, HeaderDigest);
     }
 
     public void Dispose()

@@ -20,4 +20,6 @@ internal static class ModelLimits
     public const int BigramBuckets = 1 << 24;
     /// <summary>The linear bag's token and pair tables together: 2^28 weights (1 GiB).</summary>
     public const long LinearBagWeights = 1L << 28;
+    /// <summary>The most models a classifier ensemble holds (each one more forward pass per text).</summary>
+    public const int EnsembleSize = 32;
 }

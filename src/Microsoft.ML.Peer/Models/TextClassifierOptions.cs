@@ -191,6 +191,21 @@ public sealed class TextClassifierOptions : TransformerOptions
     /// <summary>A deep copy, so a model owns its settings.</summary>
     public TextClassifierOptions Clone() => (TextClassifierOptions)CloneTransformer();
 
+    /// <summary>
+    /// Refuses (<see cref="InvalidDataException"/>, naming the first property that differs) options of an ensemble's model that
+    /// differ from its first model's in anything but <see cref="ScoreTemperature"/>: the models of an ensemble share one shape,
+    /// one tokenizer and one input.
+    /// </summary>
+    internal static void CheckSameShape(TextClassifierOptions first, TextClassifierOptions other)
+    {
+        foreach (var property in typeof(TextClassifierOptions).GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance))
+        {
+            if (property.Name == nameof(ScoreTemperature) || !property.CanRead || property.GetIndexParameters().Length > 0) continue;
+            string a = System.Text.Json.JsonSerializer.Serialize(property.GetValue(first)), b = System.Text.Json.JsonSerializer.Serialize(property.GetValue(other));
+            if (a != b) throw new InvalidDataException($"its {property.Name} is {b}, the first model's {a}.");
+        }
+    }
+
     /// <summary>Checks every option; the exception names the one that is wrong.</summary>
     public void Validate()
     {

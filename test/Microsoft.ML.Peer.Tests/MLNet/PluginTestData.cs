@@ -71,6 +71,7 @@ internal static class PluginTestData
         BatchSize = 16,
         Epochs = 6,
         LearningRate = 3e-3,
+        EnsembleSize = 1,   // one model: the tests that need an ensemble ask for one (ClassifierEnsembleTests)
     });
 
     /// <summary>The size both tiny models share: a 300-token vocabulary, d = 32, 16² experts, 2 heads of top-4 over 16-dimensional
