@@ -38,6 +38,7 @@ public sealed class OptionsDefaultsTests
         Assert.AreEqual(2, o.EarlyStoppingPatience);
         Assert.AreEqual(new ClassifierTrainingOptions().EarlyStoppingPatience, o.EarlyStoppingPatience, "stated once, on the training options");
         Assert.AreEqual(64, o.MinimumStepsPerEpoch);
+        Assert.AreEqual(3, o.EnsembleSize);
         Assert.AreEqual(new ClassifierTrainingOptions().MinimumStepsPerEpoch, o.MinimumStepsPerEpoch, "stated once, on the training options");
         Assert.IsTrue(o.CalibrateScores);
         Assert.IsTrue(o.RefitOnAllRows);
