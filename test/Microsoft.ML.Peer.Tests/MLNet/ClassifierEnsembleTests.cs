@@ -53,7 +53,7 @@ public sealed class ClassifierEnsembleTests
 
         var texts = PluginTestData.Topics(40, seed: 5, classes: 3).Select(r => r.Text).ToArray();
         var scores = Scores(Pipeline);
-        var ids = texts.Select(t => Classifier.Tokenizer.EncodeTruncated(t, Classifier.ModelOptions.InputLength, Classifier.Truncation)).ToArray();
+        var ids = texts.Select(t => Classifier.Tokenizer.EncodeTruncated(t ?? "", Classifier.ModelOptions.InputLength, Classifier.Truncation)).ToArray();
         var a = members[0].PredictProbabilities(ids, batchSize: 8);
         var b = members[1].PredictProbabilities(ids, batchSize: 8);
         for (int i = 0; i < texts.Length; i++)
