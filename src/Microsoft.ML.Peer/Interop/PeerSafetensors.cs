@@ -107,14 +107,7 @@ public static class PeerSafetensors
         if (!int.TryParse(size, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int count) ||
             count < 2 || count > ModelLimits.EnsembleSize)
             throw new InvalidDataException($"The safetensors file '{path}' has '{EnsembleSizeKey}' '{SafetensorsFile.Printable(size)}'; an ensemble has 2 to {ModelLimits.EnsembleSize} models.");
-        double[]? temperatures = null;
-        try
-        {
-            if (metadata.TryGetValue(ScoreTemperaturesKey, out var json)) temperatures = JsonSerializer.Deserialize<double[]>(json);
-        }
-        catch (JsonException)
-        {
-        }
+        var temperatures = metadata.TryGetValue(ScoreTemperaturesKey, out var json) ? NumbersOrNull(json) : null;
         if (temperatures is null || temperatures.Length != count || temperatures.Any(t => !(t > 0) || !double.IsFinite(t)))
             throw new InvalidDataException($"The safetensors file '{path}' holds an ensemble of {count} models but its '{ScoreTemperaturesKey}' metadata is not {count} positive finite numbers.");
         return temperatures.Select(t =>
@@ -130,6 +123,18 @@ public static class PeerSafetensors
     public static TransformerTextClassifier LoadTextClassifier(string path) =>
         Read(path, TextClassifierKind, (TextClassifierOptions o) => { o.Validate(); return o; },
             o => new TransformerTextClassifier(o)).Model;
+
+    private static double[]? NumbersOrNull(string json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<double[]>(json);
+        }
+        catch (JsonException)
+        {
+            return null;   // refused by the caller, with the key named
+        }
+    }
 
     internal static void Write(string path, nn.Module model, TransformerOptions options, string kind,
         IEnumerable<KeyValuePair<string, string>>? extra) => Write(path, new[] { model }, options, kind, extra);

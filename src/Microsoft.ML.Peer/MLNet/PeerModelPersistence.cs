@@ -31,13 +31,15 @@ internal static class PeerModelPersistence
     public const uint ChecksummedFormat = 0x00010002;
 
     /// <summary>
-    /// The format version every PEER transformer writes (0x00010002), under its own 8-character signature. Files of
-    /// 0x00010001 (no checksums) still load; 0x00010001 readers can read 0x00010002 files, which only add a stream.
+    /// The format version every PEER transformer writes (0x00010002 unless a later one is given), under its own 8-character
+    /// signature. Files of 0x00010001 (no checksums) still load; 0x00010001 readers can read 0x00010002 files, which only add a
+    /// stream; a format that older readers must refuse gives its own <paramref name="readable"/>.
     /// </summary>
-    public static VersionInfo FormatVersion(string modelSignature, string loaderSignature) => new(
+    public static VersionInfo FormatVersion(string modelSignature, string loaderSignature, uint written = ChecksummedFormat,
+        uint readable = 0x00010001) => new(
         modelSignature: modelSignature,
-        verWrittenCur: ChecksummedFormat,
-        verReadableCur: 0x00010001,
+        verWrittenCur: written,
+        verReadableCur: readable,
         verWeCanReadBack: 0x00010001,
         loaderSignature: loaderSignature,
         loaderAssemblyName: typeof(PeerModelPersistence).Assembly.FullName);

@@ -142,12 +142,15 @@ public sealed partial class PeerTextClassificationTransformer : PeerTransformerB
     // only, so that they refuse it instead of scoring its first model alone.
     private const uint EnsembleFormat = 0x00010003;
 
-    private static VersionInfo GetVersionInfo() => new(modelSignature: "PEERTCXF", verWrittenCur: EnsembleFormat, verReadableCur: EnsembleFormat,
-        verWeCanReadBack: 0x00010001, loaderSignature: LoaderSignature, loaderAssemblyName: typeof(PeerTextClassificationTransformer).Assembly.FullName);
+    private const string ModelSignature = "PEERTCXF";
+
+    // What the loader accepts: every format up to the ensemble's.
+    private static VersionInfo GetVersionInfo() =>
+        PeerModelPersistence.FormatVersion(ModelSignature, LoaderSignature, written: EnsembleFormat, readable: EnsembleFormat);
 
     private protected override VersionInfo FormatVersion => _members.Length > 1
         ? GetVersionInfo()
-        : PeerModelPersistence.FormatVersion("PEERTCXF", LoaderSignature);
+        : PeerModelPersistence.FormatVersion(ModelSignature, LoaderSignature);
 
     private protected override object SavedOptions => _modelOptions;
 
