@@ -147,6 +147,28 @@ public sealed class ClassifierEnsembleTests
             // The one-model reader says what the file holds instead of listing unexpected tensors.
             var e = Assert.ThrowsExactly<InvalidDataException>(() => PeerSafetensors.LoadTextClassifier(path));
             StringAssert.Contains(e.Message, "an ensemble of 2 models");
+
+            // Damaged ensemble metadata is refused naming the key, before any model is built.
+            foreach (var (key, value, expected) in new[]
+            {
+                ("peer.ensemble_size", "40", "'peer.ensemble_size' '40'; an ensemble has 2 to 32 models"),
+                ("peer.ensemble_size", "two", "'peer.ensemble_size' 'two'"),
+                ("peer.score_temperatures", "[1.0]", "its 'peer.score_temperatures' metadata is not 2 positive finite numbers"),
+                ("peer.score_temperatures", "[1.0, -2.0]", "its 'peer.score_temperatures' metadata is not 2 positive finite numbers"),
+                ("peer.score_temperatures", "not json", "its 'peer.score_temperatures' metadata is not 2 positive finite numbers"),
+            })
+            {
+                string edited = SafetensorsFiles.Edited(path, h => h["__metadata__"]![key] = value);
+                try
+                {
+                    var bad = Assert.ThrowsExactly<InvalidDataException>(() => Ml.Peer().TextClassifierFromSafetensors(edited, Classifier.Tokenizer));
+                    StringAssert.Contains(bad.Message, expected, $"{key} = {value}");
+                }
+                finally
+                {
+                    File.Delete(edited);
+                }
+            }
         }
         finally
         {
